@@ -1,0 +1,173 @@
+//! Datasets of the manifest, downloaded once, verified, and kept under `data/`.
+
+use crate::{Error, Result};
+use sha2::{Digest, Sha256};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Set to an `http(s)://` base URL or a local folder to download every dataset from there
+/// instead of its public URL (the file is looked up by its manifest `file` name). CI points
+/// it at a loopback server; it also serves a lab without internet.
+pub const MIRROR_ENV: &str = "LLM_DATA_MIRROR";
+
+/// Set to put downloads somewhere other than the project's `data/` folder.
+pub const DATA_DIR_ENV: &str = "LLM_DATA_DIR";
+
+/// One entry of `data/datasets.json`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Dataset {
+    pub name: String,
+    pub description: String,
+    pub url: String,
+    /// File name in the cache folder (and on a mirror).
+    pub file: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+const MANIFEST: &str = include_str!("../../data/datasets.json");
+
+/// Every dataset of the manifest.
+pub fn datasets() -> Vec<Dataset> {
+    serde_json::from_str(MANIFEST).expect("data/datasets.json is valid (checked by a test)")
+}
+
+/// The manifest entry called `name`.
+pub fn dataset(name: &str) -> Result<Dataset> {
+    let all = datasets();
+    let known = all
+        .iter()
+        .map(|d| d.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    all.iter()
+        .find(|d| d.name == name)
+        .cloned()
+        .ok_or_else(|| Error::UnknownDataset {
+            name: name.into(),
+            known,
+        })
+}
+
+/// Where downloads go: `$LLM_DATA_DIR`, else the `data/` folder of this project.
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os(DATA_DIR_ENV)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("data"))
+}
+
+/// The local path of dataset `name`, downloading it first if it is not there yet (from
+/// `$LLM_DATA_MIRROR` when set). A cached file is re-verified and replaced if it went bad.
+pub fn fetch(name: &str) -> Result<PathBuf> {
+    let ds = dataset(name)?;
+    let dir = cache_dir();
+    let path = dir.join(&ds.file);
+    if path.is_file() && matches_checksum(&path, &ds.sha256)? {
+        return Ok(path);
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let source = match std::env::var(MIRROR_ENV) {
+        Ok(mirror) if !mirror.is_empty() => {
+            if mirror.starts_with("http://") || mirror.starts_with("https://") {
+                format!("{}/{}", mirror.trim_end_matches('/'), ds.file)
+            } else {
+                Path::new(&mirror).join(&ds.file).display().to_string()
+            }
+        }
+        _ => ds.url.clone(),
+    };
+    download(&source, &path, Some(ds.size), &ds.sha256)?;
+    Ok(path)
+}
+
+fn matches_checksum(path: &Path, sha256: &str) -> Result<bool> {
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher).map_err(|e| Error::io(path, e))?;
+    Ok(hex(&hasher.finalize()) == sha256.to_ascii_lowercase())
+}
+
+/// Copy `source` (an `http(s)://` URL or a local path) to `dest`, checking its size (when
+/// given) and sha256 on the way. The bytes go to a temporary file beside `dest` that is
+/// renamed into place only once verified: after any failure (HTTP error, dropped connection,
+/// wrong checksum) nothing is left under `dest` or beside it.
+pub fn download(source: &str, dest: &Path, size: Option<u64>, sha256: &str) -> Result<()> {
+    let fail = |reason: String| Error::Download {
+        url: source.to_owned(),
+        reason,
+    };
+    let mut reader: Box<dyn Read> =
+        if source.starts_with("http://") || source.starts_with("https://") {
+            let client = reqwest::blocking::Client::builder()
+                .connect_timeout(Duration::from_secs(30))
+                .timeout(Duration::from_secs(30 * 60))
+                .build()
+                .map_err(|e| fail(e.to_string()))?;
+            let response = client.get(source).send().map_err(|e| fail(e.to_string()))?;
+            if !response.status().is_success() {
+                return Err(fail(format!("HTTP {}", response.status())));
+            }
+            Box::new(response)
+        } else {
+            Box::new(std::fs::File::open(source).map_err(|e| Error::io(source, e))?)
+        };
+
+    let file_name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let partial =
+        TempFile(dest.with_file_name(format!(".{file_name}.{}.part", std::process::id())));
+    let mut out = std::fs::File::create(&partial.0).map_err(|e| Error::io(&partial.0, e))?;
+    let mut hasher = Sha256::new();
+    let mut bytes = 0u64;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = reader
+            .read(&mut buf)
+            .map_err(|e| fail(format!("connection lost after {bytes} bytes: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        out.write_all(&buf[..n])
+            .map_err(|e| Error::io(&partial.0, e))?;
+        bytes += n as u64;
+    }
+    if let Some(size) = size.filter(|&s| s != bytes) {
+        return Err(fail(format!("expected {size} bytes, got {bytes}")));
+    }
+    let actual = hex(&hasher.finalize());
+    if actual != sha256.to_ascii_lowercase() {
+        return Err(Error::Checksum {
+            url: source.into(),
+            expected: sha256.into(),
+            actual,
+            bytes,
+        });
+    }
+    out.sync_all().map_err(|e| Error::io(&partial.0, e))?;
+    drop(out);
+    partial.persist(dest)
+}
+
+/// A file removed when dropped, unless [`TempFile::persist`] renamed it into place.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn persist(self, dest: &Path) -> Result<()> {
+        std::fs::rename(&self.0, dest).map_err(|e| Error::io(dest, e))
+        // `self` drops here: removing the old path is a no-op once renamed.
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

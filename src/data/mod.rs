@@ -1,0 +1,152 @@
+//! Corpora and batches: where the text comes from (chapter 1) and how it is cut into
+//! training examples (chapter 2).
+//!
+//! - [`fetch`] downloads a dataset of the manifest (`data/datasets.json`), checked by sha256,
+//!   into the git-ignored `data/` folder; [`load_text`] reads your own file or folder of
+//!   `.txt` files.
+//! - [`TokenData`] holds a token stream split 90/10 into train and validation, and samples
+//!   `(x, y)` batches from either, `y` being `x` shifted by one token.
+
+mod download;
+
+pub use download::{cache_dir, dataset, datasets, download, fetch, Dataset, MIRROR_ENV};
+
+use crate::{Error, Result};
+use std::path::{Path, PathBuf};
+use tch::{Device, Kind, Tensor};
+
+/// Tiny Shakespeare as one string, downloaded on first use.
+pub fn tinyshakespeare() -> Result<String> {
+    load_text(fetch("tinyshakespeare")?)
+}
+
+/// Read a corpus: one UTF-8 text file, or every `.txt` file of a folder (in name order,
+/// each ending with a newline). Missing paths, non-UTF-8 bytes and empty corpora are errors.
+pub fn load_text(path: impl AsRef<Path>) -> Result<String> {
+    let path = path.as_ref();
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    let text = if meta.is_dir() {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(|e| Error::io(path, e))?
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|p| p.is_file() && p.extension().is_some_and(|ext| ext == "txt"))
+            .collect();
+        if files.is_empty() {
+            return Err(Error::EmptyCorpus(format!(
+                "no .txt files in {}",
+                path.display()
+            )));
+        }
+        files.sort();
+        let mut text = String::new();
+        for file in &files {
+            text.push_str(&read_utf8(file)?);
+            if !text.ends_with('\n') {
+                text.push('\n');
+            }
+        }
+        text
+    } else {
+        read_utf8(path)?
+    };
+    if text.trim().is_empty() {
+        return Err(Error::EmptyCorpus(format!(
+            "{} holds no text",
+            path.display()
+        )));
+    }
+    Ok(text)
+}
+
+fn read_utf8(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    String::from_utf8(bytes).map_err(|e| Error::NotUtf8 {
+        path: path.to_owned(),
+        offset: e.utf8_error().valid_up_to(),
+    })
+}
+
+/// Token ids as the 1-D `int64` tensor that embeddings and `cross_entropy` expect.
+pub fn to_tensor(ids: &[u32]) -> Tensor {
+    let ids: Vec<i64> = ids.iter().map(|&id| id as i64).collect();
+    Tensor::from_slice(&ids)
+}
+
+/// Which part of the data a batch or a loss comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum Split {
+    Train,
+    Val,
+}
+
+/// A token stream split into a training part and a validation part (the tail), both kept
+/// as 1-D `int64` tensors on the CPU; batches move to the model's device.
+#[derive(Debug)]
+pub struct TokenData {
+    pub train: Tensor,
+    pub val: Tensor,
+}
+
+impl TokenData {
+    /// The first `train_fraction` of the tokens train, the rest validate (0.9 in the course).
+    pub fn new(ids: &[u32], train_fraction: f64) -> Result<Self> {
+        if !(train_fraction > 0.0 && train_fraction < 1.0) {
+            return Err(Error::Config(format!(
+                "train fraction must be in (0, 1), got {train_fraction}"
+            )));
+        }
+        let n = (train_fraction * ids.len() as f64) as usize;
+        if n < 2 || ids.len() - n < 2 {
+            return Err(Error::EmptyCorpus(format!(
+                "{} tokens cannot be split {train_fraction}/{:.2} into two non-trivial parts",
+                ids.len(),
+                1.0 - train_fraction
+            )));
+        }
+        Ok(Self {
+            train: to_tensor(&ids[..n]),
+            val: to_tensor(&ids[n..]),
+        })
+    }
+
+    pub fn get(&self, split: Split) -> &Tensor {
+        match split {
+            Split::Train => &self.train,
+            Split::Val => &self.val,
+        }
+    }
+
+    /// `batch_size` random windows of `block_size + 1` tokens, returned as inputs `x` and
+    /// targets `y`, both `[batch_size, block_size]` `int64`, where `y[b, t] = x[b, t + 1]`.
+    ///
+    /// The start offsets come from libtorch's global generator exactly as the lecture draws
+    /// them (`torch.randint(len(data) - block_size, (batch_size,))`), and all windows are
+    /// gathered in one indexing operation, not row by row.
+    pub fn get_batch(
+        &self,
+        split: Split,
+        batch_size: usize,
+        block_size: usize,
+        device: Device,
+    ) -> Result<(Tensor, Tensor)> {
+        let data = self.get(split);
+        let n = data.size()[0] as usize;
+        if batch_size == 0 || block_size == 0 {
+            return Err(Error::Config(
+                "batch_size and block_size must be at least 1".into(),
+            ));
+        }
+        if n <= block_size {
+            return Err(Error::Config(format!(
+                "the {split:?} split has {n} tokens, too few for a block of {block_size} (+1 target)"
+            )));
+        }
+        let (b, t) = (batch_size as i64, block_size as i64);
+        let starts = Tensor::f_randint(n as i64 - t, [b], (Kind::Int64, Device::Cpu))?; // [B]
+        let offsets = starts.unsqueeze(1) + Tensor::arange(t + 1, (Kind::Int64, Device::Cpu)); // [B, T+1]
+        let windows = data.f_take(&offsets)?; // [B, T+1]
+        let x = windows.narrow(1, 0, t).to_device(device);
+        let y = windows.narrow(1, 1, t).to_device(device);
+        Ok((x, y))
+    }
+}

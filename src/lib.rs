@@ -1,0 +1,40 @@
+//! # llm_from_scratch
+//!
+//! The library behind the chapter notebooks of *llm-from-scratch*: a GPT built from an empty
+//! file, in Rust, on [`tch`] (libtorch). Each module is one idea of the course, introduced by
+//! the chapter of the same name:
+//!
+//! | module        | chapter | idea                                                    |
+//! |---------------|---------|---------------------------------------------------------|
+//! | [`tokenizer`] | 1       | text to integer ids and back (characters, words)         |
+//! | [`data`]      | 1–2     | download a corpus, split it, sample `(x, y)` batches      |
+//! | [`model`]     | 3       | the bigram language model                                |
+//! | [`train`]     | 3       | the training loop, loss estimates, the loss history       |
+//! | [`plot`]      | 3       | loss curves, inline in the notebook or saved as PNG       |
+//! | [`device`]    | all     | CPU or CUDA, and seeding                                  |
+//!
+//! Every fallible call returns [`Result`] with an [`Error`] that says what went wrong and
+//! where; nothing panics on user input.
+
+pub mod data;
+pub mod device;
+pub mod model;
+pub mod plot;
+pub mod tokenizer;
+pub mod train;
+
+mod error;
+mod io;
+pub use error::{Error, Result};
+
+/// What a chapter notebook usually needs, in one `use llm_from_scratch::prelude::*;`.
+pub mod prelude {
+    pub use crate::data::{self, Split, TokenData};
+    pub use crate::device::{self, seed};
+    pub use crate::model::{Bigram, LanguageModel};
+    pub use crate::plot::{self, Figure};
+    pub use crate::tokenizer::{CharTokenizer, Tokenizer, WordTokenizer};
+    pub use crate::train::{self, History, TrainConfig};
+    pub use crate::{Error, Result};
+    pub use tch::{nn, Device, Kind, Tensor};
+}
