@@ -15,21 +15,14 @@ pub fn auto() -> Device {
 
 /// Parse a device name: `cpu`, `cuda`, `cuda:N` or `auto`.
 pub fn parse(name: &str) -> crate::Result<Device> {
-    let bad = || {
-        crate::Error::Config(format!(
-            "unknown device '{name}' (use cpu, cuda, cuda:N or auto)"
-        ))
-    };
+    let bad = || crate::Error::Config(format!("unknown device '{name}' (use cpu, cuda, cuda:N or auto)"));
     match name {
         "cpu" => Ok(Device::Cpu),
         "auto" => Ok(auto()),
         _ => {
             let index = match name.strip_prefix("cuda") {
                 Some("") => 0,
-                Some(rest) => rest
-                    .strip_prefix(':')
-                    .and_then(|n| n.parse().ok())
-                    .ok_or_else(bad)?,
+                Some(rest) => rest.strip_prefix(':').and_then(|n| n.parse().ok()).ok_or_else(bad)?,
                 None => return Err(bad()),
             };
             load_libtorch_cuda();

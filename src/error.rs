@@ -4,10 +4,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
 
     #[error("{path}: not valid UTF-8 text (first bad byte at offset {offset})")]
     NotUtf8 { path: PathBuf, offset: usize },
@@ -21,22 +18,11 @@ pub enum Error {
     #[error("download of {url} failed: {reason}")]
     Download { url: String, reason: String },
 
-    #[error(
-        "checksum mismatch for {url}: expected sha256 {expected}, got {actual} ({bytes} bytes)"
-    )]
-    Checksum {
-        url: String,
-        expected: String,
-        actual: String,
-        bytes: u64,
-    },
+    #[error("checksum mismatch for {url}: expected sha256 {expected}, got {actual} ({bytes} bytes)")]
+    Checksum { url: String, expected: String, actual: String, bytes: u64 },
 
     #[error("character {ch:?} (U+{code:04X}) at position {position} is not in the vocabulary")]
-    UnknownChar {
-        ch: char,
-        code: u32,
-        position: usize,
-    },
+    UnknownChar { ch: char, code: u32, position: usize },
 
     #[error("{piece:?} at position {position} is not in the vocabulary")]
     UnknownWord { piece: String, position: usize },
@@ -48,10 +34,7 @@ pub enum Error {
     Config(String),
 
     #[error("{context}: {source}")]
-    Json {
-        context: String,
-        source: serde_json::Error,
-    },
+    Json { context: String, source: serde_json::Error },
 
     #[error("plot: {0}")]
     Plot(String),
@@ -64,9 +47,6 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.into(),
-            source,
-        }
+        Error::Io { path: path.into(), source }
     }
 }

@@ -61,32 +61,21 @@ fn register_fonts() -> Result<()> {
         plotters::style::register_font(FONT, FontStyle::Normal, dejavu::sans::regular()).is_ok()
             && plotters::style::register_font(FONT, FontStyle::Bold, dejavu::sans::bold()).is_ok()
     });
-    ok.then_some(())
-        .ok_or_else(|| Error::Plot("could not load the DejaVu Sans font".into()))
+    ok.then_some(()).ok_or_else(|| Error::Plot("could not load the DejaVu Sans font".into()))
 }
 
 /// A line chart of `series` with a title, labelled axes and a legend.
 pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> Result<Figure> {
     register_fonts()?;
-    let points = || {
-        series
-            .iter()
-            .flat_map(|s| s.points.iter())
-            .filter(|(x, y)| x.is_finite() && y.is_finite())
-    };
-    let (mut x0, mut x1, mut y0, mut y1) = (
-        f64::INFINITY,
-        f64::NEG_INFINITY,
-        f64::INFINITY,
-        f64::NEG_INFINITY,
-    );
+    let points =
+        || series.iter().flat_map(|s| s.points.iter()).filter(|(x, y)| x.is_finite() && y.is_finite());
+    let (mut x0, mut x1, mut y0, mut y1) =
+        (f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY);
     for &(x, y) in points() {
         (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
     }
     if x0 > x1 {
-        return Err(Error::Plot(format!(
-            "'{title}': nothing to plot (no finite points)"
-        )));
+        return Err(Error::Plot(format!("'{title}': nothing to plot (no finite points)")));
     }
     // Give single points and flat lines some room, and pad the y range by 5%.
     if x1 - x0 < 1e-12 {
@@ -119,15 +108,10 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) 
         for (i, s) in series.iter().enumerate() {
             let color = COLORS[i % COLORS.len()];
             chart
-                .draw_series(LineSeries::new(
-                    s.points.iter().copied(),
-                    color.stroke_width(2),
-                ))
+                .draw_series(LineSeries::new(s.points.iter().copied(), color.stroke_width(2)))
                 .map_err(|e| err(&e))?
                 .label(&s.label)
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(3))
-                });
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(3)));
         }
         chart
             .configure_series_labels()
@@ -147,9 +131,7 @@ fn encode_png(rgb: &[u8], width: u32, height: u32) -> Result<Figure> {
     let mut encoder = png::Encoder::new(&mut png, width, height);
     encoder.set_color(png::ColorType::Rgb);
     encoder.set_depth(png::BitDepth::Eight);
-    let result = encoder
-        .write_header()
-        .and_then(|mut w| w.write_image_data(rgb));
+    let result = encoder.write_header().and_then(|mut w| w.write_image_data(rgb));
     result.map_err(|e| Error::Plot(format!("PNG encoding: {e}")))?;
     Ok(Figure { png })
 }

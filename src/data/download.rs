@@ -36,18 +36,11 @@ pub fn datasets() -> Vec<Dataset> {
 /// The manifest entry called `name`.
 pub fn dataset(name: &str) -> Result<Dataset> {
     let all = datasets();
-    let known = all
-        .iter()
-        .map(|d| d.name.as_str())
-        .collect::<Vec<_>>()
-        .join(", ");
+    let known = all.iter().map(|d| d.name.as_str()).collect::<Vec<_>>().join(", ");
     all.iter()
         .find(|d| d.name == name)
         .cloned()
-        .ok_or_else(|| Error::UnknownDataset {
-            name: name.into(),
-            known,
-        })
+        .ok_or_else(|| Error::UnknownDataset { name: name.into(), known })
 }
 
 /// Where downloads go: `$LLM_DATA_DIR`, else the `data/` folder of this project.
@@ -93,46 +86,35 @@ fn matches_checksum(path: &Path, sha256: &str) -> Result<bool> {
 /// renamed into place only once verified: after any failure (HTTP error, dropped connection,
 /// wrong checksum) nothing is left under `dest` or beside it.
 pub fn download(source: &str, dest: &Path, size: Option<u64>, sha256: &str) -> Result<()> {
-    let fail = |reason: String| Error::Download {
-        url: source.to_owned(),
-        reason,
+    let fail = |reason: String| Error::Download { url: source.to_owned(), reason };
+    let mut reader: Box<dyn Read> = if source.starts_with("http://") || source.starts_with("https://") {
+        let client = reqwest::blocking::Client::builder()
+            .connect_timeout(Duration::from_secs(30))
+            .timeout(Duration::from_secs(30 * 60))
+            .build()
+            .map_err(|e| fail(e.to_string()))?;
+        let response = client.get(source).send().map_err(|e| fail(e.to_string()))?;
+        if !response.status().is_success() {
+            return Err(fail(format!("HTTP {}", response.status())));
+        }
+        Box::new(response)
+    } else {
+        Box::new(std::fs::File::open(source).map_err(|e| Error::io(source, e))?)
     };
-    let mut reader: Box<dyn Read> =
-        if source.starts_with("http://") || source.starts_with("https://") {
-            let client = reqwest::blocking::Client::builder()
-                .connect_timeout(Duration::from_secs(30))
-                .timeout(Duration::from_secs(30 * 60))
-                .build()
-                .map_err(|e| fail(e.to_string()))?;
-            let response = client.get(source).send().map_err(|e| fail(e.to_string()))?;
-            if !response.status().is_success() {
-                return Err(fail(format!("HTTP {}", response.status())));
-            }
-            Box::new(response)
-        } else {
-            Box::new(std::fs::File::open(source).map_err(|e| Error::io(source, e))?)
-        };
 
-    let file_name = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let partial =
-        TempFile(dest.with_file_name(format!(".{file_name}.{}.part", std::process::id())));
+    let partial = TempFile(crate::io::temp_path_for(dest));
     let mut out = std::fs::File::create(&partial.0).map_err(|e| Error::io(&partial.0, e))?;
     let mut hasher = Sha256::new();
     let mut bytes = 0u64;
     let mut buf = vec![0u8; 1 << 16];
     loop {
-        let n = reader
-            .read(&mut buf)
-            .map_err(|e| fail(format!("connection lost after {bytes} bytes: {e}")))?;
+        let n =
+            reader.read(&mut buf).map_err(|e| fail(format!("connection lost after {bytes} bytes: {e}")))?;
         if n == 0 {
             break;
         }
         hasher.update(&buf[..n]);
-        out.write_all(&buf[..n])
-            .map_err(|e| Error::io(&partial.0, e))?;
+        out.write_all(&buf[..n]).map_err(|e| Error::io(&partial.0, e))?;
         bytes += n as u64;
     }
     if let Some(size) = size.filter(|&s| s != bytes) {
@@ -140,12 +122,7 @@ pub fn download(source: &str, dest: &Path, size: Option<u64>, sha256: &str) -> R
     }
     let actual = hex(&hasher.finalize());
     if actual != sha256.to_ascii_lowercase() {
-        return Err(Error::Checksum {
-            url: source.into(),
-            expected: sha256.into(),
-            actual,
-            bytes,
-        });
+        return Err(Error::Checksum { url: source.into(), expected: sha256.into(), actual, bytes });
     }
     out.sync_all().map_err(|e| Error::io(&partial.0, e))?;
     drop(out);

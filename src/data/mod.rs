@@ -9,7 +9,7 @@
 
 mod download;
 
-pub use download::{cache_dir, dataset, datasets, download, fetch, Dataset, MIRROR_ENV};
+pub use download::{cache_dir, dataset, datasets, download, fetch, Dataset, DATA_DIR_ENV, MIRROR_ENV};
 
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
@@ -32,10 +32,7 @@ pub fn load_text(path: impl AsRef<Path>) -> Result<String> {
             .filter(|p| p.is_file() && p.extension().is_some_and(|ext| ext == "txt"))
             .collect();
         if files.is_empty() {
-            return Err(Error::EmptyCorpus(format!(
-                "no .txt files in {}",
-                path.display()
-            )));
+            return Err(Error::EmptyCorpus(format!("no .txt files in {}", path.display())));
         }
         files.sort();
         let mut text = String::new();
@@ -50,20 +47,15 @@ pub fn load_text(path: impl AsRef<Path>) -> Result<String> {
         read_utf8(path)?
     };
     if text.trim().is_empty() {
-        return Err(Error::EmptyCorpus(format!(
-            "{} holds no text",
-            path.display()
-        )));
+        return Err(Error::EmptyCorpus(format!("{} holds no text", path.display())));
     }
     Ok(text)
 }
 
 fn read_utf8(path: &Path) -> Result<String> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    String::from_utf8(bytes).map_err(|e| Error::NotUtf8 {
-        path: path.to_owned(),
-        offset: e.utf8_error().valid_up_to(),
-    })
+    String::from_utf8(bytes)
+        .map_err(|e| Error::NotUtf8 { path: path.to_owned(), offset: e.utf8_error().valid_up_to() })
 }
 
 /// Token ids as the 1-D `int64` tensor that embeddings and `cross_entropy` expect.
@@ -91,9 +83,7 @@ impl TokenData {
     /// The first `train_fraction` of the tokens train, the rest validate (0.9 in the course).
     pub fn new(ids: &[u32], train_fraction: f64) -> Result<Self> {
         if !(train_fraction > 0.0 && train_fraction < 1.0) {
-            return Err(Error::Config(format!(
-                "train fraction must be in (0, 1), got {train_fraction}"
-            )));
+            return Err(Error::Config(format!("train fraction must be in (0, 1), got {train_fraction}")));
         }
         let n = (train_fraction * ids.len() as f64) as usize;
         if n < 2 || ids.len() - n < 2 {
@@ -103,10 +93,7 @@ impl TokenData {
                 1.0 - train_fraction
             )));
         }
-        Ok(Self {
-            train: to_tensor(&ids[..n]),
-            val: to_tensor(&ids[n..]),
-        })
+        Ok(Self { train: to_tensor(&ids[..n]), val: to_tensor(&ids[n..]) })
     }
 
     pub fn get(&self, split: Split) -> &Tensor {
@@ -132,9 +119,7 @@ impl TokenData {
         let data = self.get(split);
         let n = data.size()[0] as usize;
         if batch_size == 0 || block_size == 0 {
-            return Err(Error::Config(
-                "batch_size and block_size must be at least 1".into(),
-            ));
+            return Err(Error::Config("batch_size and block_size must be at least 1".into()));
         }
         if n <= block_size {
             return Err(Error::Config(format!(

@@ -13,16 +13,16 @@ pub struct Bigram {
 }
 
 impl Bigram {
-    /// A fresh model with `N(0, 1)` logits, as PyTorch's `nn.Embedding` initialises them.
+    /// A fresh model whose logits start near zero (`N(0, 0.02)`), so every next token starts
+    /// out (almost) equally likely and the loss at step 0 is about `ln(V)`. PyTorch's default
+    /// `nn.Embedding` init, `N(0, 1)`, starts confidently wrong instead (chapter 3 shows both).
     pub fn new(vocab_size: usize, device: Device) -> Self {
         let vs = nn::VarStore::new(device);
         let n = vocab_size as i64;
-        let token_embedding =
-            nn::embedding(vs.root() / "token_embedding", n, n, Default::default());
-        Self {
-            vs,
-            token_embedding,
-        }
+        let init =
+            nn::EmbeddingConfig { ws_init: nn::Init::Randn { mean: 0.0, stdev: 0.02 }, ..Default::default() };
+        let token_embedding = nn::embedding(vs.root() / "token_embedding", n, n, init);
+        Self { vs, token_embedding }
     }
 }
 

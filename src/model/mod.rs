@@ -31,11 +31,7 @@ pub trait LanguageModel {
 
     /// Number of trainable parameters.
     fn num_params(&self) -> usize {
-        self.var_store()
-            .trainable_variables()
-            .iter()
-            .map(|t| t.numel())
-            .sum()
+        self.var_store().trainable_variables().iter().map(|t| t.numel()).sum()
     }
 
     /// Extend each row of `idx` `[B, T]` by `max_new_tokens` tokens, each drawn from the
@@ -69,8 +65,8 @@ pub trait LanguageModel {
 /// flattened to `[B*T, V]` and `[B*T]`, as `F.cross_entropy` wants them.
 pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     let v = *logits.size().last().unwrap_or(&0);
-    Ok(logits.f_view([-1, v])?.f_cross_entropy_loss::<Tensor>(
-        &targets.f_view([-1])?,
+    Ok(logits.f_reshape([-1, v])?.f_cross_entropy_loss::<Tensor>(
+        &targets.f_reshape([-1])?,
         None,
         tch::Reduction::Mean,
         -100,

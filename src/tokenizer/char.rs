@@ -27,11 +27,7 @@ impl CharTokenizer {
     }
 
     fn from_chars(chars: Vec<char>) -> Self {
-        let ids = chars
-            .iter()
-            .enumerate()
-            .map(|(i, &c)| (c, i as u32))
-            .collect();
+        let ids = chars.iter().enumerate().map(|(i, &c)| (c, i as u32)).collect();
         Self { chars, ids }
     }
 
@@ -50,11 +46,7 @@ impl Tokenizer for CharTokenizer {
         text.chars()
             .enumerate()
             .map(|(position, ch)| {
-                self.ids.get(&ch).copied().ok_or(Error::UnknownChar {
-                    ch,
-                    code: ch as u32,
-                    position,
-                })
+                self.ids.get(&ch).copied().ok_or(Error::UnknownChar { ch, code: ch as u32, position })
             })
             .collect()
     }
@@ -65,10 +57,7 @@ impl Tokenizer for CharTokenizer {
                 self.chars
                     .get(id as usize)
                     .copied()
-                    .ok_or(Error::UnknownId {
-                        id,
-                        vocab_size: self.chars.len(),
-                    })
+                    .ok_or(Error::UnknownId { id, vocab_size: self.chars.len() })
             })
             .collect()
     }
@@ -92,11 +81,7 @@ struct CharFile {
 
 impl From<CharTokenizer> for CharFile {
     fn from(t: CharTokenizer) -> Self {
-        CharFile {
-            kind: "char".into(),
-            version: 1,
-            chars: t.chars.iter().collect(),
-        }
+        CharFile { kind: "char".into(), version: 1, chars: t.chars.iter().collect() }
     }
 }
 

@@ -8,7 +8,7 @@ mod char;
 mod word;
 
 pub use self::char::CharTokenizer;
-pub use self::word::WordTokenizer;
+pub use self::word::{split_words, WordTokenizer};
 
 use crate::{Error, Result};
 use std::path::Path;
@@ -33,8 +33,5 @@ pub trait Tokenizer {
 }
 
 pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> Result<String> {
-    serde_json::to_string_pretty(value).map_err(|source| Error::Json {
-        context: "tokenizer".into(),
-        source,
-    })
+    serde_json::to_string_pretty(value).map_err(|source| Error::Json { context: "tokenizer".into(), source })
 }

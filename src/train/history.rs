@@ -37,10 +37,7 @@ impl History {
             title,
             "step",
             "loss (cross-entropy, nats)",
-            &[
-                series("train", |p| p.train_loss),
-                series("val", |p| p.val_loss),
-            ],
+            &[series("train", |p| p.train_loss), series("val", |p| p.val_loss)],
         )
     }
 
@@ -48,14 +45,8 @@ impl History {
     pub fn to_csv(&self) -> String {
         let mut csv = String::from("step,train_loss,val_loss,lr,tokens_per_sec\n");
         for p in &self.points {
-            let tps = p
-                .tokens_per_sec
-                .map(|t| format!("{t:.1}"))
-                .unwrap_or_default();
-            csv.push_str(&format!(
-                "{},{},{},{},{tps}\n",
-                p.step, p.train_loss, p.val_loss, p.lr
-            ));
+            let tps = p.tokens_per_sec.map(|t| format!("{t:.1}")).unwrap_or_default();
+            csv.push_str(&format!("{},{},{},{},{tps}\n", p.step, p.train_loss, p.val_loss, p.lr));
         }
         csv
     }
@@ -66,10 +57,8 @@ impl History {
         let text = if path.extension().is_some_and(|e| e == "csv") {
             self.to_csv()
         } else {
-            serde_json::to_string_pretty(self).map_err(|source| Error::Json {
-                context: "history".into(),
-                source,
-            })?
+            serde_json::to_string_pretty(self)
+                .map_err(|source| Error::Json { context: "history".into(), source })?
         };
         crate::io::write_atomic(path, text.as_bytes())
     }

@@ -34,14 +34,7 @@ pub struct TrainConfig {
 
 impl Default for TrainConfig {
     fn default() -> Self {
-        Self {
-            steps: 3000,
-            batch_size: 32,
-            block_size: 8,
-            lr: 1e-2,
-            eval_interval: 300,
-            eval_iters: 200,
-        }
+        Self { steps: 3000, batch_size: 32, block_size: 8, lr: 1e-2, eval_interval: 300, eval_iters: 200 }
     }
 }
 
@@ -58,10 +51,7 @@ impl TrainConfig {
             return Err(Error::Config(format!("{name} must be at least 1")));
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
-            return Err(Error::Config(format!(
-                "lr must be a positive number, got {}",
-                self.lr
-            )));
+            return Err(Error::Config(format!("lr must be a positive number, got {}", self.lr)));
         }
         Ok(())
     }
@@ -107,22 +97,11 @@ pub fn train(
     for step in 0..=config.steps {
         if step % config.eval_interval == 0 || step == config.steps {
             let elapsed = clock.elapsed().as_secs_f64();
-            let tokens_per_sec = (step > last_eval_step)
-                .then(|| (step - last_eval_step) as f64 * tokens_per_step / elapsed);
-            let (train_loss, val_loss) = estimate_loss(
-                model,
-                data,
-                config.batch_size,
-                config.block_size,
-                config.eval_iters,
-            )?;
-            let point = EvalPoint {
-                step,
-                train_loss,
-                val_loss,
-                lr: config.lr,
-                tokens_per_sec,
-            };
+            let tokens_per_sec =
+                (step > last_eval_step).then(|| (step - last_eval_step) as f64 * tokens_per_step / elapsed);
+            let (train_loss, val_loss) =
+                estimate_loss(model, data, config.batch_size, config.block_size, config.eval_iters)?;
+            let point = EvalPoint { step, train_loss, val_loss, lr: config.lr, tokens_per_sec };
             on_eval(&point);
             history.points.push(point);
             (clock, last_eval_step) = (Instant::now(), step);

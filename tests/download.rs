@@ -1,0 +1,404 @@
+//! `data::download` and `data::fetch` against a real HTTP server on the loopback interface:
+//! good downloads land byte for byte, and every failure leaves no file behind.
+
+mod common;
+
+use common::{shakespeare_path, TempDir};
+use llm_from_scratch::{data, Error};
+use sha2::{Digest, Sha256};
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+// ---------------------------------------------------------------------------------------
+// A tiny HTTP/1.1 server: one thread, one request per connection, replies chosen per path.
+
+/// How the server answers a request.
+enum Reply {
+    /// `200 OK` with this body.
+    Body(Vec<u8>),
+    /// This status, with a short text body.
+    Status(u16),
+    /// `200 OK` announcing `declared` bytes, then only `body`, then the connection closes.
+    Truncated { declared: usize, body: Vec<u8> },
+}
+
+struct Server {
+    base: String,
+    requests: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    addr: std::net::SocketAddr,
+}
+
+impl Server {
+    /// Serve on `127.0.0.1:<free port>`, answering each request path with `reply(path)`.
+    fn start(reply: impl Fn(&str) -> Reply + Send + 'static) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (log, stopped) = (requests.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stopped.load(Ordering::SeqCst) {
+                    break;
+                }
+                if let Ok(stream) = stream {
+                    let _ = answer(stream, &reply, &log);
+                }
+            }
+        });
+        Server { base: format!("http://{addr}"), requests, stop, addr }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// The paths requested so far.
+    fn requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr); // wake the accept loop so it sees `stop`
+    }
+}
+
+fn answer(
+    mut stream: TcpStream,
+    reply: &impl Fn(&str) -> Reply,
+    log: &Mutex<Vec<String>>,
+) -> std::io::Result<()> {
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line)?;
+    loop {
+        let mut header = String::new();
+        if reader.read_line(&mut header)? == 0 || header == "\r\n" || header == "\n" {
+            break;
+        }
+    }
+    let path = request_line.split_whitespace().nth(1).unwrap_or("/").to_owned();
+    log.lock().unwrap().push(path.clone());
+    let head = |status: &str, len: usize| {
+        format!("HTTP/1.1 {status}\r\nContent-Length: {len}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n")
+    };
+    match reply(&path) {
+        Reply::Body(body) => {
+            stream.write_all(head("200 OK", body.len()).as_bytes())?;
+            stream.write_all(&body)?;
+        }
+        Reply::Status(code) => {
+            let body = format!("status {code}\n");
+            stream.write_all(head(&format!("{code} Whatever"), body.len()).as_bytes())?;
+            stream.write_all(body.as_bytes())?;
+        }
+        Reply::Truncated { declared, body } => {
+            stream.write_all(head("200 OK", declared).as_bytes())?;
+            stream.write_all(&body)?;
+        }
+    }
+    stream.flush()?;
+    stream.shutdown(std::net::Shutdown::Both)
+}
+
+// ---------------------------------------------------------------------------------------
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// 100 KiB of varied bytes: more than one 64 KiB read buffer.
+fn payload() -> Vec<u8> {
+    (0..100 * 1024u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect()
+}
+
+/// The server always answers with `reply`, whatever the path.
+fn serve_always(reply: fn() -> Reply) -> Server {
+    Server::start(move |_| reply())
+}
+
+#[test]
+fn download_over_http_writes_exactly_the_served_bytes() {
+    let body = payload();
+    let served = body.clone();
+    let server = Server::start(move |_| Reply::Body(served.clone()));
+    let dir = TempDir::new("download_ok");
+    let dest = dir.join("corpus.bin");
+
+    data::download(&server.url("/files/corpus.bin"), &dest, Some(body.len() as u64), &sha256_hex(&body))
+        .expect("download succeeds");
+
+    assert_eq!(std::fs::read(&dest).unwrap(), body);
+    assert_eq!(dir.entries(), ["corpus.bin"], "no temporary file is left");
+    assert_eq!(server.requests(), ["/files/corpus.bin"]);
+}
+
+#[test]
+fn download_accepts_an_uppercase_checksum_and_no_size() {
+    let body = b"hello, loopback\n".to_vec();
+    let served = body.clone();
+    let server = Server::start(move |_| Reply::Body(served.clone()));
+    let dir = TempDir::new("download_upper");
+    let dest = dir.join("hello.txt");
+
+    data::download(&server.url("/hello.txt"), &dest, None, &sha256_hex(&body).to_uppercase())
+        .expect("download succeeds");
+    assert_eq!(std::fs::read(&dest).unwrap(), body);
+}
+
+#[test]
+fn checksum_mismatch_is_an_error_and_leaves_no_file() {
+    let body = payload();
+    let served = body.clone();
+    let server = Server::start(move |_| Reply::Body(served.clone()));
+    let dir = TempDir::new("download_checksum");
+    let wrong = "0".repeat(64);
+
+    let err =
+        data::download(&server.url("/corpus.bin"), &dir.join("corpus.bin"), Some(body.len() as u64), &wrong)
+            .unwrap_err();
+
+    match err {
+        Error::Checksum { url, expected, actual, bytes } => {
+            assert_eq!(url, server.url("/corpus.bin"));
+            assert_eq!(expected, wrong);
+            assert_eq!(actual, sha256_hex(&body));
+            assert_eq!(bytes, body.len() as u64);
+        }
+        other => panic!("expected Error::Checksum, got {other:?}"),
+    }
+    assert!(dir.entries().is_empty(), "left behind: {:?}", dir.entries());
+}
+
+#[test]
+fn size_mismatch_is_an_error_and_leaves_no_file() {
+    let body = payload();
+    let served = body.clone();
+    let server = Server::start(move |_| Reply::Body(served.clone()));
+    let dir = TempDir::new("download_size");
+
+    let err = data::download(
+        &server.url("/corpus.bin"),
+        &dir.join("corpus.bin"),
+        Some(body.len() as u64 + 1),
+        &sha256_hex(&body),
+    )
+    .unwrap_err();
+
+    let expected_reason = format!("expected {} bytes, got {}", body.len() + 1, body.len());
+    assert!(matches!(&err, Error::Download { reason, .. } if reason == &expected_reason), "got {err:?}");
+    assert!(dir.entries().is_empty(), "left behind: {:?}", dir.entries());
+}
+
+#[test]
+fn http_404_is_an_error_and_leaves_no_file() {
+    let server = serve_always(|| Reply::Status(404));
+    let dir = TempDir::new("download_404");
+
+    let err =
+        data::download(&server.url("/missing.txt"), &dir.join("missing.txt"), Some(10), &"0".repeat(64))
+            .unwrap_err();
+
+    match &err {
+        Error::Download { url, reason } => {
+            assert_eq!(url, &server.url("/missing.txt"));
+            assert!(reason.contains("404"), "reason: {reason}");
+        }
+        other => panic!("expected Error::Download, got {other:?}"),
+    }
+    assert!(err.to_string().contains("404"), "message: {err}");
+    assert!(dir.entries().is_empty(), "left behind: {:?}", dir.entries());
+}
+
+#[test]
+fn connection_dropped_mid_body_is_an_error_and_leaves_no_file() {
+    let body = payload();
+    let declared = body.len();
+    let half = body[..declared / 2].to_vec();
+    let server = Server::start(move |_| Reply::Truncated { declared, body: half.clone() });
+    let dir = TempDir::new("download_truncated");
+
+    let err = data::download(
+        &server.url("/corpus.bin"),
+        &dir.join("corpus.bin"),
+        Some(declared as u64),
+        &sha256_hex(&body),
+    )
+    .unwrap_err();
+
+    assert!(
+        matches!(&err, Error::Download { reason, .. } if reason.starts_with("connection lost after")),
+        "got {err:?}"
+    );
+    assert!(dir.entries().is_empty(), "left behind: {:?}", dir.entries());
+}
+
+#[test]
+fn unreachable_server_is_a_download_error() {
+    // Bind then drop a listener: nothing listens on that port any more.
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dir = TempDir::new("download_refused");
+    let err =
+        data::download(&format!("http://127.0.0.1:{port}/x.txt"), &dir.join("x.txt"), None, &"0".repeat(64))
+            .unwrap_err();
+    assert!(matches!(err, Error::Download { .. }), "got {err:?}");
+    assert!(dir.entries().is_empty(), "left behind: {:?}", dir.entries());
+}
+
+#[test]
+fn download_copies_a_local_file() {
+    let src_dir = TempDir::new("download_local_src");
+    let dest_dir = TempDir::new("download_local_dest");
+    let body = payload();
+    let source = src_dir.join("corpus.bin");
+    std::fs::write(&source, &body).unwrap();
+    let dest = dest_dir.join("copy.bin");
+
+    data::download(source.to_str().unwrap(), &dest, Some(body.len() as u64), &sha256_hex(&body))
+        .expect("local copy succeeds");
+    assert_eq!(std::fs::read(&dest).unwrap(), body);
+    assert_eq!(dest_dir.entries(), ["copy.bin"]);
+
+    // A bad checksum on a local source fails the same way, and leaves nothing.
+    std::fs::remove_file(&dest).unwrap();
+    let err = data::download(source.to_str().unwrap(), &dest, None, &"0".repeat(64)).unwrap_err();
+    assert!(matches!(err, Error::Checksum { .. }), "got {err:?}");
+    assert!(dest_dir.entries().is_empty(), "left behind: {:?}", dest_dir.entries());
+}
+
+#[test]
+fn download_of_a_missing_local_file_is_an_io_error_naming_it() {
+    let dir = TempDir::new("download_local_missing");
+    let source = dir.join("nope.txt");
+    let err =
+        data::download(source.to_str().unwrap(), &dir.join("out.txt"), None, &"0".repeat(64)).unwrap_err();
+    match err {
+        Error::Io { path, source: e } => {
+            assert_eq!(path, source);
+            assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
+        }
+        other => panic!("expected Error::Io, got {other:?}"),
+    }
+    assert!(dir.entries().is_empty());
+}
+
+#[test]
+fn manifest_lists_tinyshakespeare() {
+    let all = data::datasets();
+    assert!(!all.is_empty());
+    let ts = data::dataset("tinyshakespeare").expect("tinyshakespeare is in the manifest");
+    assert_eq!(ts.file, "tinyshakespeare.txt");
+    assert_eq!(ts.size, 1_115_394);
+    assert_eq!(ts.sha256, "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed");
+    assert!(ts.url.starts_with("https://"), "url: {}", ts.url);
+    assert!(all.iter().any(|d| d.name == "tinyshakespeare"));
+}
+
+#[test]
+fn unknown_dataset_is_an_error_listing_the_known_ones() {
+    match data::dataset("nope") {
+        Err(Error::UnknownDataset { name, known }) => {
+            assert_eq!(name, "nope");
+            assert!(known.contains("tinyshakespeare"), "known: {known}");
+        }
+        other => panic!("expected Error::UnknownDataset, got {other:?}"),
+    }
+}
+
+/// Every test that sets `LLM_DATA_MIRROR` / `LLM_DATA_DIR` lives here: the environment is
+/// shared by the test threads, so these cases run one after another in a single test.
+#[test]
+fn fetch_uses_the_mirror_and_the_data_dir_from_the_environment() {
+    let ts = data::dataset("tinyshakespeare").unwrap();
+    let real = shakespeare_path().map(|p| std::fs::read(p).unwrap());
+    let served = real.clone();
+    let server = Server::start(move |path| match (path, &served) {
+        ("/mirror/tinyshakespeare.txt", Some(bytes)) => Reply::Body(bytes.clone()),
+        ("/short/tinyshakespeare.txt", _) => Reply::Body(b"not shakespeare".to_vec()),
+        ("/corrupt/tinyshakespeare.txt", _) => Reply::Body(vec![b'x'; 1_115_394]),
+        _ => Reply::Status(404),
+    });
+    let set_env = |mirror: &str, dir: &std::path::Path| {
+        std::env::set_var(data::MIRROR_ENV, mirror);
+        std::env::set_var("LLM_DATA_DIR", dir);
+    };
+
+    // A mirror with the wrong bytes: the manifest's size and sha256 catch them, and
+    // nothing is left in the data dir.
+    let dir = TempDir::new("fetch_corrupt");
+    set_env(&server.url("/short/"), dir.path());
+    assert_eq!(data::cache_dir(), dir.path());
+    let err = data::fetch("tinyshakespeare").unwrap_err();
+    assert!(
+        matches!(&err, Error::Download { reason, .. } if reason == "expected 1115394 bytes, got 15"),
+        "got {err:?}"
+    );
+    assert!(dir.entries().is_empty(), "left behind: {:?}", dir.entries());
+    set_env(&server.url("/corrupt/"), dir.path());
+    let err = data::fetch("tinyshakespeare").unwrap_err();
+    assert!(
+        matches!(&err, Error::Checksum { bytes: 1_115_394, expected, .. } if *expected == ts.sha256),
+        "got {err:?}"
+    );
+    assert!(dir.entries().is_empty(), "left behind: {:?}", dir.entries());
+
+    // A mirror without the file: an HTTP error naming the mirror URL.
+    set_env(&server.url("/empty"), dir.path());
+    match data::fetch("tinyshakespeare").unwrap_err() {
+        Error::Download { url, reason } => {
+            assert_eq!(url, server.url("/empty/tinyshakespeare.txt"));
+            assert!(reason.contains("404"), "reason: {reason}");
+        }
+        other => panic!("expected Error::Download, got {other:?}"),
+    }
+    assert!(dir.entries().is_empty(), "left behind: {:?}", dir.entries());
+
+    // An unknown dataset fails before touching the network.
+    let before = server.requests().len();
+    assert!(matches!(data::fetch("nope"), Err(Error::UnknownDataset { .. })));
+    assert_eq!(server.requests().len(), before);
+
+    if let Some(real) = real {
+        // A good HTTP mirror: downloaded once, then served from the cache.
+        let dir = TempDir::new("fetch_http");
+        set_env(&server.url("/mirror"), dir.path());
+        let path = data::fetch("tinyshakespeare").expect("fetch from the HTTP mirror");
+        assert_eq!(path, dir.join(&ts.file));
+        assert_eq!(std::fs::read(&path).unwrap(), real);
+        assert_eq!(dir.entries(), [ts.file.as_str()]);
+        let downloads = || server.requests().iter().filter(|p| *p == "/mirror/tinyshakespeare.txt").count();
+        assert_eq!(downloads(), 1);
+        assert_eq!(data::fetch("tinyshakespeare").unwrap(), path);
+        assert_eq!(downloads(), 1, "a verified cached file is not downloaded again");
+
+        // A cached file that went bad is replaced.
+        std::fs::write(&path, "truncated").unwrap();
+        data::fetch("tinyshakespeare").expect("re-fetch");
+        assert_eq!(downloads(), 2);
+        assert_eq!(std::fs::read(&path).unwrap(), real);
+
+        // `tinyshakespeare()` reads it as text.
+        let text = data::tinyshakespeare().unwrap();
+        assert_eq!(text.len(), 1_115_394);
+        assert!(text.starts_with("First Citizen:\nBefore we proceed any further, hear me speak."));
+
+        // A local folder as the mirror.
+        let dir = TempDir::new("fetch_local");
+        let shared = shakespeare_path().unwrap();
+        set_env(shared.parent().unwrap().to_str().unwrap(), dir.path());
+        let path = data::fetch("tinyshakespeare").expect("fetch from a local mirror folder");
+        assert_eq!(std::fs::read(&path).unwrap(), real);
+        assert_eq!(dir.entries(), [ts.file.as_str()]);
+    } else {
+        eprintln!("../shared/data/tinyshakespeare.txt is absent: skipping the successful fetch cases");
+    }
+
+    std::env::remove_var(data::MIRROR_ENV);
+    std::env::remove_var("LLM_DATA_DIR");
+}
