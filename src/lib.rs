@@ -31,10 +31,11 @@ pub use error::{Error, Result};
 pub mod prelude {
     pub use crate::data::{self, Split, TokenData};
     pub use crate::device::{self, seed};
-    pub use crate::model::{Bigram, LanguageModel};
+    pub use crate::model::{self, Bigram, LanguageModel};
     pub use crate::plot::{self, Figure};
     pub use crate::tokenizer::{CharTokenizer, Tokenizer, WordTokenizer};
     pub use crate::train::{self, History, TrainConfig};
     pub use crate::{Error, Result};
+    pub use tch::nn::OptimizerConfig;
     pub use tch::{nn, Device, Kind, Tensor};
 }

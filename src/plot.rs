@@ -92,6 +92,7 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) 
         let mut chart = ChartBuilder::on(&root)
             .caption(title, (FONT, 26).into_font().style(FontStyle::Bold))
             .margin(16)
+            .margin_right(40)
             .x_label_area_size(50)
             .y_label_area_size(70)
             .build_cartesian_2d(x0..x1, y0..y1)
@@ -102,7 +103,11 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) 
             .y_desc(y_label)
             .axis_desc_style((FONT, 18))
             .label_style((FONT, 15))
-            .light_line_style(RGBColor(235, 235, 235))
+            .x_labels(8)
+            .y_labels(8)
+            .x_label_formatter(&|x| format_tick(*x))
+            .y_label_formatter(&|y| format_tick(*y))
+            .light_line_style(RGBColor(245, 245, 245))
             .draw()
             .map_err(|e| err(&e))?;
         for (i, s) in series.iter().enumerate() {
@@ -124,6 +129,17 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) 
         root.present().map_err(|e| err(&e))?;
     }
     encode_png(&rgb, WIDTH, HEIGHT)
+}
+
+/// Axis numbers without needless decimals: `3000`, `2.45`, `1e-4`.
+fn format_tick(v: f64) -> String {
+    let a = v.abs();
+    if v == 0.0 || (1e-2..1e5).contains(&a) {
+        let s = format!("{v:.3}");
+        s.trim_end_matches('0').trim_end_matches('.').to_owned()
+    } else {
+        format!("{v:.0e}")
+    }
 }
 
 fn encode_png(rgb: &[u8], width: u32, height: u32) -> Result<Figure> {

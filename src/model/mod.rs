@@ -21,6 +21,12 @@ pub trait LanguageModel {
         train: bool,
     ) -> Result<(Tensor, Option<Tensor>)>;
 
+    /// Just the mean cross-entropy loss of `idx` against `targets` (both `[B, T]`).
+    fn loss(&self, idx: &Tensor, targets: &Tensor, train: bool) -> Result<Tensor> {
+        let (_, loss) = self.forward(idx, Some(targets), train)?;
+        loss.ok_or_else(|| Error::Config("the model returned no loss for the given targets".into()))
+    }
+
     /// The model's parameters (and the device they live on).
     fn var_store(&self) -> &nn::VarStore;
 

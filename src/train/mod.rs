@@ -71,8 +71,7 @@ pub fn estimate_loss(
         let mut total = Tensor::zeros([], (Kind::Float, device));
         for _ in 0..iters {
             let (x, y) = data.get_batch(split, batch_size, block_size, device)?;
-            let (_, loss) = model.forward(&x, Some(&y), false)?;
-            total += loss.ok_or_else(|| Error::Config("model returned no loss".into()))?;
+            total += model.loss(&x, &y, false)?;
         }
         Ok(total.double_value(&[]) / iters as f64) // the one read-back per split
     };
@@ -110,8 +109,7 @@ pub fn train(
             break;
         }
         let (x, y) = data.get_batch(Split::Train, config.batch_size, config.block_size, device)?;
-        let (_, loss) = model.forward(&x, Some(&y), true)?;
-        let loss = loss.ok_or_else(|| Error::Config("model returned no loss".into()))?;
+        let loss = model.loss(&x, &y, true)?;
         opt.zero_grad();
         loss.f_backward()?;
         opt.step();

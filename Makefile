@@ -1,0 +1,31 @@
+# llm-from-scratch: the two commands are `make lab` and `make test`.
+# Both set up whatever is missing first (scripts/setup.sh, idempotent).
+
+SHELL := /bin/bash
+ROOT := $(CURDIR)
+# tch finds libtorch through the venv's torch (LIBTORCH_USE_PYTORCH asks its python).
+export PATH := $(ROOT)/.venv/bin:$(PATH)
+export VIRTUAL_ENV := $(ROOT)/.venv
+export LIBTORCH_USE_PYTORCH := 1
+
+.PHONY: lab test setup notebooks build
+
+## lab: set up, then open the chapters in JupyterLab on http://127.0.0.1:8888
+lab: setup
+	jupyter lab --ip=127.0.0.1 --notebook-dir=notebooks
+
+## test: set up, then cargo test and every chapter executed headless
+test: setup
+	bash scripts/test.sh
+
+## setup: the venv with torch and Jupyter, the evcxr kernel, our kernel spec
+setup:
+	bash scripts/setup.sh
+
+## build: compile the library and the `llm` binary
+build: setup
+	cargo build --release
+
+## notebooks: re-execute the chapters and write their outputs back (commit them)
+notebooks: setup
+	python scripts/run_notebooks.py --inplace
