@@ -42,4 +42,8 @@ impl LanguageModel for Bigram {
     fn var_store(&self) -> &nn::VarStore {
         &self.vs
     }
+
+    fn var_store_mut(&mut self) -> &mut nn::VarStore {
+        &mut self.vs
+    }
 }

@@ -30,6 +30,9 @@ pub trait LanguageModel {
     /// The model's parameters (and the device they live on).
     fn var_store(&self) -> &nn::VarStore;
 
+    /// The same, mutable: loading weights into the model needs it.
+    fn var_store_mut(&mut self) -> &mut nn::VarStore;
+
     /// The longest context the model accepts, if it has a limit.
     fn block_size(&self) -> Option<usize> {
         None
