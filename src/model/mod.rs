@@ -1,11 +1,16 @@
 //! Language models: given a context of token ids, scores for the next token.
 //!
-//! Chapter 3's [`Bigram`] is the first; the GPT of chapter 5 implements the same
-//! [`LanguageModel`] trait, so the training loop and the sampler work for both.
+//! Chapter 3's [`Bigram`] is the first; the [`Gpt`] of chapter 5 implements the same
+//! [`LanguageModel`] trait, so the training loop and the sampler work for both. Chapter 4's
+//! self-attention lives in [`attention`].
 
+pub mod attention;
 mod bigram;
+pub mod gpt;
 
+pub use attention::{CausalSelfAttention, Head, MultiHeadAttention};
 pub use bigram::Bigram;
+pub use gpt::{Activation, Block, Gpt, GptConfig};
 
 use crate::{Error, Result};
 use tch::{nn, Kind, Tensor};

@@ -1,0 +1,316 @@
+//! The GPT of chapter 5: a decoder-only transformer, read top to bottom like nanoGPT's
+//! `model.py`.
+//!
+//! ```text
+//! idx [B, T] ─ wte ─┐
+//!                   + ─ dropout ─ n_layer × Block ─ ln_f ─ lm_head ─ logits [B, T, V]
+//! 0..T ──────── wpe ┘
+//! Block: x = x + attn(ln_1(x));  x = x + mlp(ln_2(x))      (pre-LayerNorm, residual stream)
+//! ```
+//!
+//! One [`GptConfig`] describes both famous runs. [`GptConfig::lecture`] is the model at the
+//! end of Karpathy's "Let's build GPT" (ReLU, biases everywhere but in the query/key/value
+//! projections, a biased and untied LM head: 10,788,929 parameters);
+//! [`GptConfig::shakespeare_char`] is nanoGPT's `train_shakespeare_char` model (GELU, no
+//! biases, the LM head tied to the token embedding: 10,646,784 parameters without the
+//! position embeddings, the number nanoGPT prints). Both use nanoGPT's fused
+//! [`CausalSelfAttention`]; the lecture's separate per-head projections have the same shapes,
+//! so the counts are the same (chapter 4 checks the two forms agree). Dropout, in training
+//! only, follows nanoGPT: on the embeddings' sum (which the lecture does not have), on the
+//! attention weights, and on the output of each attention and MLP.
+//!
+//! **Initial weights** (nanoGPT's `_init_weights`): every Linear and Embedding weight
+//! `N(0, 0.02)`, every bias zero, LayerNorm weight one; and the projections that write into
+//! the residual stream (`attn.c_proj` and `mlp.c_proj`) `N(0, 0.02/√(2·n_layer))`, so the
+//! stream's variance does not grow with depth (GPT-2 paper, section 2.3). With these the
+//! logits start near zero and the loss at step 0 is close to `ln(vocab_size)`.
+//!
+//! Variable names follow nanoGPT's `state_dict` (`transformer.h.0.attn.c_attn.weight`, …).
+
+use super::attention::{linear, CausalSelfAttention, INIT_STD};
+use super::{cross_entropy, LanguageModel};
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+use tch::{nn, Device, Tensor};
+
+/// The non-linearity between the two layers of each block's MLP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Activation {
+    /// `max(0, x)`: the lecture's.
+    Relu,
+    /// The exact (erf) GELU: nanoGPT's and GPT-2's.
+    Gelu,
+}
+
+impl Activation {
+    pub fn apply(self, x: &Tensor) -> Tensor {
+        match self {
+            Activation::Relu => x.relu(),
+            Activation::Gelu => x.gelu("none"),
+        }
+    }
+}
+
+/// Every size and switch of a GPT.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GptConfig {
+    /// Number of distinct token ids (`V`).
+    pub vocab_size: usize,
+    /// Longest context, in tokens (`T` at most this).
+    pub block_size: usize,
+    /// Number of transformer blocks.
+    pub n_layer: usize,
+    /// Attention heads per block; must divide `n_embd`.
+    pub n_head: usize,
+    /// Width of the residual stream (`C`).
+    pub n_embd: usize,
+    /// Dropout probability, in `[0, 1)`, used only in training.
+    pub dropout: f64,
+    /// Biases in the LayerNorms, `attn.c_proj` and the MLP (nanoGPT's `bias`).
+    pub bias: bool,
+    /// A bias in the fused query/key/value projection `attn.c_attn`. The lecture's heads
+    /// have none (`nn.Linear(n_embd, head_size, bias=False)`) while its other layers do;
+    /// nanoGPT uses `bias` for it, GPT-2 has one.
+    pub qkv_bias: bool,
+    pub activation: Activation,
+    /// Use the token embedding `[V, C]` as the LM head's weight too (counted once).
+    pub tie_weights: bool,
+    /// A bias on the LM head (the lecture has one, nanoGPT not).
+    pub lm_head_bias: bool,
+}
+
+impl GptConfig {
+    /// The model at the end of the lecture: 6 blocks of 6 heads, 384 channels, 256 tokens of
+    /// context, ReLU, dropout 0.2; 10,788,929 parameters.
+    pub fn lecture() -> Self {
+        Self {
+            vocab_size: 65,
+            block_size: 256,
+            n_layer: 6,
+            n_head: 6,
+            n_embd: 384,
+            dropout: 0.2,
+            bias: true,
+            qkv_bias: false,
+            activation: Activation::Relu,
+            tie_weights: false,
+            lm_head_bias: true,
+        }
+    }
+
+    /// nanoGPT's `config/train_shakespeare_char.py`: the same sizes as the lecture, with GELU,
+    /// no biases and weight tying; 10,646,784 parameters besides the position embeddings.
+    pub fn shakespeare_char() -> Self {
+        Self {
+            bias: false,
+            activation: Activation::Gelu,
+            tie_weights: true,
+            lm_head_bias: false,
+            ..Self::lecture()
+        }
+    }
+
+    /// The [`GptConfig::shakespeare_char`] architecture, small enough to train on a laptop
+    /// CPU in minutes: 4 blocks of 4 heads, 128 channels, 64 tokens of context, no dropout;
+    /// 795,904 parameters besides the position embeddings.
+    pub fn cpu_small() -> Self {
+        Self { n_layer: 4, n_head: 4, n_embd: 128, block_size: 64, dropout: 0.0, ..Self::shakespeare_char() }
+    }
+
+    /// Check the sizes fit together; the error says what to change.
+    pub fn validate(&self) -> Result<()> {
+        let sizes = [
+            ("vocab_size", self.vocab_size),
+            ("block_size", self.block_size),
+            ("n_layer", self.n_layer),
+            ("n_head", self.n_head),
+            ("n_embd", self.n_embd),
+        ];
+        if let Some((name, _)) = sizes.iter().find(|(_, v)| *v == 0) {
+            return Err(Error::Config(format!("{name} must be at least 1")));
+        }
+        let (c, nh) = (self.n_embd, self.n_head);
+        if c % nh != 0 {
+            let heads = (1..=c).filter(|h| c % h == 0).min_by_key(|h| h.abs_diff(nh)).unwrap_or(1);
+            let down = c / nh * nh;
+            let embd = if down > 0 && c - down <= down + nh - c { down } else { down + nh };
+            return Err(Error::Config(format!(
+                "n_embd ({c}) must be divisible by n_head ({nh}), since each head gets n_embd / n_head \
+                 channels: try n_head = {heads} or n_embd = {embd}"
+            )));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(Error::Config(format!("dropout must be in [0, 1), got {}", self.dropout)));
+        }
+        Ok(())
+    }
+}
+
+/// LayerNorm over the last dimension, with an optional bias (PyTorch's before 2.1 had none).
+#[derive(Debug)]
+pub struct LayerNorm {
+    pub weight: Tensor,       // [C], starts at 1
+    pub bias: Option<Tensor>, // [C], starts at 0
+}
+
+impl LayerNorm {
+    pub fn new(vs: &nn::Path, n_embd: usize, bias: bool) -> Self {
+        let n = n_embd as i64;
+        let weight = vs.var("weight", &[n], nn::Init::Const(1.0));
+        let bias = bias.then(|| vs.var("bias", &[n], nn::Init::Const(0.0)));
+        Self { weight, bias }
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        let n = self.weight.size(); // [C]
+        x.layer_norm(n, Some(&self.weight), self.bias.as_ref(), 1e-5, true) // [B, T, C]
+    }
+}
+
+/// The feed-forward part of a block: each position on its own, `C -> 4C -> C`.
+#[derive(Debug)]
+pub struct Mlp {
+    pub c_fc: nn::Linear,   // C -> 4C
+    pub c_proj: nn::Linear, // 4C -> C, scaled init
+    pub activation: Activation,
+    pub dropout: f64,
+}
+
+impl Mlp {
+    pub fn new(vs: &nn::Path, config: &GptConfig) -> Self {
+        let (c, proj_std) = (config.n_embd, INIT_STD / (2.0 * config.n_layer as f64).sqrt());
+        Self {
+            c_fc: linear(vs / "c_fc", c, 4 * c, config.bias, INIT_STD),
+            c_proj: linear(vs / "c_proj", 4 * c, c, config.bias, proj_std),
+            activation: config.activation,
+            dropout: config.dropout,
+        }
+    }
+
+    pub fn forward(&self, x: &Tensor, train: bool) -> Tensor {
+        let h = self.activation.apply(&x.apply(&self.c_fc)); // [B, T, 4C]
+        h.apply(&self.c_proj).dropout(self.dropout, train) // [B, T, C]
+    }
+}
+
+/// One transformer block: communication (attention) then computation (MLP), each added to
+/// the residual stream after a LayerNorm.
+#[derive(Debug)]
+pub struct Block {
+    pub ln_1: LayerNorm,
+    pub attn: CausalSelfAttention,
+    pub ln_2: LayerNorm,
+    pub mlp: Mlp,
+}
+
+impl Block {
+    pub fn new(vs: &nn::Path, config: &GptConfig) -> Result<Self> {
+        Ok(Self {
+            ln_1: LayerNorm::new(&(vs / "ln_1"), config.n_embd, config.bias),
+            attn: CausalSelfAttention::new(&(vs / "attn"), config)?,
+            ln_2: LayerNorm::new(&(vs / "ln_2"), config.n_embd, config.bias),
+            mlp: Mlp::new(&(vs / "mlp"), config),
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let x = x + self.attn.forward(&self.ln_1.forward(x), train)?; // [B, T, C]
+        Ok(&x + self.mlp.forward(&self.ln_2.forward(&x), train)) // [B, T, C]
+    }
+}
+
+/// A GPT language model. Owns its parameters (`vs`), so a notebook can keep it across cells.
+#[derive(Debug)]
+pub struct Gpt {
+    pub vs: nn::VarStore,
+    pub config: GptConfig,
+    /// Token embedding `[V, C]`.
+    pub wte: Tensor,
+    /// Position embedding `[block_size, C]`.
+    pub wpe: Tensor,
+    pub blocks: Vec<Block>,
+    pub ln_f: LayerNorm,
+    /// LM head weight `[V, C]`: the same tensor as `wte` when `config.tie_weights`.
+    pub lm_head: Tensor,
+    /// LM head bias `[V]`, if `config.lm_head_bias`.
+    pub lm_head_bias: Option<Tensor>,
+}
+
+impl Gpt {
+    /// A fresh model with nanoGPT's initial weights (see the module docs), drawn from
+    /// libtorch's global generator: seed it first ([`crate::device::seed`]) to repeat a run.
+    pub fn new(config: GptConfig, device: Device) -> Result<Self> {
+        config.validate()?;
+        let vs = nn::VarStore::new(device);
+        let (v, c, b) = (config.vocab_size as i64, config.n_embd as i64, config.block_size as i64);
+        let init = nn::Init::Randn { mean: 0.0, stdev: INIT_STD };
+        let tr = vs.root() / "transformer";
+        let wte = (&tr / "wte").var("weight", &[v, c], init); // [V, C]
+        let wpe = (&tr / "wpe").var("weight", &[b, c], init); // [block_size, C]
+        let blocks =
+            (0..config.n_layer).map(|i| Block::new(&(&tr / "h" / i), &config)).collect::<Result<Vec<_>>>()?;
+        let ln_f = LayerNorm::new(&(&tr / "ln_f"), config.n_embd, config.bias);
+        let head = vs.root() / "lm_head";
+        let lm_head = match config.tie_weights {
+            true => wte.shallow_clone(),                // [V, C]: the same storage as wte
+            false => head.var("weight", &[v, c], init), // [V, C]
+        };
+        let lm_head_bias = config.lm_head_bias.then(|| head.var("bias", &[v], nn::Init::Const(0.0))); // [V]
+        Ok(Self { vs, config, wte, wpe, blocks, ln_f, lm_head, lm_head_bias })
+    }
+
+    /// nanoGPT's `get_num_params(non_embedding=True)`: the trainable parameters less the
+    /// position embeddings. (The token embedding stays in: tied, it is also the LM head.)
+    pub fn num_params_non_embedding(&self) -> usize {
+        self.num_params() - self.wpe.numel()
+    }
+}
+
+impl LanguageModel for Gpt {
+    fn forward(
+        &self,
+        idx: &Tensor,
+        targets: Option<&Tensor>,
+        train: bool,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let t = match idx.size()[..] {
+            [_, t] if (1..=self.config.block_size as i64).contains(&t) => t,
+            [_, t] if t >= 1 => {
+                return Err(Error::Config(format!(
+                    "a context of {t} tokens is longer than block_size {}: crop it to the last {} tokens",
+                    self.config.block_size, self.config.block_size
+                )))
+            }
+            _ => {
+                return Err(Error::Config(format!(
+                    "the GPT expects token ids of shape [batch, time >= 1], got {:?}",
+                    idx.size()
+                )))
+            }
+        };
+        // The fallible lookup: an id outside 0..V is an error from libtorch, not a crash.
+        let tok_emb = Tensor::f_embedding(&self.wte, idx, -1, false, false)?; // [B, T, C]
+        let pos_emb = self.wpe.narrow(0, 0, t); // [T, C]: positions 0..T
+        let mut x = (tok_emb + pos_emb).dropout(self.config.dropout, train); // [B, T, C]
+        for block in &self.blocks {
+            x = block.forward(&x, train)?; // [B, T, C]
+        }
+        let x = self.ln_f.forward(&x); // [B, T, C]
+        let logits = x.linear(&self.lm_head, self.lm_head_bias.as_ref()); // [B, T, V]
+        let loss = targets.map(|y| cross_entropy(&logits, y)).transpose()?; // []
+        Ok((logits, loss))
+    }
+
+    fn var_store(&self) -> &nn::VarStore {
+        &self.vs
+    }
+
+    fn var_store_mut(&mut self) -> &mut nn::VarStore {
+        &mut self.vs
+    }
+
+    fn block_size(&self) -> Option<usize> {
+        Some(self.config.block_size)
+    }
+}

@@ -1,0 +1,355 @@
+//! Chapters 4 and 5: self-attention in its three forms, and the GPT built from it.
+
+use llm_from_scratch::model::gpt::Activation;
+use llm_from_scratch::model::{CausalSelfAttention, Gpt, GptConfig, Head, LanguageModel, MultiHeadAttention};
+use llm_from_scratch::{device, Error};
+use std::sync::{Mutex, MutexGuard};
+use tch::nn::{self, OptimizerConfig};
+use tch::{Device, Kind, Tensor};
+
+/// Initial weights, dropout and batches use libtorch's one global generator, and the tests
+/// of this file run on parallel threads: each test that seeds holds this lock.
+fn rng_lock() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+    (a - b).abs().max().double_value(&[])
+}
+
+/// A GPT small enough that a test builds and runs it in milliseconds.
+fn tiny(vocab_size: usize, dropout: f64) -> GptConfig {
+    GptConfig {
+        vocab_size,
+        block_size: 16,
+        n_layer: 2,
+        n_head: 2,
+        n_embd: 32,
+        dropout,
+        ..GptConfig::cpu_small()
+    }
+}
+
+fn ids(rows: &[&[i64]]) -> Tensor {
+    let t = rows[0].len() as i64;
+    Tensor::from_slice(&rows.concat()).view([rows.len() as i64, t])
+}
+
+// --- Configurations and parameter counts ---------------------------------------------------
+
+#[test]
+fn the_lecture_model_has_10_788_929_parameters() {
+    let gpt = Gpt::new(GptConfig::lecture(), Device::Cpu).unwrap();
+    assert_eq!(gpt.num_params(), 10_788_929);
+    // Position embeddings: 256 × 384.
+    assert_eq!(gpt.num_params() - gpt.num_params_non_embedding(), 98_304);
+}
+
+#[test]
+fn nanogpt_shakespeare_char_has_10_646_784_parameters_besides_positions() {
+    let gpt = Gpt::new(GptConfig::shakespeare_char(), Device::Cpu).unwrap();
+    assert_eq!(gpt.num_params_non_embedding(), 10_646_784);
+    assert_eq!(gpt.num_params(), 10_646_784 + 256 * 384);
+}
+
+#[test]
+fn cpu_small_has_795_904_parameters_besides_positions() {
+    let gpt = Gpt::new(GptConfig::cpu_small(), Device::Cpu).unwrap();
+    assert_eq!(gpt.num_params_non_embedding(), 795_904);
+}
+
+#[test]
+fn presets_are_what_they_say() {
+    let lecture = GptConfig::lecture();
+    assert_eq!((lecture.activation, lecture.bias, lecture.qkv_bias), (Activation::Relu, true, false));
+    assert!(!lecture.tie_weights && lecture.lm_head_bias);
+    let nano = GptConfig::shakespeare_char();
+    assert_eq!((nano.activation, nano.bias, nano.qkv_bias), (Activation::Gelu, false, false));
+    assert!(nano.tie_weights && !nano.lm_head_bias);
+    let small = GptConfig::cpu_small();
+    assert_eq!((small.n_layer, small.n_head, small.n_embd, small.block_size), (4, 4, 128, 64));
+    assert_eq!(small.dropout, 0.0);
+    for config in [lecture, nano, small] {
+        config.validate().unwrap();
+    }
+}
+
+#[test]
+fn config_round_trips_through_json() {
+    let config = GptConfig::shakespeare_char();
+    let json = serde_json::to_string(&config).unwrap();
+    assert!(json.contains("\"activation\":\"gelu\""), "{json}");
+    let back: GptConfig = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, config);
+}
+
+#[test]
+fn validate_says_what_to_change() {
+    let message = |config: GptConfig| match config.validate() {
+        Err(Error::Config(m)) => m,
+        other => panic!("expected a configuration error, got {other:?}"),
+    };
+    let m = message(GptConfig { n_embd: 100, n_head: 3, ..GptConfig::cpu_small() });
+    assert!(m.contains("n_embd (100)") && m.contains("n_head (3)"), "{m}");
+    assert!(m.contains("n_embd = 99") && m.contains("n_head = 2"), "{m}");
+    for (name, config) in [
+        ("vocab_size", GptConfig { vocab_size: 0, ..GptConfig::cpu_small() }),
+        ("block_size", GptConfig { block_size: 0, ..GptConfig::cpu_small() }),
+        ("n_layer", GptConfig { n_layer: 0, ..GptConfig::cpu_small() }),
+        ("n_head", GptConfig { n_head: 0, ..GptConfig::cpu_small() }),
+        ("n_embd", GptConfig { n_embd: 0, ..GptConfig::cpu_small() }),
+    ] {
+        let m = message(config);
+        assert!(m.contains(name) && m.contains("at least 1"), "{m}");
+    }
+    for p in [1.0, -0.1, f64::NAN] {
+        let m = message(GptConfig { dropout: p, ..GptConfig::cpu_small() });
+        assert!(m.contains("dropout must be in [0, 1)"), "{m}");
+    }
+    // Gpt::new refuses what validate refuses.
+    let bad = GptConfig { n_embd: 100, n_head: 3, ..GptConfig::cpu_small() };
+    assert!(matches!(Gpt::new(bad, Device::Cpu), Err(Error::Config(_))));
+}
+
+// --- Forward ----------------------------------------------------------------------------------
+
+#[test]
+fn forward_gives_logits_of_shape_batch_time_vocab() {
+    let gpt = Gpt::new(tiny(11, 0.1), Device::Cpu).unwrap();
+    let x = Tensor::randint(11, [3, 7], (Kind::Int64, Device::Cpu));
+    let (logits, loss) = gpt.forward(&x, None, false).unwrap();
+    assert_eq!(logits.size(), [3, 7, 11]);
+    assert!(loss.is_none());
+    let (logits, loss) = gpt.forward(&x.narrow(1, 0, 1), Some(&x.narrow(1, 1, 1)), true).unwrap();
+    assert_eq!(logits.size(), [3, 1, 11]);
+    assert_eq!(loss.unwrap().size(), Vec::<i64>::new());
+    // The full block is accepted.
+    let x = Tensor::zeros([2, 16], (Kind::Int64, Device::Cpu));
+    assert_eq!(gpt.forward(&x, None, false).unwrap().0.size(), [2, 16, 11]);
+}
+
+#[test]
+fn loss_at_init_is_close_to_ln_vocab() {
+    let _lock = rng_lock();
+    device::seed(1337);
+    let expected = (65f64).ln(); // 4.174
+    for config in [GptConfig::cpu_small(), GptConfig::lecture(), GptConfig::shakespeare_char()] {
+        let gpt = Gpt::new(config.clone(), Device::Cpu).unwrap();
+        let x = Tensor::randint(65, [4, 64], (Kind::Int64, Device::Cpu));
+        let y = Tensor::randint(65, [4, 64], (Kind::Int64, Device::Cpu));
+        let loss = tch::no_grad(|| gpt.loss(&x, &y, false)).unwrap().double_value(&[]);
+        assert!((loss - expected).abs() < 0.1, "{config:?}: loss at init {loss}, expected about {expected}");
+    }
+}
+
+#[test]
+fn bad_contexts_are_errors_not_panics() {
+    let gpt = Gpt::new(tiny(11, 0.0), Device::Cpu).unwrap();
+    // Longer than block_size.
+    let long = Tensor::zeros([1, 17], (Kind::Int64, Device::Cpu));
+    match gpt.forward(&long, None, false) {
+        Err(Error::Config(m)) => assert!(m.contains("17") && m.contains("block_size 16"), "{m}"),
+        other => panic!("expected an error, got {other:?}"),
+    }
+    // Ids outside the vocabulary, above and below.
+    for bad in [11, 1000, -1] {
+        let x = ids(&[&[1, 2, bad]]);
+        assert!(gpt.forward(&x, None, false).is_err(), "id {bad} was accepted");
+    }
+    // Wrong rank, empty time, float ids.
+    assert!(gpt.forward(&Tensor::from_slice(&[1i64, 2, 3]), None, false).is_err());
+    assert!(gpt.forward(&Tensor::zeros([2, 0], (Kind::Int64, Device::Cpu)), None, false).is_err());
+    assert!(gpt.forward(&Tensor::zeros([2, 3], (Kind::Float, Device::Cpu)), None, false).is_err());
+    // Targets of the wrong shape.
+    let x = ids(&[&[1, 2, 3]]);
+    assert!(gpt.forward(&x, Some(&ids(&[&[1, 2]])), false).is_err());
+}
+
+#[test]
+fn dropout_is_active_only_in_training() {
+    let _lock = rng_lock();
+    device::seed(7);
+    let gpt = Gpt::new(tiny(11, 0.2), Device::Cpu).unwrap();
+    let x = Tensor::randint(11, [2, 16], (Kind::Int64, Device::Cpu));
+    let run = |train| tch::no_grad(|| gpt.forward(&x, None, train)).unwrap().0;
+    assert_eq!(max_abs_diff(&run(false), &run(false)), 0.0, "eval forward is not deterministic");
+    assert!(max_abs_diff(&run(true), &run(true)) > 1e-3, "train forward does not drop anything");
+    assert!(max_abs_diff(&run(true), &run(false)) > 1e-3);
+    // Without dropout, train and eval agree.
+    let gpt = Gpt::new(tiny(11, 0.0), Device::Cpu).unwrap();
+    let (a, b) =
+        tch::no_grad(|| (gpt.forward(&x, None, true).unwrap().0, gpt.forward(&x, None, false).unwrap().0));
+    assert!(max_abs_diff(&a, &b) < 1e-6);
+}
+
+#[test]
+fn the_model_is_causal() {
+    // Changing a token changes no logits before its position.
+    let gpt = Gpt::new(tiny(11, 0.0), Device::Cpu).unwrap();
+    let a = ids(&[&[1, 2, 3, 4, 5, 6]]);
+    let b = ids(&[&[1, 2, 3, 9, 5, 6]]);
+    let (la, lb) =
+        tch::no_grad(|| (gpt.forward(&a, None, false).unwrap().0, gpt.forward(&b, None, false).unwrap().0));
+    assert_eq!(max_abs_diff(&la.narrow(1, 0, 3), &lb.narrow(1, 0, 3)), 0.0);
+    assert!(max_abs_diff(&la.narrow(1, 3, 3), &lb.narrow(1, 3, 3)) > 1e-4);
+}
+
+// --- Weights ----------------------------------------------------------------------------------
+
+#[test]
+fn variables_have_nanogpt_names_and_tying_shares_the_embedding() {
+    let tied = Gpt::new(tiny(11, 0.0), Device::Cpu).unwrap();
+    let names = tied.vs.variables();
+    assert!(names.contains_key("transformer.wte.weight"));
+    assert!(names.contains_key("transformer.h.1.attn.c_attn.weight"));
+    assert!(names.contains_key("transformer.h.0.mlp.c_proj.weight"));
+    assert!(!names.contains_key("lm_head.weight"), "a tied LM head must not have its own weight");
+    assert!(!names.keys().any(|n| n.ends_with(".bias")), "bias = false, yet: {names:?}");
+    assert_eq!(tied.lm_head.data_ptr(), tied.wte.data_ptr());
+
+    let untied = Gpt::new(GptConfig { tie_weights: false, ..tiny(11, 0.0) }, Device::Cpu).unwrap();
+    assert!(untied.vs.variables().contains_key("lm_head.weight"));
+    assert_eq!(untied.num_params(), tied.num_params() + 11 * 32);
+}
+
+#[test]
+fn changing_the_tied_embedding_changes_the_lm_head() {
+    // Zero token 5's embedding row: with tying, its logit becomes 0 everywhere (no bias).
+    let x = ids(&[&[1, 2, 3, 4]]);
+    let logit_of_5 = |gpt: &Gpt| tch::no_grad(|| gpt.forward(&x, None, false)).unwrap().0.select(2, 5);
+    for tie_weights in [true, false] {
+        let gpt = Gpt::new(GptConfig { tie_weights, ..tiny(11, 0.0) }, Device::Cpu).unwrap();
+        assert!(logit_of_5(&gpt).abs().max().double_value(&[]) > 1e-4);
+        let _ = tch::no_grad(|| gpt.vs.variables()["transformer.wte.weight"].get(5).fill_(0.0));
+        let after = logit_of_5(&gpt).abs().max().double_value(&[]);
+        assert_eq!(after == 0.0, tie_weights, "tie_weights {tie_weights}: |logit of 5| = {after}");
+    }
+}
+
+#[test]
+fn residual_projections_get_the_scaled_init() {
+    let _lock = rng_lock();
+    device::seed(3);
+    let config = GptConfig { n_layer: 8, ..GptConfig::cpu_small() };
+    let gpt = Gpt::new(config, Device::Cpu).unwrap();
+    let vars = gpt.vs.variables();
+    let std = |name: &str| vars[name].std(true).double_value(&[]);
+    let scaled = 0.02 / (16f64).sqrt(); // 0.005
+    for name in ["transformer.h.3.attn.c_proj.weight", "transformer.h.3.mlp.c_proj.weight"] {
+        assert!((std(name) - scaled).abs() < 0.0005, "{name}: std {}", std(name));
+    }
+    for name in
+        ["transformer.h.3.attn.c_attn.weight", "transformer.h.3.mlp.c_fc.weight", "transformer.wte.weight"]
+    {
+        assert!((std(name) - 0.02).abs() < 0.002, "{name}: std {}", std(name));
+    }
+}
+
+// --- Attention in three forms -------------------------------------------------------------
+
+#[test]
+fn a_head_is_the_masked_softmax_of_the_lecture() {
+    let _lock = rng_lock();
+    device::seed(11);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let head = Head::new(&vs.root(), 32, 8, 16, 0.0).unwrap();
+    let x = Tensor::randn([2, 10, 32], (Kind::Float, Device::Cpu));
+    // The chapter's cells: loop over t, attend to 0..=t.
+    let (q, k, v) = (x.apply(&head.query), x.apply(&head.key), x.apply(&head.value));
+    let mut rows = Vec::new();
+    for t in 0..10 {
+        let (kt, vt) = (k.narrow(1, 0, t + 1), v.narrow(1, 0, t + 1)); // [B, t+1, hs]
+        let w = q.narrow(1, t, 1).matmul(&kt.transpose(-2, -1)) / (8f64).sqrt(); // [B, 1, t+1]
+        rows.push(w.softmax(-1, Kind::Float).matmul(&vt)); // [B, 1, hs]
+    }
+    let expected = Tensor::cat(&rows, 1);
+    let got = tch::no_grad(|| head.forward(&x, false)).unwrap();
+    assert_eq!(got.size(), [2, 10, 8]);
+    assert!(max_abs_diff(&got, &expected) < 1e-5);
+    // Inputs it cannot take.
+    assert!(head.forward(&Tensor::zeros([2, 17, 32], (Kind::Float, Device::Cpu)), false).is_err());
+    assert!(head.forward(&Tensor::zeros([2, 4, 31], (Kind::Float, Device::Cpu)), false).is_err());
+    assert!(Head::new(&vs.root(), 32, 0, 16, 0.0).is_err());
+}
+
+#[test]
+fn multi_head_and_fused_attention_agree_on_the_same_weights() {
+    let _lock = rng_lock();
+    device::seed(42);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let mha = MultiHeadAttention::new(&(vs.root() / "mha"), 48, 4, 16, 0.2).unwrap();
+    let fused = CausalSelfAttention::from_multi_head(&(vs.root() / "csa"), &mha).unwrap();
+    let x = Tensor::randn([3, 16, 48], (Kind::Float, Device::Cpu));
+    let (a, b, c) = tch::no_grad(|| {
+        (
+            mha.forward(&x, false).unwrap(),
+            fused.forward(&x, false).unwrap(),
+            fused.forward_manual(&x, false).unwrap(),
+        )
+    });
+    assert_eq!(a.size(), [3, 16, 48]);
+    assert!(max_abs_diff(&a, &b) < 1e-5, "MultiHeadAttention vs SDPA: {}", max_abs_diff(&a, &b));
+    assert!(max_abs_diff(&a, &c) < 1e-5, "MultiHeadAttention vs manual: {}", max_abs_diff(&a, &c));
+    // The heads, concatenated and projected, are the multi-head output.
+    let heads = tch::no_grad(|| mha.heads.iter().map(|h| h.forward(&x, false).unwrap()).collect::<Vec<_>>());
+    let by_hand = Tensor::cat(&heads, -1).apply(&mha.proj);
+    assert!(max_abs_diff(&a, &by_hand) < 1e-6);
+    // The copy is a copy: both have their own variables.
+    assert_eq!(vs.variables().len(), 4 * 3 + 2 + 3);
+    assert!(MultiHeadAttention::new(&vs.root(), 48, 5, 16, 0.0).is_err());
+}
+
+#[test]
+fn manual_and_fused_kernels_agree() {
+    let _lock = rng_lock();
+    device::seed(5);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let config = GptConfig { bias: true, qkv_bias: true, dropout: 0.1, ..GptConfig::cpu_small() };
+    let attn = CausalSelfAttention::new(&vs.root(), &config).unwrap();
+    // Non-zero biases, so they are exercised too.
+    tch::no_grad(|| {
+        for (_, mut v) in vs.variables() {
+            let _ = v.normal_(0.0, 0.1);
+        }
+    });
+    for t in [1, 7, 64] {
+        let x = Tensor::randn([2, t, 128], (Kind::Float, Device::Cpu));
+        let (a, b) =
+            tch::no_grad(|| (attn.forward(&x, false).unwrap(), attn.forward_manual(&x, false).unwrap()));
+        assert_eq!(a.size(), [2, t, 128]);
+        assert!(max_abs_diff(&a, &b) < 1e-5, "T = {t}: {}", max_abs_diff(&a, &b));
+    }
+    // Dropout makes the fused path random in training.
+    let x = Tensor::randn([2, 8, 128], (Kind::Float, Device::Cpu));
+    let (a, b) = tch::no_grad(|| (attn.forward(&x, true).unwrap(), attn.forward(&x, true).unwrap()));
+    assert!(max_abs_diff(&a, &b) > 1e-4);
+    assert!(attn.forward(&Tensor::zeros([2, 8, 64], (Kind::Float, Device::Cpu)), false).is_err());
+}
+
+// --- Training ---------------------------------------------------------------------------------
+
+#[test]
+fn a_tiny_gpt_overfits_a_repeated_pattern() {
+    let _lock = rng_lock();
+    device::seed(1337);
+    let (vocab, block, batch) = (8i64, 16i64, 8i64);
+    let gpt = Gpt::new(tiny(vocab as usize, 0.0), Device::Cpu).unwrap();
+    // 0 1 2 ... 7 0 1 2 ...: each token fixes the next.
+    let data = Tensor::arange(block * batch + 8, (Kind::Int64, Device::Cpu)).remainder(vocab);
+    let starts: Vec<i64> = (0..batch).collect();
+    let x = Tensor::stack(&starts.iter().map(|&s| data.narrow(0, s, block)).collect::<Vec<_>>(), 0);
+    let y = Tensor::stack(&starts.iter().map(|&s| data.narrow(0, s + 1, block)).collect::<Vec<_>>(), 0);
+    let mut opt = nn::AdamW::default().build(&gpt.vs, 3e-3).unwrap();
+    let first = gpt.loss(&x, &y, true).unwrap().double_value(&[]);
+    let mut last = first;
+    for _ in 0..100 {
+        let loss = gpt.loss(&x, &y, true).unwrap();
+        opt.backward_step(&loss);
+        last = loss.double_value(&[]);
+    }
+    assert!(first > 1.5, "first loss {first}");
+    assert!(last < 0.05, "loss after 100 steps: {last} (from {first})");
+    let (logits, _) = tch::no_grad(|| gpt.forward(&x, None, false)).unwrap();
+    assert!(logits.argmax(-1, false).equal(&y), "the model does not predict the pattern");
+}
