@@ -36,6 +36,9 @@ pub enum Error {
     #[error("{context}: {source}")]
     Json { context: String, source: serde_json::Error },
 
+    #[error("checkpoint {path}: {reason}")]
+    Checkpoint { path: PathBuf, reason: String },
+
     #[error("plot: {0}")]
     Plot(String),
 

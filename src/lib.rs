@@ -8,9 +8,10 @@
 //! |---------------|---------|---------------------------------------------------------|
 //! | [`tokenizer`] | 1       | text to integer ids and back (characters, words)         |
 //! | [`data`]      | 1–2     | download a corpus, split it, sample `(x, y)` batches      |
-//! | [`model`]     | 3       | the bigram language model                                |
-//! | [`train`]     | 3       | the training loop, loss estimates, the loss history       |
+//! | [`model`]     | 3–5     | the bigram model, self-attention, the GPT                 |
+//! | [`train`]     | 3, 5    | the training loop, AdamW, schedules, history, checkpoints |
 //! | [`plot`]      | 3       | loss curves, inline in the notebook or saved as PNG       |
+//! | [`generate`]  | 5       | sampling: greedy, temperature, top-k, top-p               |
 //! | [`device`]    | all     | CPU or CUDA, and seeding                                  |
 //!
 //! Every fallible call returns [`Result`] with an [`Error`] that says what went wrong and
@@ -18,6 +19,7 @@
 
 pub mod data;
 pub mod device;
+pub mod generate;
 pub mod model;
 pub mod plot;
 pub mod tokenizer;
@@ -31,10 +33,11 @@ pub use error::{Error, Result};
 pub mod prelude {
     pub use crate::data::{self, Split, TokenData};
     pub use crate::device::{self, seed};
-    pub use crate::model::{self, Bigram, LanguageModel};
+    pub use crate::generate::{self, Sampling};
+    pub use crate::model::{self, Bigram, Gpt, GptConfig, LanguageModel};
     pub use crate::plot::{self, Figure};
-    pub use crate::tokenizer::{CharTokenizer, Tokenizer, WordTokenizer};
-    pub use crate::train::{self, History, TrainConfig};
+    pub use crate::tokenizer::{AnyTokenizer, CharTokenizer, Tokenizer, WordTokenizer};
+    pub use crate::train::{self, Checkpoint, History, TrainConfig, TrainEvent, Trainer};
     pub use crate::{Error, Result};
     pub use tch::nn::OptimizerConfig;
     pub use tch::{nn, Device, Kind, Tensor};

@@ -57,11 +57,19 @@ fn abc_data() -> (CharTokenizer, TokenData) {
 }
 
 fn small_config() -> TrainConfig {
-    TrainConfig { steps: 200, batch_size: 32, block_size: 8, lr: 1e-2, eval_interval: 100, eval_iters: 20 }
+    TrainConfig {
+        steps: 200,
+        batch_size: 32,
+        block_size: 8,
+        lr: 1e-2,
+        eval_interval: 100,
+        eval_iters: 20,
+        ..TrainConfig::default()
+    }
 }
 
 fn point(step: usize, train_loss: f64, val_loss: f64, tokens_per_sec: Option<f64>) -> EvalPoint {
-    EvalPoint { step, train_loss, val_loss, lr: 0.01, tokens_per_sec }
+    EvalPoint { step, train_loss, val_loss, lr: 0.01, tokens_per_sec, grad_norm: None }
 }
 
 fn sample_history() -> History {
@@ -71,6 +79,7 @@ fn sample_history() -> History {
             point(100, 3.25, 3.375, Some(12345.67)),
             point(200, 2.5, 2.75, Some(20000.0)),
         ],
+        ..History::default()
     }
 }
 
@@ -360,10 +369,10 @@ fn history_saves_csv_with_a_header() {
     assert_eq!(
         csv.lines().collect::<Vec<_>>(),
         [
-            "step,train_loss,val_loss,lr,tokens_per_sec",
-            "0,4.5,4.625,0.01,",
-            "100,3.25,3.375,0.01,12345.7",
-            "200,2.5,2.75,0.01,20000.0",
+            "step,train_loss,val_loss,lr,tokens_per_sec,grad_norm",
+            "0,4.5,4.625,0.01,,",
+            "100,3.25,3.375,0.01,12345.7,",
+            "200,2.5,2.75,0.01,20000.0,",
         ]
     );
     assert_eq!(csv, sample_history().to_csv());

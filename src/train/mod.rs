@@ -1,63 +1,308 @@
-//! Training: the loop of chapter 3, the loss estimate it reports, and the history it keeps.
+//! Training: the loop of chapter 3, grown in chapter 5 into nanoGPT's.
 //!
-//! The loop is the five lines every PyTorch course writes — sample a batch, forward, zero
-//! the gradients, backward, step — plus a periodic estimate of the train and validation
-//! loss. The loss is read back from the device only at those evaluations, never per step, so
-//! the CPU never waits for a GPU in the middle of training.
+//! Chapter 3's loop is the five lines every PyTorch course writes — sample a batch, forward,
+//! zero the gradients, backward, step — plus a periodic estimate of the train and validation
+//! loss. Chapter 5 adds what training a GPT needs, one piece per module:
+//!
+//! - [`AdamW`] (`adamw`): the optimizer, written out on tensors, with weight decay on the
+//!   matrices and embeddings only, and its state (step, moments) open for checkpoints;
+//! - [`LrSchedule`] (`schedule`): linear warmup, then cosine decay to `min_lr`;
+//! - [`clip_grad_norm`] (`clip`): gradient clipping by global norm;
+//! - gradient accumulation ([`backward_accumulated`]): `grad_accum` micro-batches per
+//!   optimizer step, for batches larger than memory allows;
+//! - [`Trainer`]: the loop itself, resumable, and usable piece by piece across notebook cells;
+//! - [`History`] (`history`): every loss estimate and log line, as plots, JSON or CSV;
+//! - [`checkpoint`]: save a run and continue it exactly later.
+//!
+//! Two rules keep a run fast and repeatable:
+//!
+//! - **No host synchronisation per step.** Losses and gradient norms stay on the device and
+//!   are read back only when a line is logged or the losses are estimated, so the CPU never
+//!   waits for a GPU in the middle of training.
+//! - **Randomness is a function of `(seed, step)`.** Before optimizer step `s` the trainer
+//!   reseeds libtorch's global generator from [`step_seed`]`(seed, s)` (batches and dropout
+//!   masks draw from it), and before the estimate after `s` steps from [`eval_seed`]`(seed, s)`.
+//!   So the random state of a run is just its seed and step count: a checkpoint stores those
+//!   two numbers, and a resumed run draws exactly what an uninterrupted one would. (It also
+//!   means an estimate never shifts the batches of the steps after it.)
 
+mod adamw;
+pub mod checkpoint;
+mod clip;
 mod history;
+mod schedule;
 
-pub use history::{EvalPoint, History};
+pub use adamw::{AdamW, AdamWConfig, ParamState};
+pub use checkpoint::Checkpoint;
+pub use clip::{clip_grad_norm, grad_norm};
+pub use history::{EvalPoint, History, LogPoint};
+pub use schedule::LrSchedule;
 
 use crate::data::{Split, TokenData};
 use crate::model::LanguageModel;
+use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
+use std::path::Path;
 use std::time::Instant;
-use tch::nn::{self, OptimizerConfig};
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
-/// The knobs of a training run. The defaults are the lecture's bigram run.
+/// The knobs of a training run. The defaults are chapter 3's bigram run (constant learning
+/// rate, no clipping, no accumulation); [`TrainConfig::cpu_small`] and
+/// [`TrainConfig::shakespeare_char`] are nanoGPT's character-level Shakespeare runs.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TrainConfig {
-    /// Optimizer steps.
+    /// Optimizer steps of the whole run (the schedule and the last estimate refer to it).
     pub steps: usize,
+    /// Sequences per micro-batch.
     pub batch_size: usize,
-    /// Tokens of context per example.
+    /// Tokens of context per sequence.
     pub block_size: usize,
-    /// AdamW learning rate.
+    /// Micro-batches per optimizer step: the gradient of `grad_accum × batch_size` sequences,
+    /// with the memory of `batch_size`.
+    pub grad_accum: usize,
+    /// Peak learning rate (the constant one without warmup and decay).
     pub lr: f64,
+    /// Steps of linear warmup from `lr / (warmup_steps + 1)` up to `lr`; 0 for none.
+    pub warmup_steps: usize,
+    /// The step where the cosine decay reaches `min_lr` (nanoGPT's `lr_decay_iters`, usually
+    /// `steps`); `None` keeps `lr` constant after warmup.
+    pub lr_decay_steps: Option<usize>,
+    /// The learning rate at the end of the decay (nanoGPT: `lr / 10`).
+    pub min_lr: f64,
+    /// AdamW's decoupled weight decay, on 2-D tensors (matrices, embeddings) only.
+    pub weight_decay: f64,
+    /// AdamW's β1: how slowly the average gradient (momentum) moves.
+    pub beta1: f64,
+    /// AdamW's β2: how slowly the average squared gradient moves (0.99 for small batches).
+    pub beta2: f64,
+    /// Clip the global gradient norm to this value; `None` for no clipping.
+    pub grad_clip: Option<f64>,
     /// Estimate the losses every this many steps (and after the last one).
     pub eval_interval: usize,
-    /// Batches averaged per loss estimate.
+    /// Batches averaged per split per loss estimate.
     pub eval_iters: usize,
+    /// Record (and report) the batch loss every this many steps; `None` for never.
+    pub log_interval: Option<usize>,
+    /// Seeds batches and dropout: the same seed repeats the run (on CPU, exactly).
+    pub seed: u64,
 }
 
 impl Default for TrainConfig {
+    /// Chapter 3's bigram run: 3000 steps of 32 × 8 tokens at a constant lr of 1e-2, losses
+    /// estimated every 300 steps over 200 batches. AdamW keeps PyTorch's defaults
+    /// (β = 0.9, 0.999, weight decay 0.01, which is what `torch.optim.AdamW(params, lr)` in the
+    /// lecture uses, and what tch's `nn::AdamW::default()` used before); the bigram's one
+    /// tensor is an embedding, so it decays.
     fn default() -> Self {
-        Self { steps: 3000, batch_size: 32, block_size: 8, lr: 1e-2, eval_interval: 300, eval_iters: 200 }
+        Self {
+            steps: 3000,
+            batch_size: 32,
+            block_size: 8,
+            grad_accum: 1,
+            lr: 1e-2,
+            warmup_steps: 0,
+            lr_decay_steps: None,
+            min_lr: 1e-3,
+            weight_decay: 0.01,
+            beta1: 0.9,
+            beta2: 0.999,
+            grad_clip: None,
+            eval_interval: 300,
+            eval_iters: 200,
+            log_interval: None,
+            seed: 1337,
+        }
     }
 }
 
 impl TrainConfig {
+    /// nanoGPT's `train_shakespeare_char` run scaled for a laptop CPU (its README's CPU
+    /// command): 2000 steps of 12 × 64 tokens, lr 1e-3 warmed up over 100 steps and decayed
+    /// to 1e-4 at step 2000, β2 0.99, weight decay 0.1, gradients clipped at norm 1, losses
+    /// every 250 steps over 200 batches, a log line every 10 steps.
+    pub fn cpu_small() -> Self {
+        Self {
+            steps: 2000,
+            batch_size: 12,
+            block_size: 64,
+            lr: 1e-3,
+            warmup_steps: 100,
+            lr_decay_steps: Some(2000),
+            min_lr: 1e-4,
+            weight_decay: 0.1,
+            beta2: 0.99,
+            grad_clip: Some(1.0),
+            eval_interval: 250,
+            eval_iters: 200,
+            log_interval: Some(10),
+            ..Self::default()
+        }
+    }
+
+    /// nanoGPT's `train_shakespeare_char` run as it is on a GPU: 5000 steps of 64 × 256
+    /// tokens (val loss ≈ 1.47 with `GptConfig::shakespeare_char()`), otherwise as
+    /// [`TrainConfig::cpu_small`].
+    pub fn shakespeare_char() -> Self {
+        Self { steps: 5000, batch_size: 64, block_size: 256, lr_decay_steps: Some(5000), ..Self::cpu_small() }
+    }
+
+    /// Check every field. The message starts with the field's name and says what to change.
     pub fn validate(&self) -> Result<()> {
+        let bad = |msg: String| Err(Error::Config(msg));
         let positive = [
             ("steps", self.steps),
             ("batch_size", self.batch_size),
             ("block_size", self.block_size),
+            ("grad_accum", self.grad_accum),
             ("eval_interval", self.eval_interval),
             ("eval_iters", self.eval_iters),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
-            return Err(Error::Config(format!("{name} must be at least 1")));
+            return bad(format!("{name} must be at least 1"));
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
-            return Err(Error::Config(format!("lr must be a positive number, got {}", self.lr)));
+            return bad(format!("lr must be a positive number, got {}", self.lr));
+        }
+        if !(self.min_lr >= 0.0 && self.min_lr.is_finite()) {
+            return bad(format!("min_lr must be 0 or a positive number, got {}", self.min_lr));
+        }
+        if let Some(decay) = self.lr_decay_steps {
+            if decay <= self.warmup_steps {
+                return bad(format!(
+                    "lr_decay_steps ({decay}) must be greater than warmup_steps ({}): the cosine runs \
+                     from the end of warmup to lr_decay_steps (or set lr_decay_steps to None for no decay)",
+                    self.warmup_steps
+                ));
+            }
+            if self.min_lr > self.lr {
+                return bad(format!(
+                    "min_lr ({}) must not exceed lr ({}): the decay goes down to min_lr",
+                    self.min_lr, self.lr
+                ));
+            }
+        }
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+            return bad(format!("weight_decay must be 0 (off) or positive, got {}", self.weight_decay));
+        }
+        if self.lr * self.weight_decay >= 1.0 {
+            return bad(format!(
+                "weight_decay ({}) times lr ({}) must be below 1, or each step zeroes the weights; lower weight_decay",
+                self.weight_decay, self.lr
+            ));
+        }
+        for (name, beta) in [("beta1", self.beta1), ("beta2", self.beta2)] {
+            if !(0.0..1.0).contains(&beta) {
+                return bad(format!("{name} must be in [0, 1) (typically 0.9 to 0.999), got {beta}"));
+            }
+        }
+        if let Some(clip) = self.grad_clip {
+            if !(clip > 0.0 && clip.is_finite()) {
+                return bad(format!(
+                    "grad_clip must be a positive norm (1.0 is usual), or None for no clipping; got {clip}"
+                ));
+            }
+        }
+        if self.log_interval == Some(0) {
+            return bad("log_interval must be at least 1, or None for no log lines".into());
         }
         Ok(())
+    }
+
+    /// The learning rate schedule these fields describe.
+    pub fn schedule(&self) -> LrSchedule {
+        LrSchedule {
+            lr: self.lr,
+            warmup_steps: self.warmup_steps,
+            decay_steps: self.lr_decay_steps,
+            min_lr: self.min_lr,
+        }
+    }
+
+    /// The learning rate of optimizer step `step` (from 0).
+    pub fn lr_at(&self, step: usize) -> f64 {
+        self.schedule().lr_at(step)
+    }
+
+    /// The optimizer's settings (the learning rate is the schedule's peak).
+    pub fn adamw(&self) -> AdamWConfig {
+        AdamWConfig {
+            lr: self.lr,
+            beta1: self.beta1,
+            beta2: self.beta2,
+            weight_decay: self.weight_decay,
+            ..AdamWConfig::default()
+        }
+    }
+
+    /// Tokens each optimizer step trains on: `grad_accum × batch_size × block_size`.
+    pub fn tokens_per_step(&self) -> usize {
+        self.grad_accum * self.batch_size * self.block_size
+    }
+}
+
+/// SplitMix64's output function: a good 64-bit mixer.
+fn splitmix64(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+fn derive_seed(seed: u64, stream: u64, index: usize) -> u64 {
+    splitmix64(splitmix64(seed ^ splitmix64(stream)) ^ index as u64)
+}
+
+/// The seed of libtorch's generator for optimizer step `step` (from 0) of a run seeded `seed`.
+pub fn step_seed(seed: u64, step: usize) -> u64 {
+    derive_seed(seed, 0, step)
+}
+
+/// The seed of libtorch's generator for the loss estimate after `step` steps.
+pub fn eval_seed(seed: u64, step: usize) -> u64 {
+    derive_seed(seed, 1, step)
+}
+
+/// What [`Trainer::train_until`] reports as it goes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TrainEvent {
+    /// A loss estimate (also recorded in the history's `points`).
+    Eval(EvalPoint),
+    /// A log line every `log_interval` steps (recorded in the history's `logs`).
+    Log(LogPoint),
+}
+
+impl std::fmt::Display for TrainEvent {
+    /// nanoGPT's lines: `step 250: train loss 1.9876, val loss 2.0543` and
+    /// `iter 10: loss 3.2145, lr 1.00e-4, grad norm 1.234, 5432 tokens/s`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let tps = |t: Option<f64>| t.map(|t| format!(", {t:.0} tokens/s")).unwrap_or_default();
+        match self {
+            TrainEvent::Eval(p) => {
+                write!(
+                    f,
+                    "step {}: train loss {:.4}, val loss {:.4}, lr {:.2e}",
+                    p.step, p.train_loss, p.val_loss, p.lr
+                )?;
+                if let Some(n) = p.grad_norm {
+                    write!(f, ", grad norm {n:.3}")?;
+                }
+                write!(f, "{}", tps(p.tokens_per_sec))
+            }
+            TrainEvent::Log(l) => write!(
+                f,
+                "iter {}: loss {:.4}, lr {:.2e}, grad norm {:.3}{}",
+                l.step,
+                l.loss,
+                l.lr,
+                l.grad_norm,
+                tps(l.tokens_per_sec)
+            ),
+        }
     }
 }
 
 /// The mean loss over `iters` random batches of each split, with gradients and dropout off.
+/// The batches come from libtorch's global generator as it is (the [`Trainer`] seeds it first).
 pub fn estimate_loss(
     model: &dyn LanguageModel,
     data: &TokenData,
@@ -73,46 +318,270 @@ pub fn estimate_loss(
             let (x, y) = data.get_batch(split, batch_size, block_size, device)?;
             total += model.loss(&x, &y, false)?;
         }
-        Ok(total.double_value(&[]) / iters as f64) // the one read-back per split
+        Ok(total.f_double_value(&[])? / iters as f64) // the one read-back per split
     };
     Ok((mean(Split::Train)?, mean(Split::Val)?))
 }
 
-/// Train `model` on `data` with AdamW for `config.steps` steps. `on_eval` sees every loss
-/// estimate as it is made (the notebooks print it); the whole history is returned.
+/// Forward and backward over the batch `x`, `y` (`[B, T]`) cut into `micro_batches` equal
+/// micro-batches along `B`, each loss divided by `micro_batches`: the gradients that
+/// accumulate are those of the mean loss over the whole batch, with the activation memory of
+/// one micro-batch. Returns that mean loss (detached, on the device). `B` must be a multiple
+/// of `micro_batches`. `train` switches dropout on.
+pub fn backward_accumulated(
+    model: &dyn LanguageModel,
+    x: &Tensor,
+    y: &Tensor,
+    micro_batches: usize,
+    train: bool,
+) -> Result<Tensor> {
+    let b = x.size().first().copied().unwrap_or(0);
+    if micro_batches == 0 || b % micro_batches as i64 != 0 || b == 0 {
+        return Err(Error::Config(format!(
+            "grad_accum: a batch of {b} sequences does not split into {micro_batches} equal micro-batches"
+        )));
+    }
+    let k = micro_batches as i64;
+    let (xs, ys) = (x.f_chunk(k, 0)?, y.f_chunk(k, 0)?);
+    let mut total: Option<Tensor> = None;
+    for (x, y) in xs.iter().zip(&ys) {
+        let loss = model.loss(x, y, train)? / micro_batches as f64; // [] mean over its part
+        loss.f_backward()?;
+        let loss = loss.f_detach()?;
+        total = Some(match total {
+            Some(t) => t + loss,
+            None => loss,
+        });
+    }
+    total.ok_or_else(|| Error::Config("grad_accum must be at least 1".into()))
+}
+
+/// A training run in progress: the configuration, AdamW's state, the step count and the
+/// history. It does not own the model, so a notebook keeps both in variables, trains in
+/// pieces (`train_until(&model, &data, 500, ..)`, look at samples, `train_until(.., 1000, ..)`),
+/// and can save and resume it ([`Trainer::save_checkpoint`], [`Checkpoint::resume`]).
+#[derive(Debug)]
+pub struct Trainer {
+    config: TrainConfig,
+    optimizer: AdamW,
+    step: usize,
+    history: History,
+}
+
+impl Trainer {
+    /// A fresh run of `model` (step 0, zero moments, empty history).
+    pub fn new(model: &dyn LanguageModel, config: TrainConfig) -> Result<Self> {
+        config.validate()?;
+        check_block_size(model, &config)?;
+        let optimizer = AdamW::new(model.var_store(), config.adamw())?;
+        Ok(Self { config, optimizer, step: 0, history: History::default() })
+    }
+
+    /// Continue the run saved in `checkpoint` with `model`, whose weights must already be
+    /// loaded ([`Checkpoint::resume`] does both).
+    pub fn from_checkpoint(model: &dyn LanguageModel, checkpoint: &Checkpoint) -> Result<Self> {
+        let fail = |e: Error| Error::Checkpoint { path: checkpoint.path.clone(), reason: e.to_string() };
+        let mut trainer = Self::new(model, checkpoint.train_config.clone()).map_err(fail)?;
+        trainer.optimizer.load_state(checkpoint.step, &checkpoint.optimizer).map_err(fail)?;
+        trainer.step = checkpoint.step;
+        trainer.history = checkpoint.history.clone();
+        Ok(trainer)
+    }
+
+    pub fn config(&self) -> &TrainConfig {
+        &self.config
+    }
+
+    /// Change the configuration mid-run (e.g. more `steps`, another `eval_interval`). The
+    /// optimizer's state and the step count are kept.
+    pub fn set_config(&mut self, config: TrainConfig) -> Result<()> {
+        config.validate()?;
+        self.optimizer.config = config.adamw();
+        self.config = config;
+        Ok(())
+    }
+
+    /// Optimizer steps taken so far.
+    pub fn step(&self) -> usize {
+        self.step
+    }
+
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+
+    pub fn into_history(self) -> History {
+        self.history
+    }
+
+    pub fn optimizer(&self) -> &AdamW {
+        &self.optimizer
+    }
+
+    /// The learning rate of the next step.
+    pub fn lr(&self) -> f64 {
+        self.config.lr_at(self.step)
+    }
+
+    /// Train until `config.steps` steps are done.
+    pub fn run(
+        &mut self,
+        model: &dyn LanguageModel,
+        data: &TokenData,
+        on_event: impl FnMut(&TrainEvent),
+    ) -> Result<()> {
+        self.train_until(model, data, self.config.steps, on_event)
+    }
+
+    /// Train until `until` optimizer steps are done in total (nothing if already there).
+    /// Losses are estimated after every `eval_interval`-th step and after step
+    /// `config.steps` (not twice at the same step: a run cut in pieces records what an
+    /// uninterrupted one does); a log line is recorded every `log_interval` steps. `on_event`
+    /// sees each as it happens (`|e| println!("{e}")` prints them nanoGPT's way).
+    pub fn train_until(
+        &mut self,
+        model: &dyn LanguageModel,
+        data: &TokenData,
+        until: usize,
+        mut on_event: impl FnMut(&TrainEvent),
+    ) -> Result<()> {
+        check_block_size(model, &self.config)?;
+        self.optimizer.attach(model.var_store())?;
+        let device = model.var_store().device();
+        let params = self.optimizer.param_tensors();
+        let c = self.config.clone();
+        let mut eval_clock = (self.step, Instant::now());
+        let mut log_clock = (self.step, Instant::now());
+        let mut last_norm: Option<Tensor> = None;
+        loop {
+            let s = self.step;
+            if self.eval_due(s) {
+                let tokens_per_sec = throughput(device, eval_clock, s, c.tokens_per_step());
+                let grad_norm = last_norm.take().map(|n| n.f_double_value(&[])).transpose()?;
+                let point = self.estimate(model, data, tokens_per_sec, grad_norm)?;
+                on_event(&TrainEvent::Eval(point));
+                (eval_clock, log_clock) = ((s, Instant::now()), (s, Instant::now()));
+                // estimates are not training time
+            }
+            if s >= until {
+                return Ok(());
+            }
+
+            // One optimizer step, its randomness a function of (seed, step).
+            tch::manual_seed(step_seed(c.seed, s) as i64);
+            let lr = c.lr_at(s);
+            self.optimizer.config.lr = lr;
+            let (x, y) = data.get_batch(Split::Train, c.batch_size * c.grad_accum, c.block_size, device)?;
+            self.optimizer.zero_grad();
+            let loss = backward_accumulated(model, &x, &y, c.grad_accum, true)?; // [] on the device
+            let log_now = c.log_interval.is_some_and(|k| s % k == 0);
+            let norm = match c.grad_clip {
+                Some(max_norm) => Some(clip_grad_norm(&params, max_norm)?),
+                None if log_now || self.eval_due(s + 1) => Some(grad_norm(&params)?),
+                None => None,
+            };
+            self.optimizer.step()?;
+            self.step += 1;
+
+            if log_now {
+                let (loss, grad_norm) =
+                    (loss.f_double_value(&[])?, norm.as_ref().map_or(Ok(0.0), |n| n.f_double_value(&[]))?);
+                let tokens_per_sec = throughput(device, log_clock, self.step, c.tokens_per_step());
+                let line = LogPoint { step: s, loss, lr, grad_norm, tokens_per_sec };
+                self.history.logs.push(line.clone());
+                on_event(&TrainEvent::Log(line));
+                log_clock = (self.step, Instant::now());
+            }
+            last_norm = norm;
+        }
+    }
+
+    /// Estimate the losses now (seeded from `(seed, step)`, so it is repeatable), record the
+    /// point in the history and return it (or the recorded one, if there is one for this step).
+    pub fn evaluate(&mut self, model: &dyn LanguageModel, data: &TokenData) -> Result<EvalPoint> {
+        check_block_size(model, &self.config)?;
+        match self.history.last() {
+            Some(p) if p.step == self.step => Ok(p.clone()), // the same seed: the same numbers
+            _ => self.estimate(model, data, None, None),
+        }
+    }
+
+    /// Save the run and `model` as a checkpoint directory (see [`checkpoint`]).
+    /// `model_config` rebuilds the model: its `GptConfig`, or `json!({"vocab_size": 65})`.
+    pub fn save_checkpoint(
+        &self,
+        path: impl AsRef<Path>,
+        model: &dyn LanguageModel,
+        model_config: &impl serde::Serialize,
+        tokenizer: &dyn Tokenizer,
+    ) -> Result<()> {
+        checkpoint::save(path, self, model, model_config, tokenizer)
+    }
+
+    fn eval_due(&self, step: usize) -> bool {
+        (step % self.config.eval_interval == 0 || step == self.config.steps)
+            && self.history.last().is_none_or(|p| p.step != step)
+    }
+
+    fn estimate(
+        &mut self,
+        model: &dyn LanguageModel,
+        data: &TokenData,
+        tokens_per_sec: Option<f64>,
+        grad_norm: Option<f64>,
+    ) -> Result<EvalPoint> {
+        let c = &self.config;
+        tch::manual_seed(eval_seed(c.seed, self.step) as i64);
+        let (train_loss, val_loss) = estimate_loss(model, data, c.batch_size, c.block_size, c.eval_iters)?;
+        let point =
+            EvalPoint { step: self.step, train_loss, val_loss, lr: self.lr(), tokens_per_sec, grad_norm };
+        self.history.points.push(point.clone());
+        Ok(point)
+    }
+}
+
+fn check_block_size(model: &dyn LanguageModel, config: &TrainConfig) -> Result<()> {
+    match model.block_size() {
+        Some(max) if config.block_size > max => Err(Error::Config(format!(
+            "block_size {} is longer than the model's context of {max} tokens: set block_size to at most {max}",
+            config.block_size
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Tokens per second since `(step0, t0)`, waiting for the GPU first so the time is real
+/// (only called when a line is reported, never per step).
+fn throughput(
+    device: Device,
+    (step0, t0): (usize, Instant),
+    step: usize,
+    tokens_per_step: usize,
+) -> Option<f64> {
+    if step <= step0 {
+        return None;
+    }
+    if let Device::Cuda(i) = device {
+        tch::Cuda::synchronize(i as i64);
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    (secs > 0.0).then(|| (step - step0) as f64 * tokens_per_step as f64 / secs)
+}
+
+/// Train `model` on `data` for `config.steps` steps with AdamW (chapter 3's entry point,
+/// now a [`Trainer`] run from step 0). `on_eval` sees every loss estimate as it is made (the
+/// notebooks print it); the whole history is returned.
 pub fn train(
     model: &dyn LanguageModel,
     data: &TokenData,
     config: &TrainConfig,
     mut on_eval: impl FnMut(&EvalPoint),
 ) -> Result<History> {
-    config.validate()?;
-    let device = model.var_store().device();
-    let mut opt = nn::AdamW::default().build(model.var_store(), config.lr)?;
-    let mut history = History::default();
-    let tokens_per_step = (config.batch_size * config.block_size) as f64;
-    let mut clock = Instant::now();
-    let mut last_eval_step = 0;
-    for step in 0..=config.steps {
-        if step % config.eval_interval == 0 || step == config.steps {
-            let elapsed = clock.elapsed().as_secs_f64();
-            let tokens_per_sec =
-                (step > last_eval_step).then(|| (step - last_eval_step) as f64 * tokens_per_step / elapsed);
-            let (train_loss, val_loss) =
-                estimate_loss(model, data, config.batch_size, config.block_size, config.eval_iters)?;
-            let point = EvalPoint { step, train_loss, val_loss, lr: config.lr, tokens_per_sec };
-            on_eval(&point);
-            history.points.push(point);
-            (clock, last_eval_step) = (Instant::now(), step);
+    let mut trainer = Trainer::new(model, config.clone())?;
+    trainer.run(model, data, |event| {
+        if let TrainEvent::Eval(point) = event {
+            on_eval(point)
         }
-        if step == config.steps {
-            break;
-        }
-        let (x, y) = data.get_batch(Split::Train, config.batch_size, config.block_size, device)?;
-        let loss = model.loss(&x, &y, true)?;
-        opt.zero_grad();
-        loss.f_backward()?;
-        opt.step();
-    }
-    Ok(history)
+    })?;
+    Ok(trainer.into_history())
 }
