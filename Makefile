@@ -8,7 +8,7 @@ export PATH := $(ROOT)/.venv/bin:$(PATH)
 export VIRTUAL_ENV := $(ROOT)/.venv
 export LIBTORCH_USE_PYTORCH := 1
 
-.PHONY: lab test setup notebooks build
+.PHONY: lab test setup notebooks build bench
 
 ## lab: set up, then open the chapters in JupyterLab on http://127.0.0.1:8888
 lab: setup
@@ -29,3 +29,7 @@ build: setup
 ## notebooks: re-execute the chapters and write their outputs back (commit them)
 notebooks: setup
 	python scripts/run_notebooks.py --inplace
+
+## bench: training throughput and share of the matmul peak (see examples/bench.rs)
+bench: setup
+	cargo run --release --example bench

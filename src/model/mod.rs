@@ -13,7 +13,7 @@ pub use bigram::Bigram;
 pub use gpt::{Activation, Block, Gpt, GptConfig};
 
 use crate::{Error, Result};
-use tch::{nn, Kind, Tensor};
+use tch::{nn, Tensor};
 
 /// A model that maps token ids `[B, T]` to next-token logits `[B, T, V]`.
 pub trait LanguageModel {
@@ -46,32 +46,6 @@ pub trait LanguageModel {
     /// Number of trainable parameters.
     fn num_params(&self) -> usize {
         self.var_store().trainable_variables().iter().map(|t| t.numel()).sum()
-    }
-
-    /// Extend each row of `idx` `[B, T]` by `max_new_tokens` tokens, each drawn from the
-    /// softmax of the model's logits for the last position (the context is cropped to
-    /// [`LanguageModel::block_size`]). Returns `[B, T + max_new_tokens]`.
-    fn generate(&self, idx: &Tensor, max_new_tokens: usize) -> Result<Tensor> {
-        if idx.dim() != 2 || idx.size()[1] == 0 {
-            return Err(Error::Config(format!(
-                "generate needs a non-empty [batch, time] context, got shape {:?}",
-                idx.size()
-            )));
-        }
-        let _no_grad = tch::no_grad_guard();
-        let mut idx = idx.to_device(self.var_store().device());
-        for _ in 0..max_new_tokens {
-            let t = idx.size()[1];
-            let context = match self.block_size() {
-                Some(block) if t > block as i64 => idx.narrow(1, t - block as i64, block as i64),
-                _ => idx.shallow_clone(),
-            };
-            let (logits, _) = self.forward(&context, None, false)?; // [B, T, V]
-            let probs = logits.select(1, -1).softmax(-1, Kind::Float); // [B, V]
-            let next = probs.f_multinomial(1, true)?; // [B, 1]
-            idx = Tensor::cat(&[idx, next], 1);
-        }
-        Ok(idx)
     }
 }
 
