@@ -81,7 +81,11 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) 
     if x1 - x0 < 1e-12 {
         (x0, x1) = (x0 - 1.0, x1 + 1.0);
     }
-    let pad = ((y1 - y0) * 0.05).max(1e-3 * y1.abs().max(1.0));
+    let pad = match (y1 - y0, y1.abs()) {
+        (range, _) if range > 0.0 => range * 0.05,
+        (_, level) if level > 0.0 => level * 0.05, // a flat line: 5% of its level
+        _ => 1.0,                                  // all zeros
+    };
     (y0, y1) = (y0 - pad, y1 + pad);
 
     let mut rgb = vec![255u8; (WIDTH * HEIGHT * 3) as usize];
@@ -138,7 +142,8 @@ fn format_tick(v: f64) -> String {
         let s = format!("{v:.3}");
         s.trim_end_matches('0').trim_end_matches('.').to_owned()
     } else {
-        format!("{v:.0e}")
+        let s = format!("{v:.1e}"); // 1.5e-4; 1.0e-3 -> 1e-3
+        s.replace(".0e", "e")
     }
 }
 

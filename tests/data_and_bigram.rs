@@ -88,6 +88,7 @@ fn sample_history() -> History {
 
 #[test]
 fn load_text_reads_a_file_or_the_txt_files_of_a_folder() {
+    let _lock = rng_lock();
     let dir = TempDir::new("load_text");
     let write = |name: &str, bytes: &[u8]| std::fs::write(dir.join(name), bytes).unwrap();
     write("b.txt", b"second\n");
@@ -114,6 +115,7 @@ fn load_text_reads_a_file_or_the_txt_files_of_a_folder() {
 
 #[test]
 fn split_is_the_head_and_the_tail() {
+    let _lock = rng_lock();
     let ids = scrambled_ids(1000);
     let data = TokenData::new(&ids, 0.9).unwrap();
     assert_eq!(data.train.size(), [900]);
@@ -126,6 +128,7 @@ fn split_is_the_head_and_the_tail() {
 
 #[test]
 fn split_of_tiny_shakespeare_matches_the_lecture() {
+    let _lock = rng_lock();
     let Some(text) = shakespeare_text("the Tiny Shakespeare split sizes") else {
         return;
     };
@@ -138,6 +141,7 @@ fn split_of_tiny_shakespeare_matches_the_lecture() {
 
 #[test]
 fn bad_fractions_and_short_inputs_are_errors() {
+    let _lock = rng_lock();
     let ids = scrambled_ids(1000);
     for fraction in [0.0, 1.0, -0.1, 1.5, f64::NAN, f64::INFINITY] {
         assert!(
@@ -206,6 +210,7 @@ fn lecture_batch_is_reproduced_from_seed_1337() {
 
 #[test]
 fn block_size_must_fit_in_the_split() {
+    let _lock = rng_lock();
     let data = TokenData::new(&scrambled_ids(1000), 0.9).unwrap(); // val: 100 tokens
     for block in [100, 101, 1000] {
         assert!(
@@ -345,6 +350,7 @@ fn invalid_configs_are_rejected() {
 
 #[test]
 fn history_round_trips_through_json() {
+    let _lock = rng_lock();
     let dir = TempDir::new("history_json");
     let path = dir.join("history.json");
     let history = sample_history();
@@ -356,6 +362,7 @@ fn history_round_trips_through_json() {
 
 #[test]
 fn history_saves_csv_with_a_header() {
+    let _lock = rng_lock();
     let dir = TempDir::new("history_csv");
     let path = dir.join("history.csv");
     sample_history().save(&path).unwrap();
@@ -374,6 +381,7 @@ fn history_saves_csv_with_a_header() {
 
 #[test]
 fn history_plot_is_a_png() {
+    let _lock = rng_lock();
     const PNG_SIGNATURE: [u8; 8] = [0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A];
     let figure = sample_history().plot("bigram loss").unwrap();
     let png = figure.png();

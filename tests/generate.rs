@@ -86,6 +86,7 @@ fn config_error(result: Result<impl std::fmt::Debug>) -> String {
 
 #[test]
 fn greedy_follows_the_argmax_and_is_deterministic() {
+    let _lock = rng_lock();
     let model = Table::new(1.0, None);
     let expected = greedy_chain(3, 15);
     assert_eq!(run(&model, &[3], 15, &Sampling::greedy()), expected);
@@ -112,6 +113,7 @@ fn top_k_1_and_a_tiny_top_p_are_greedy() {
 
 #[test]
 fn invalid_settings_are_clear_errors() {
+    let _lock = rng_lock();
     let model = Table::new(1.0, None);
     let try_with = |s: Sampling| config_error(generate(&model, &[1], 5, &s, |_| Ok(())));
     for t in [0.0, -1.0, f64::NAN, f64::INFINITY] {
@@ -131,6 +133,7 @@ fn invalid_settings_are_clear_errors() {
 
 #[test]
 fn an_empty_prompt_is_an_error() {
+    let _lock = rng_lock();
     let model = Table::new(1.0, None);
     let mut called = false;
     let m = config_error(generate(&model, &[], 5, &Sampling::default(), |_| {
@@ -143,12 +146,14 @@ fn an_empty_prompt_is_an_error() {
 
 #[test]
 fn a_prompt_with_an_unknown_id_is_an_error() {
+    let _lock = rng_lock();
     let model = Table::new(1.0, None);
     assert!(generate(&model, &[1, V as u32], 5, &Sampling::greedy(), |_| Ok(())).is_err());
 }
 
 #[test]
 fn a_long_prompt_is_cropped_to_the_block() {
+    let _lock = rng_lock();
     let model = Table::new(1.0, Some(4));
     let prompt: Vec<u32> = (0..10).map(|i| i % V as u32).collect();
     let out = run(&model, &prompt, 6, &Sampling::greedy());
@@ -166,6 +171,7 @@ fn a_long_prompt_is_cropped_to_the_block() {
 
 #[test]
 fn a_short_prompt_grows_up_to_the_block() {
+    let _lock = rng_lock();
     let model = Table::new(1.0, Some(3));
     run(&model, &[1], 5, &Sampling::greedy());
     let lengths: Vec<usize> = model.contexts.borrow().iter().map(Vec::len).collect();
@@ -174,6 +180,7 @@ fn a_short_prompt_grows_up_to_the_block() {
 
 #[test]
 fn on_token_sees_every_token_in_order_and_can_stop() {
+    let _lock = rng_lock();
     let model = Table::new(1.0, None);
     let mut streamed = vec![];
     let out = generate(&model, &[2], 8, &Sampling::greedy(), |id| {
