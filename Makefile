@@ -12,7 +12,7 @@ export LIBTORCH_USE_PYTORCH := 1
 
 ## lab: set up, then open the chapters in JupyterLab on http://127.0.0.1:8888
 lab: setup
-	jupyter lab --ip=127.0.0.1 --notebook-dir=notebooks
+	jupyter lab --ip=127.0.0.1 --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
 
 ## test: set up, then cargo test and every chapter executed headless
 test: setup
