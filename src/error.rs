@@ -42,6 +42,12 @@ pub enum Error {
     #[error("plot: {0}")]
     Plot(String),
 
+    #[error("run folder {path}: {reason}")]
+    Run { path: PathBuf, reason: String },
+
+    #[error("dump {path}: {reason}")]
+    Dump { path: PathBuf, reason: String },
+
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
 }

@@ -42,6 +42,7 @@ use crate::data::{Split, TokenData};
 use crate::model::LanguageModel;
 use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
+use std::ops::ControlFlow;
 use std::path::Path;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
@@ -443,7 +444,22 @@ impl Trainer {
         model: &dyn LanguageModel,
         data: &TokenData,
         until: usize,
+        on_event: impl FnMut(&TrainEvent),
+    ) -> Result<()> {
+        self.train_until_with(model, data, until, on_event, |_| ControlFlow::Continue(()))
+    }
+
+    /// [`Trainer::train_until`], with `after_step` called after every optimizer step with the
+    /// number of steps done: returning `ControlFlow::Break(())` stops the run there, between
+    /// two steps (the command line's Ctrl-C, or a progress bar). Stopped early,
+    /// [`Trainer::step`] is below `until`; the run continues from there with another call.
+    pub fn train_until_with(
+        &mut self,
+        model: &dyn LanguageModel,
+        data: &TokenData,
+        until: usize,
         mut on_event: impl FnMut(&TrainEvent),
+        mut after_step: impl FnMut(usize) -> ControlFlow<()>,
     ) -> Result<()> {
         check_block_size(model, &self.config)?;
         self.optimizer.attach(model.var_store())?;
@@ -493,6 +509,9 @@ impl Trainer {
                 log_clock = (self.step, Instant::now());
             }
             last_norm = norm;
+            if after_step(self.step).is_break() {
+                return Ok(());
+            }
         }
     }
 
