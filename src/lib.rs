@@ -13,6 +13,7 @@
 //! | [`plot`]      | 3       | loss curves, inline in the notebook or saved as PNG       |
 //! | [`generate`]  | 5       | sampling: greedy, temperature, top-k, top-p               |
 //! | [`device`]    | all     | CPU or CUDA, and seeding                                  |
+//! | [`run`]       | CLI     | run folders: config, checkpoints, metrics, plots (`llm`)  |
 //!
 //! Every fallible call returns [`Result`] with an [`Error`] that says what went wrong and
 //! where; nothing panics on user input.
@@ -22,6 +23,7 @@ pub mod device;
 pub mod generate;
 pub mod model;
 pub mod plot;
+pub mod run;
 pub mod tokenizer;
 pub mod train;
 

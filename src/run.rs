@@ -1,0 +1,867 @@
+//! Training runs as folders: what `llm train` writes, resumes and compares.
+//!
+//! A run folder holds everything needed to continue the run, sample from it, or look at it:
+//!
+//! ```text
+//! runs/shakespeare/
+//!   config.json           the resolved configuration (RunConfig): model, tokenizer, data, training
+//!   tokenizer.json        the tokenizer, in the form AnyTokenizer::load reads
+//!   checkpoints/latest/   the most recent checkpoint (saved at every evaluation, and on Ctrl-C)
+//!   checkpoints/best/     the checkpoint with the lowest validation loss so far
+//!   metrics.jsonl         one JSON line per log line and per loss estimate
+//!   loss.png, lr.png      the loss and learning-rate curves, redrawn at every evaluation
+//! ```
+//!
+//! The settings come as a [`RunSpec`]: every knob optional, named as the command line's flags
+//! are (`n_layer` for `--n-layer`), read from a TOML or JSON file and/or the flags.
+//! [`plan`] resolves a spec against a preset into a [`RunConfig`], reads the data and builds
+//! the tokenizer, and checks everything, all before anything is written; [`Run::create`] then
+//! writes the folder under a temporary name and renames it into place, so a rejected or
+//! failed start never leaves a half-written run behind. [`Run::train`] trains in pieces of
+//! `eval_interval` steps, saving `checkpoints/latest` (atomically, see
+//! [`crate::train::checkpoint`]) after each, so a killed run loses at most the steps since
+//! the last evaluation.
+
+use crate::data::{self, TokenData};
+use crate::model::{Gpt, GptConfig, LanguageModel};
+use crate::plot::{self, Series};
+use crate::tokenizer::{AnyTokenizer, CharTokenizer, Tokenizer, WordTokenizer};
+use crate::train::{Checkpoint, EvalPoint, History, TrainConfig, TrainEvent, Trainer};
+use crate::{Error, Result};
+use std::io::Write;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use tch::Device;
+
+/// The resolved configuration.
+pub const CONFIG_FILE: &str = "config.json";
+/// The run's tokenizer.
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+/// One JSON object per line: `{"kind":"log",...}` or `{"kind":"eval",...}`.
+pub const METRICS_FILE: &str = "metrics.jsonl";
+/// Train and validation loss against the step.
+pub const LOSS_PLOT: &str = "loss.png";
+/// The learning rate against the step.
+pub const LR_PLOT: &str = "lr.png";
+/// The most recent checkpoint, relative to the run folder.
+pub const LATEST: &str = "checkpoints/latest";
+/// The checkpoint with the lowest validation loss.
+pub const BEST: &str = "checkpoints/best";
+
+/// The model presets, as `--preset` names them.
+pub const PRESETS: &[&str] = &["cpu-small", "lecture", "shakespeare-char"];
+/// The tokenizers `--tokenizer` can build.
+pub const TOKENIZERS: &[&str] = &["char", "word", "bpe"];
+
+/// Every setting of `llm train`, each optional: `None` means "not given" (the preset's, the
+/// config file's or the resumed run's value stays). Field names are the flags' names with
+/// underscores (`--n-layer` is `n_layer`), so a config file reads like the command line:
+///
+/// ```toml
+/// preset = "cpu-small"
+/// dataset = "tinyshakespeare"
+/// n_layer = 2
+/// max_steps = 500
+/// lr = 1e-3
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunSpec {
+    // The model.
+    pub preset: Option<String>,
+    pub n_layer: Option<usize>,
+    pub n_head: Option<usize>,
+    pub n_embd: Option<usize>,
+    pub block_size: Option<usize>,
+    pub dropout: Option<f64>,
+    pub vocab_size: Option<usize>,
+    // The tokenizer.
+    pub tokenizer: Option<String>,
+    pub tokenizer_path: Option<PathBuf>,
+    // The data (one of the three).
+    pub dataset: Option<String>,
+    pub text_files: Option<PathBuf>,
+    pub input: Option<PathBuf>,
+    // The training.
+    pub batch_size: Option<usize>,
+    pub lr: Option<f64>,
+    pub max_steps: Option<usize>,
+    pub max_epochs: Option<f64>,
+    pub warmup: Option<usize>,
+    pub weight_decay: Option<f64>,
+    pub grad_clip: Option<f64>,
+    pub grad_accum: Option<usize>,
+    pub eval_interval: Option<usize>,
+    pub eval_iters: Option<usize>,
+    pub log_interval: Option<usize>,
+    pub seed: Option<u64>,
+    pub device: Option<String>,
+}
+
+impl RunSpec {
+    /// Read a config file: TOML if its name ends in `.toml`, else JSON. Unknown keys are
+    /// errors (a typo would otherwise be silently ignored).
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let is_toml = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("toml"));
+        let parsed = if is_toml {
+            toml::from_str(&text).map_err(|e| e.to_string())
+        } else {
+            serde_json::from_str(&text).map_err(|e| e.to_string())
+        };
+        let mut spec: Self =
+            parsed.map_err(|e| Error::Config(format!("config file {}: {}", path.display(), e.trim_end())))?;
+        // Paths in a config file are relative to the file, not to where `llm` runs.
+        let base = path.parent().unwrap_or(Path::new(""));
+        for p in [&mut spec.tokenizer_path, &mut spec.text_files, &mut spec.input].into_iter().flatten() {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        Ok(spec)
+    }
+
+    /// `self`'s settings, with `base`'s where `self` has none (flags over a config file).
+    pub fn or(self, base: RunSpec) -> RunSpec {
+        macro_rules! pick {
+            ($($f:ident),*) => { RunSpec { $($f: self.$f.or(base.$f)),* } };
+        }
+        pick!(
+            preset,
+            n_layer,
+            n_head,
+            n_embd,
+            block_size,
+            dropout,
+            vocab_size,
+            tokenizer,
+            tokenizer_path,
+            dataset,
+            text_files,
+            input,
+            batch_size,
+            lr,
+            max_steps,
+            max_epochs,
+            warmup,
+            weight_decay,
+            grad_clip,
+            grad_accum,
+            eval_interval,
+            eval_iters,
+            log_interval,
+            seed,
+            device
+        )
+    }
+}
+
+/// Where the training text comes from.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataSource {
+    /// A dataset of the manifest (`llm data list`), downloaded on first use.
+    Dataset(String),
+    /// Every `.txt` file of a folder.
+    TextFiles(PathBuf),
+    /// One text file.
+    Input(PathBuf),
+}
+
+impl DataSource {
+    /// Check that the source exists (without downloading or reading it).
+    pub fn check(&self) -> Result<()> {
+        let missing = |flag: &str, p: &Path, what: &str| {
+            Error::Config(format!("{flag} {}: no such {what}", p.display()))
+        };
+        match self {
+            DataSource::Dataset(name) => data::dataset(name).map(|_| ()),
+            DataSource::TextFiles(dir) if !dir.is_dir() => Err(missing("--text-files", dir, "folder")),
+            DataSource::Input(file) if !file.is_file() => Err(missing("--input", file, "file")),
+            _ => Ok(()),
+        }
+    }
+
+    /// The whole text (a dataset is downloaded first if it is not here yet).
+    pub fn load_text(&self) -> Result<String> {
+        match self {
+            DataSource::Dataset(name) => data::load_text(data::fetch(name)?),
+            DataSource::TextFiles(path) | DataSource::Input(path) => data::load_text(path),
+        }
+    }
+}
+
+/// A run's resolved configuration: `config.json` in the run folder.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RunConfig {
+    /// The preset the model and training settings started from.
+    pub preset: String,
+    pub model: GptConfig,
+    /// How the tokenizer was made: `char`, `word` or `bpe` (built from the training text),
+    /// or the kind of the file at `tokenizer_path`.
+    pub tokenizer: String,
+    pub tokenizer_path: Option<PathBuf>,
+    pub data: DataSource,
+    pub train: TrainConfig,
+    /// `cpu`, `cuda`, `cuda:N` or `auto`.
+    pub device: String,
+}
+
+/// The model and training settings of a preset.
+pub fn preset(name: &str) -> Result<(GptConfig, TrainConfig)> {
+    match name {
+        "cpu-small" => Ok((GptConfig::cpu_small(), TrainConfig::cpu_small())),
+        "shakespeare-char" => Ok((GptConfig::shakespeare_char(), TrainConfig::shakespeare_char())),
+        // The lecture's run: 5000 steps of 64 × 256 tokens at a constant 3e-4.
+        "lecture" => Ok((
+            GptConfig::lecture(),
+            TrainConfig {
+                steps: 5000,
+                batch_size: 64,
+                block_size: 256,
+                lr: 3e-4,
+                eval_interval: 500,
+                eval_iters: 200,
+                log_interval: Some(10),
+                ..TrainConfig::default()
+            },
+        )),
+        other => Err(Error::Config(format!("unknown --preset '{other}' (known: {})", PRESETS.join(", ")))),
+    }
+}
+
+fn flag(field: &str) -> String {
+    format!("--{}", field.replace('_', "-"))
+}
+
+/// An absolute path (relative to the current directory), so a run folder's config still
+/// finds its data when `llm` runs from elsewhere.
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_owned())
+}
+
+impl RunConfig {
+    /// A fresh run's configuration: the preset's (`cpu-small` by default), then every
+    /// setting of `spec`. Checks what can be checked without the data; the vocabulary size
+    /// and `--max-epochs` are settled by [`plan`].
+    pub fn from_spec(spec: &RunSpec) -> Result<Self> {
+        let preset_name = spec.preset.clone().unwrap_or_else(|| "cpu-small".into());
+        let (mut model, mut train) = preset(&preset_name)?;
+        let preset_warmup = train.warmup_steps;
+        if let Some(v) = spec.n_layer {
+            model.n_layer = v;
+        }
+        if let Some(v) = spec.n_head {
+            model.n_head = v;
+        }
+        if let Some(v) = spec.n_embd {
+            model.n_embd = v;
+        }
+        if let Some(v) = spec.block_size {
+            model.block_size = v;
+        }
+        if let Some(v) = spec.dropout {
+            model.dropout = v;
+        }
+        if let Some(v) = spec.vocab_size {
+            model.vocab_size = v;
+        }
+        train.block_size = model.block_size;
+        apply_training(&mut train, spec)?;
+        // A preset's warmup longer than a short run: shorten it rather than refuse the run.
+        if spec.warmup.is_none() && train.warmup_steps >= train.steps && preset_warmup > 0 {
+            train.warmup_steps = train.steps / 10;
+        }
+        let data = match (&spec.dataset, &spec.text_files, &spec.input) {
+            (Some(name), None, None) => DataSource::Dataset(name.clone()),
+            (None, Some(dir), None) => DataSource::TextFiles(absolute(dir)),
+            (None, None, Some(file)) => DataSource::Input(absolute(file)),
+            (None, None, None) => DataSource::Dataset("tinyshakespeare".into()),
+            _ => {
+                return Err(Error::Config(
+                    "give the training text one way only: --dataset NAME, --text-files DIR or --input FILE"
+                        .into(),
+                ))
+            }
+        };
+        let tokenizer = match (&spec.tokenizer, &spec.tokenizer_path) {
+            (Some(kind), _) if !TOKENIZERS.contains(&kind.as_str()) => {
+                return Err(Error::Config(format!(
+                    "unknown --tokenizer '{kind}' (known: {}; or --tokenizer-path FILE)",
+                    TOKENIZERS.join(", ")
+                )))
+            }
+            (Some(kind), _) => kind.clone(),
+            (None, Some(_)) => "file".into(), // the file's kind, settled when it is read
+            (None, None) => "char".into(),
+        };
+        let config = RunConfig {
+            preset: preset_name,
+            model,
+            tokenizer,
+            tokenizer_path: spec.tokenizer_path.as_deref().map(absolute),
+            data,
+            train,
+            device: spec.device.clone().unwrap_or_else(|| "auto".into()),
+        };
+        config.check()?;
+        Ok(config)
+    }
+
+    /// This (saved) run's configuration with `spec` applied for a resumed run. Training
+    /// settings may change (more `--max-steps` extends the run, a new `--lr` applies from
+    /// here on); a model, tokenizer or data setting that differs from the run's is an error
+    /// naming the flag, since the checkpoint could not be continued with it.
+    pub fn resumed_with(&self, spec: &RunSpec) -> Result<Self> {
+        let mut conflicts = Vec::new();
+        let mut differs = |field: &str, given: Option<String>, saved: String| {
+            if let Some(given) = given.filter(|g| *g != saved) {
+                conflicts.push(format!("{} {given} (the run has {saved})", flag(field)));
+            }
+        };
+        let m = &self.model;
+        differs("preset", spec.preset.clone(), self.preset.clone());
+        differs("n_layer", spec.n_layer.map(|v| v.to_string()), m.n_layer.to_string());
+        differs("n_head", spec.n_head.map(|v| v.to_string()), m.n_head.to_string());
+        differs("n_embd", spec.n_embd.map(|v| v.to_string()), m.n_embd.to_string());
+        differs("block_size", spec.block_size.map(|v| v.to_string()), m.block_size.to_string());
+        differs("dropout", spec.dropout.map(|v| v.to_string()), m.dropout.to_string());
+        differs("vocab_size", spec.vocab_size.map(|v| v.to_string()), m.vocab_size.to_string());
+        differs("tokenizer", spec.tokenizer.clone(), self.tokenizer.clone());
+        let path = |p: &Option<PathBuf>| p.as_deref().map(|p| absolute(p).display().to_string());
+        differs("tokenizer_path", path(&spec.tokenizer_path), path(&self.tokenizer_path).unwrap_or_default());
+        let source = |d: &DataSource| match d {
+            DataSource::Dataset(n) => ("dataset", n.clone()),
+            DataSource::TextFiles(p) => ("text_files", p.display().to_string()),
+            DataSource::Input(p) => ("input", p.display().to_string()),
+        };
+        let (saved_kind, saved_value) = source(&self.data);
+        for (field, given) in [
+            ("dataset", spec.dataset.clone()),
+            ("text_files", path(&spec.text_files)),
+            ("input", path(&spec.input)),
+        ] {
+            let saved = if field == saved_kind { saved_value.clone() } else { format!("no {}", flag(field)) };
+            differs(field, given, saved);
+        }
+        if !conflicts.is_empty() {
+            return Err(Error::Config(format!(
+                "a resumed run keeps its model, tokenizer and data, but these flags differ from it: {}. \
+                 Drop them, or start a new run in another --run-dir",
+                conflicts.join("; ")
+            )));
+        }
+        let mut config = self.clone();
+        apply_training(&mut config.train, spec)?;
+        if let Some(device) = &spec.device {
+            config.device = device.clone();
+        }
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Check the model and training settings together; messages name the flags.
+    pub fn check(&self) -> Result<()> {
+        let (m, t) = (&self.model, &self.train);
+        if m.block_size == 0 {
+            return Err(Error::Config("--block-size must be at least 1 (tokens of context)".into()));
+        }
+        if !(t.lr > 0.0 && t.lr.is_finite()) {
+            return Err(Error::Config(format!("--lr must be a positive number (e.g. 1e-3), got {}", t.lr)));
+        }
+        if t.warmup_steps > 0 && t.warmup_steps >= t.steps {
+            return Err(Error::Config(format!(
+                "--warmup ({}) must be less than --max-steps ({}): lower --warmup or raise --max-steps",
+                t.warmup_steps, t.steps
+            )));
+        }
+        let mut model = m.clone();
+        model.vocab_size = model.vocab_size.max(1); // settled later, from the tokenizer
+        model.validate().map_err(|e| Error::Config(format!("model: {}", strip_prefix(&e))))?;
+        t.validate().map_err(|e| Error::Config(format!("training: {}", strip_prefix(&e))))?;
+        crate::device::parse(&self.device)?;
+        Ok(())
+    }
+}
+
+/// An error's message without `invalid configuration: ` (the caller adds its own context).
+fn strip_prefix(e: &Error) -> String {
+    match e {
+        Error::Config(msg) => msg.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The training settings of `spec` applied to `train`. A decaying schedule keeps decaying to
+/// the end of the run (`lr_decay_steps` follows `--max-steps`) down to a tenth of `--lr`.
+fn apply_training(train: &mut TrainConfig, spec: &RunSpec) -> Result<()> {
+    if spec.max_steps.is_some() && spec.max_epochs.is_some() {
+        return Err(Error::Config("give --max-steps or --max-epochs, not both".into()));
+    }
+    if let Some(v) = spec.batch_size {
+        train.batch_size = v;
+    }
+    if let Some(lr) = spec.lr {
+        if !(lr > 0.0 && lr.is_finite()) {
+            return Err(Error::Config(format!("--lr must be a positive number (e.g. 1e-3), got {lr}")));
+        }
+        if train.lr_decay_steps.is_some() {
+            train.min_lr = lr / 10.0;
+        }
+        train.lr = lr;
+    }
+    if let Some(steps) = spec.max_steps {
+        set_steps(train, steps);
+    }
+    if let Some(v) = spec.warmup {
+        train.warmup_steps = v;
+    }
+    if let Some(v) = spec.weight_decay {
+        train.weight_decay = v;
+    }
+    if let Some(v) = spec.grad_clip {
+        train.grad_clip = (v != 0.0).then_some(v); // 0 turns clipping off
+    }
+    if let Some(v) = spec.grad_accum {
+        train.grad_accum = v;
+    }
+    if let Some(v) = spec.eval_interval {
+        train.eval_interval = v;
+    }
+    if let Some(v) = spec.eval_iters {
+        train.eval_iters = v;
+    }
+    if let Some(v) = spec.log_interval {
+        train.log_interval = (v != 0).then_some(v); // 0: no log lines
+    }
+    if let Some(v) = spec.seed {
+        train.seed = v;
+    }
+    Ok(())
+}
+
+fn set_steps(train: &mut TrainConfig, steps: usize) {
+    if train.lr_decay_steps.is_some() {
+        train.lr_decay_steps = Some(steps);
+    }
+    train.steps = steps;
+}
+
+/// Everything `llm train` needs, checked, before anything is written.
+pub struct Plan {
+    pub config: RunConfig,
+    pub tokenizer: AnyTokenizer,
+    pub data: TokenData,
+}
+
+/// Resolve and check a fresh run: the configuration ([`RunConfig::from_spec`]), the data
+/// (read, downloaded if needed), the tokenizer (read from `--tokenizer-path`, or built from
+/// the text), the vocabulary size and `--max-epochs` in steps. Writes nothing.
+pub fn plan(spec: &RunSpec) -> Result<Plan> {
+    let mut config = RunConfig::from_spec(spec)?;
+    if let Some(path) = &config.tokenizer_path {
+        if !path.is_file() {
+            return Err(Error::Config(format!("--tokenizer-path {}: no such file", path.display())));
+        }
+    }
+    config.data.check()?;
+    let text = config.data.load_text()?;
+    let tokenizer = match (config.tokenizer.as_str(), &config.tokenizer_path) {
+        (kind, Some(path)) => {
+            let tokenizer = AnyTokenizer::load(path)?;
+            if kind != "file" && kind != tokenizer.kind() {
+                return Err(Error::Config(format!(
+                    "--tokenizer {kind} but --tokenizer-path {} holds a '{}' tokenizer: drop --tokenizer",
+                    path.display(),
+                    tokenizer.kind()
+                )));
+            }
+            config.tokenizer = tokenizer.kind().into();
+            tokenizer
+        }
+        ("char", None) => CharTokenizer::from_text(&text).into(),
+        ("word", None) => WordTokenizer::from_text(&text).into(),
+        // BPE: training a tokenizer on the text is wired here once the BPE chapter lands.
+        ("bpe", None) => {
+            return Err(Error::Config(
+                "--tokenizer bpe needs --tokenizer-path FILE (train one with `llm tokenizer train`)".into(),
+            ))
+        }
+        (other, None) => return Err(Error::Config(format!("unknown --tokenizer '{other}'"))),
+    };
+    config.model.vocab_size = match spec.vocab_size {
+        Some(v) if v < tokenizer.vocab_size() => {
+            return Err(Error::Config(format!(
+                "--vocab-size {v} is smaller than the tokenizer's {} tokens: raise it or leave it out",
+                tokenizer.vocab_size()
+            )))
+        }
+        Some(v) => v, // extra rows are fine (GPT-2 pads 50,257 to 50,304)
+        None => tokenizer.vocab_size(),
+    };
+    let ids = tokenizer.encode(&text)?;
+    let data = TokenData::new(&ids, 0.9)?;
+    if let Some(epochs) = spec.max_epochs {
+        if !(epochs > 0.0 && epochs.is_finite()) {
+            return Err(Error::Config(format!("--max-epochs must be a positive number, got {epochs}")));
+        }
+        let train_tokens = data.train.size()[0] as f64;
+        let steps = (epochs * train_tokens / config.train.tokens_per_step() as f64).ceil().max(1.0);
+        set_steps(&mut config.train, steps as usize);
+    }
+    config.check()?;
+    check_fits(&config, &data)?;
+    Ok(Plan { config, tokenizer, data })
+}
+
+/// Both splits must hold more than one block of tokens.
+fn check_fits(config: &RunConfig, data: &TokenData) -> Result<()> {
+    let block = config.train.block_size;
+    let val = data.val.size()[0] as usize;
+    if val <= block {
+        return Err(Error::Config(format!(
+            "the validation split has {val} tokens, too few for --block-size {block}: use more text or a \
+             smaller --block-size"
+        )));
+    }
+    Ok(())
+}
+
+/// A run folder (see the module docs).
+#[derive(Debug)]
+pub struct Run {
+    dir: PathBuf,
+    pub config: RunConfig,
+}
+
+impl Run {
+    /// Whether `dir` holds a run (its `config.json`).
+    pub fn exists(dir: impl AsRef<Path>) -> bool {
+        dir.as_ref().join(CONFIG_FILE).is_file()
+    }
+
+    /// Create the run folder `dir` with its config and tokenizer. It is written under a
+    /// temporary name beside `dir` and renamed into place, so it appears whole or not at all.
+    /// `dir` must not exist yet, or be an empty folder.
+    pub fn create(dir: impl AsRef<Path>, config: &RunConfig, tokenizer: &AnyTokenizer) -> Result<Run> {
+        let dir = dir.as_ref();
+        let fail = |reason: String| Error::Run { path: dir.to_owned(), reason };
+        if dir.file_name().is_none() {
+            return Err(fail("needs a folder name".into()));
+        }
+        if dir.exists() && std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?.next().is_some() {
+            return Err(fail("exists and is not empty (and is not a run folder to resume)".into()));
+        }
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        }
+        let tmp = crate::io::temp_path_for(dir);
+        let result = (|| {
+            std::fs::create_dir_all(tmp.join("checkpoints")).map_err(|e| Error::io(&tmp, e))?;
+            write_json(&tmp.join(CONFIG_FILE), config)?;
+            tokenizer.save(&tmp.join(TOKENIZER_FILE))?;
+            std::fs::File::create(tmp.join(METRICS_FILE)).map_err(|e| Error::io(&tmp, e))?;
+            // Renaming onto an empty folder replaces it (POSIX).
+            std::fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
+        result?;
+        Ok(Run { dir: dir.to_owned(), config: config.clone() })
+    }
+
+    /// Open the run folder `dir`: its config and tokenizer.
+    pub fn open(dir: impl AsRef<Path>) -> Result<(Run, AnyTokenizer)> {
+        let dir = dir.as_ref();
+        if !Run::exists(dir) {
+            let reason = if dir.exists() {
+                format!("has no {CONFIG_FILE}: not a run folder made by `llm train`")
+            } else {
+                "does not exist".into()
+            };
+            return Err(Error::Run { path: dir.to_owned(), reason });
+        }
+        let config: RunConfig = crate::io::read_json(&dir.join(CONFIG_FILE))?;
+        let tokenizer = AnyTokenizer::load(dir.join(TOKENIZER_FILE))?;
+        Ok((Run { dir: dir.to_owned(), config }, tokenizer))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `checkpoints/latest`, whether or not it exists yet.
+    pub fn latest(&self) -> PathBuf {
+        self.dir.join(LATEST)
+    }
+
+    /// `checkpoints/best`, whether or not it exists yet.
+    pub fn best(&self) -> PathBuf {
+        self.dir.join(BEST)
+    }
+
+    /// The checkpoint to sample from: the best one, else the latest, if there is one.
+    pub fn checkpoint_for_sampling(&self) -> Option<PathBuf> {
+        [self.best(), self.latest()].into_iter().find(|p| p.join(crate::train::checkpoint::META_FILE).is_file())
+    }
+
+    /// Write the (possibly changed) configuration back, atomically.
+    pub fn save_config(&self) -> Result<()> {
+        write_json(&self.dir.join(CONFIG_FILE), &self.config)
+    }
+
+    /// Add one line to `metrics.jsonl`.
+    pub fn append_metrics(&self, event: &TrainEvent) -> Result<()> {
+        let path = self.dir.join(METRICS_FILE);
+        let mut file =
+            std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| Error::io(&path, e))?;
+        file.write_all(metrics_line(event).as_bytes()).map_err(|e| Error::io(&path, e))
+    }
+
+    /// Rewrite `metrics.jsonl` from a history (a resumed run: the lines a killed run wrote
+    /// after its last checkpoint go, the checkpoint's history is the truth).
+    pub fn rewrite_metrics(&self, history: &History) -> Result<()> {
+        let mut events: Vec<TrainEvent> = history
+            .logs
+            .iter()
+            .map(|l| TrainEvent::Log(l.clone()))
+            .chain(history.points.iter().map(|p| TrainEvent::Eval(p.clone())))
+            .collect();
+        // In the order they happened: a log of step s (0-based) is written after s + 1 steps.
+        let key = |e: &TrainEvent| match e {
+            TrainEvent::Log(l) => (l.step + 1, 0),
+            TrainEvent::Eval(p) => (p.step, 1),
+        };
+        events.sort_by_key(key);
+        let text: String = events.iter().map(metrics_line).collect();
+        crate::io::write_atomic(&self.dir.join(METRICS_FILE), text.as_bytes())
+    }
+
+    /// Redraw `loss.png` and `lr.png` from the history.
+    pub fn plot(&self, history: &History) -> Result<()> {
+        if history.points.is_empty() {
+            return Ok(());
+        }
+        let name = self.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        history.plot(&format!("{name}: loss")).and_then(|f| f.save(self.dir.join(LOSS_PLOT)))?;
+        history.plot_lr(&format!("{name}: learning rate")).and_then(|f| f.save(self.dir.join(LR_PLOT)))
+    }
+
+    /// Train `model` with `trainer` until its configured steps are done, in pieces of
+    /// `eval_interval` steps. After each piece: `checkpoints/latest` is saved (atomically),
+    /// `checkpoints/best` too when the validation loss is the lowest so far, and the plots
+    /// are redrawn; every log line and estimate goes to `metrics.jsonl` as it happens.
+    ///
+    /// `on_event` sees the trainer's events; `after_step` is called after every optimizer
+    /// step and may stop the run there with `ControlFlow::Break(())` (Ctrl-C): the latest
+    /// checkpoint is then saved at that step. Returns whether the run finished.
+    pub fn train(
+        &self,
+        model: &Gpt,
+        trainer: &mut Trainer,
+        data: &TokenData,
+        tokenizer: &AnyTokenizer,
+        mut on_event: impl FnMut(&TrainEvent),
+        mut after_step: impl FnMut(usize) -> ControlFlow<()>,
+    ) -> Result<bool> {
+        let mut best = best_val_loss(trainer.history());
+        loop {
+            let (start, c) = (trainer.step(), trainer.config().clone());
+            let target = ((start / c.eval_interval + 1) * c.eval_interval).min(c.steps).max(start);
+            let mut evals: Vec<EvalPoint> = Vec::new();
+            let mut metrics_error = None;
+            let mut stopped = false;
+            trainer.train_until_with(
+                model,
+                data,
+                target,
+                |event| {
+                    if let Err(e) = self.append_metrics(event) {
+                        metrics_error.get_or_insert(e);
+                    }
+                    if let TrainEvent::Eval(p) = event {
+                        evals.push(p.clone());
+                    }
+                    on_event(event)
+                },
+                |step| {
+                    let flow = after_step(step);
+                    stopped = flow.is_break();
+                    flow
+                },
+            )?;
+            if let Some(e) = metrics_error {
+                return Err(e);
+            }
+            if trainer.step() > start || !self.latest().exists() {
+                trainer.save_checkpoint(self.latest(), model, &self.config.model, tokenizer)?;
+            }
+            for p in &evals {
+                if p.step == trainer.step() && best.is_none_or(|b| p.val_loss < b) {
+                    trainer.save_checkpoint(self.best(), model, &self.config.model, tokenizer)?;
+                    best = Some(p.val_loss);
+                }
+            }
+            if !evals.is_empty() {
+                self.plot(trainer.history())?;
+            }
+            if stopped {
+                return Ok(false);
+            }
+            if trainer.step() >= c.steps {
+                return Ok(true);
+            }
+        }
+    }
+}
+
+/// The lowest validation loss of a history, if it has any estimate.
+fn best_val_loss(history: &History) -> Option<f64> {
+    history.points.iter().map(|p| p.val_loss).min_by(|a, b| a.total_cmp(b))
+}
+
+fn metrics_line(event: &TrainEvent) -> String {
+    let value = match event {
+        TrainEvent::Log(l) => serde_json::json!({"kind": "log", "step": l.step, "loss": l.loss, "lr": l.lr,
+            "grad_norm": l.grad_norm, "tokens_per_sec": l.tokens_per_sec}),
+        TrainEvent::Eval(p) => serde_json::json!({"kind": "eval", "step": p.step, "train_loss": p.train_loss,
+            "val_loss": p.val_loss, "lr": p.lr, "grad_norm": p.grad_norm, "tokens_per_sec": p.tokens_per_sec}),
+    };
+    format!("{value}\n")
+}
+
+fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|source| Error::Json { context: path.display().to_string(), source })?;
+    crate::io::write_atomic(path, format!("{text}\n").as_bytes())
+}
+
+/// Build the GPT a checkpoint describes, on `device`, with its weights.
+pub fn load_gpt(checkpoint: &Checkpoint, device: Device) -> Result<Gpt> {
+    let config: GptConfig = checkpoint.model_config()?;
+    let mut model = Gpt::new(config, device)?;
+    checkpoint.load_weights(&mut model)?;
+    Ok(model)
+}
+
+/// The validation loss curves of several runs, from their `metrics.jsonl` (the run folder's
+/// name labels each line), in one chart.
+pub fn compare(dirs: &[PathBuf]) -> Result<plot::Figure> {
+    let mut series = Vec::new();
+    for dir in dirs {
+        let path = dir.join(METRICS_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let mut points = Vec::new();
+        for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            let value: serde_json::Value = serde_json::from_str(line)
+                .map_err(|source| Error::Json { context: format!("{}, line {}", path.display(), i + 1), source })?;
+            if value["kind"] == "eval" {
+                if let (Some(step), Some(loss)) = (value["step"].as_f64(), value["val_loss"].as_f64()) {
+                    points.push((step, loss));
+                }
+            }
+        }
+        if points.is_empty() {
+            return Err(Error::Run { path: dir.clone(), reason: format!("{METRICS_FILE} has no loss estimate yet") });
+        }
+        let label = dir.file_name().map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into());
+        series.push(Series { label, points });
+    }
+    plot::line_chart("validation loss", "step", "val loss (nats)", &series)
+}
+
+/// What `llm eval` measures over a text.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct EvalReport {
+    /// Mean cross-entropy per predicted token, in nats.
+    pub loss: f64,
+    /// `exp(loss)`: how many tokens the model hesitates between, on average.
+    pub perplexity: f64,
+    /// The same loss per character of text, in bits: comparable across tokenizers.
+    pub bits_per_char: f64,
+    /// Tokens predicted.
+    pub tokens: usize,
+    /// Characters of text those tokens cover.
+    pub chars: usize,
+}
+
+/// The loss of `model` on the whole of `ids`, cut into consecutive windows of its block size
+/// (each token predicted once, from the tokens before it in its window), with no sampling:
+/// the same text gives the same numbers.
+pub fn evaluate(model: &dyn LanguageModel, tokenizer: &dyn Tokenizer, ids: &[u32]) -> Result<EvalReport> {
+    if ids.len() < 2 {
+        return Err(Error::Config(format!(
+            "the text is {} token(s) long: evaluation needs at least 2 (one to predict from)",
+            ids.len()
+        )));
+    }
+    let _no_grad = tch::no_grad_guard();
+    let device = model.var_store().device();
+    let block = model.block_size().unwrap_or(256).max(1);
+    let (mut total, mut count) = (0.0, 0usize);
+    let mut start = 0;
+    while start + 1 < ids.len() {
+        let len = block.min(ids.len() - 1 - start);
+        let x = data::to_tensor(&ids[start..start + len]).view([1, len as i64]).to_device(device); // [1, T]
+        let y = data::to_tensor(&ids[start + 1..start + len + 1]).view([1, len as i64]).to_device(device); // [1, T]
+        let loss = model.loss(&x, &y, false)?.f_double_value(&[])?; // mean over the window
+        total += loss * len as f64;
+        count += len;
+        start += len;
+    }
+    let loss = total / count as f64;
+    let chars = tokenizer.decode(&ids[1..])?.chars().count().max(1);
+    Ok(EvalReport {
+        loss,
+        perplexity: loss.exp(),
+        bits_per_char: loss * count as f64 / (chars as f64 * std::f64::consts::LN_2),
+        tokens: count,
+        chars,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> RunSpec {
+        RunSpec { dataset: Some("tinyshakespeare".into()), ..RunSpec::default() }
+    }
+
+    #[test]
+    fn flags_override_the_config_file_and_the_preset() {
+        let file = RunSpec { n_layer: Some(3), lr: Some(1e-2), ..spec() };
+        let flags = RunSpec { n_layer: Some(2), max_steps: Some(500), ..RunSpec::default() };
+        let config = RunConfig::from_spec(&flags.or(file)).unwrap();
+        assert_eq!((config.model.n_layer, config.train.lr, config.train.steps), (2, 1e-2, 500));
+        assert_eq!(config.model.n_embd, GptConfig::cpu_small().n_embd);
+        // The decay follows the run's length, down to lr / 10.
+        assert_eq!((config.train.lr_decay_steps, config.train.min_lr), (Some(500), 1e-3));
+    }
+
+    #[test]
+    fn bad_settings_name_the_flag() {
+        let err = |s: RunSpec| RunConfig::from_spec(&s).unwrap_err().to_string();
+        assert!(err(RunSpec { n_embd: Some(30), n_head: Some(4), ..spec() }).contains("divisible by n_head"));
+        assert!(err(RunSpec { block_size: Some(0), ..spec() }).contains("--block-size"));
+        assert!(err(RunSpec { lr: Some(0.0), ..spec() }).contains("--lr"));
+        assert!(err(RunSpec { preset: Some("huge".into()), ..spec() }).contains("unknown --preset"));
+        assert!(err(RunSpec { dataset: Some("x".into()), input: Some("y".into()), ..spec() }).contains("one way"));
+        assert!(err(RunSpec { max_steps: Some(50), warmup: Some(50), ..spec() }).contains("--warmup"));
+    }
+
+    #[test]
+    fn a_resumed_run_may_change_training_but_not_the_model() {
+        let saved = RunConfig::from_spec(&spec()).unwrap();
+        let longer = saved.resumed_with(&RunSpec { max_steps: Some(4000), ..RunSpec::default() }).unwrap();
+        assert_eq!((longer.train.steps, longer.train.lr_decay_steps), (4000, Some(4000)));
+        let same = RunSpec { n_layer: Some(saved.model.n_layer), ..spec() };
+        assert_eq!(saved.resumed_with(&same).unwrap(), saved);
+        let e = saved.resumed_with(&RunSpec { n_layer: Some(7), ..RunSpec::default() }).unwrap_err().to_string();
+        assert!(e.contains("--n-layer 7 (the run has 4)"), "{e}");
+        let e = saved.resumed_with(&RunSpec { input: Some("a.txt".into()), ..RunSpec::default() }).unwrap_err();
+        assert!(e.to_string().contains("--input"), "{e}");
+    }
+}
