@@ -1,14 +1,33 @@
 //! `llm`: the course's library from the command line.
 //!
-//! So far: the datasets (`llm data list`, `llm data fetch NAME`). Training and sampling
-//! arrive with the GPT chapters.
+//! Train, resume, sample and evaluate GPTs outside Jupyter, and prepare their data. The
+//! binary only parses arguments, shows progress and wires Ctrl-C; the work is the library's
+//! ([`llm_from_scratch::run`] for run folders, [`llm_from_scratch::data::wiki`] for dumps).
 
-use anyhow::Result;
-use clap::{Parser, Subcommand};
-use llm_from_scratch::data;
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use llm_from_scratch::data::{self, wiki};
+use llm_from_scratch::generate::{self, Sampling};
+use llm_from_scratch::model::LanguageModel;
+use llm_from_scratch::run::{self, Run, RunSpec};
+use llm_from_scratch::tokenizer::Tokenizer;
+use llm_from_scratch::train::{Checkpoint, TrainEvent, Trainer};
+use llm_from_scratch::{device, model::Gpt};
+use std::io::{IsTerminal, Write};
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 #[derive(Parser)]
-#[command(name = "llm", version, about = "Build a GPT from an empty file: the course's command line")]
+#[command(
+    name = "llm",
+    version,
+    about = "Build a GPT from an empty file: the course's command line",
+    after_help = "A first run:\n  llm train --preset cpu-small --dataset tinyshakespeare --run-dir runs/first\n  \
+                  llm sample --run-dir runs/first --prompt \"ROMEO:\""
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -16,9 +35,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Datasets of the manifest (data/datasets.json).
+    /// Datasets: list and download them, or make one from a Wikipedia dump.
     #[command(subcommand)]
     Data(DataCommand),
+    /// Train a GPT (or continue a run) in a run folder, with a progress bar, checkpoints and plots.
+    Train(Box<TrainArgs>),
+    /// Generate text from a trained model, printed as it is generated.
+    Sample(SampleArgs),
+    /// Measure a trained model on a text: loss, perplexity and bits per character.
+    Eval(EvalArgs),
+    /// Look at several runs together.
+    #[command(subcommand)]
+    Runs(RunsCommand),
 }
 
 #[derive(Subcommand)]
@@ -31,11 +59,267 @@ enum DataCommand {
         #[arg(default_value = "tinyshakespeare")]
         name: String,
     },
+    /// Extract the plain text of every article of a Wikipedia XML dump (.xml or .xml.bz2).
+    ///
+    /// The dump is streamed (constant memory, however many gigabytes), bz2 is read directly,
+    /// redirects and non-article pages are skipped, and wiki markup (templates, references,
+    /// tables, links) is reduced to readable prose. Dumps: https://dumps.wikimedia.org/enwiki/
+    WikiExtract {
+        /// The dump, e.g. enwiki-latest-pages-articles.xml.bz2.
+        dump: PathBuf,
+        /// The text file to write (train on it with `llm train --input FILE`).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
-fn main() -> Result<()> {
-    match Cli::parse().command {
-        Command::Data(DataCommand::List) => {
+/// The model, tokenizer, data and training settings. Each may also come from `--config`;
+/// a flag given here wins over the file.
+#[derive(Args, Default)]
+struct SpecArgs {
+    /// Model and training settings to start from: cpu-small (0.8M parameters, minutes on a
+    /// laptop), lecture or shakespeare-char (10.7M, for a GPU). Default: cpu-small.
+    #[arg(long, value_parser = ["cpu-small", "lecture", "shakespeare-char"], help_heading = "Model")]
+    preset: Option<String>,
+    /// Transformer blocks.
+    #[arg(long, help_heading = "Model")]
+    n_layer: Option<usize>,
+    /// Attention heads per block (must divide --n-embd).
+    #[arg(long, help_heading = "Model")]
+    n_head: Option<usize>,
+    /// Width of the model (channels of the residual stream).
+    #[arg(long, help_heading = "Model")]
+    n_embd: Option<usize>,
+    /// Tokens of context the model sees.
+    #[arg(long, help_heading = "Model")]
+    block_size: Option<usize>,
+    /// Dropout probability during training, in [0, 1).
+    #[arg(long, help_heading = "Model")]
+    dropout: Option<f64>,
+    /// Rows of the embedding table (default: the tokenizer's vocabulary size).
+    #[arg(long, help_heading = "Model")]
+    vocab_size: Option<usize>,
+
+    /// How text becomes tokens: char (one per character), word, or bpe (needs --tokenizer-path).
+    #[arg(long, value_parser = ["char", "word", "bpe"], help_heading = "Tokenizer")]
+    tokenizer: Option<String>,
+    /// A tokenizer file (JSON, any kind) to use instead of building one from the text.
+    #[arg(long, help_heading = "Tokenizer")]
+    tokenizer_path: Option<PathBuf>,
+
+    /// A dataset of `llm data list` (downloaded on first use). Default: tinyshakespeare.
+    #[arg(long, help_heading = "Data")]
+    dataset: Option<String>,
+    /// A folder: train on all its .txt files.
+    #[arg(long, value_name = "DIR", help_heading = "Data")]
+    text_files: Option<PathBuf>,
+    /// A text file to train on.
+    #[arg(long, value_name = "FILE", help_heading = "Data")]
+    input: Option<PathBuf>,
+
+    /// Sequences per batch.
+    #[arg(long, help_heading = "Training")]
+    batch_size: Option<usize>,
+    /// Peak learning rate.
+    #[arg(long, help_heading = "Training")]
+    lr: Option<f64>,
+    /// Optimizer steps of the whole run (raise it on --resume to train longer).
+    #[arg(long, help_heading = "Training")]
+    max_steps: Option<usize>,
+    /// Or: passes over the training text (converted to steps).
+    #[arg(long, help_heading = "Training")]
+    max_epochs: Option<f64>,
+    /// Steps of learning-rate warmup.
+    #[arg(long, help_heading = "Training")]
+    warmup: Option<usize>,
+    /// AdamW weight decay.
+    #[arg(long, help_heading = "Training")]
+    weight_decay: Option<f64>,
+    /// Clip the gradient's global norm to this (0: no clipping).
+    #[arg(long, help_heading = "Training")]
+    grad_clip: Option<f64>,
+    /// Micro-batches per step (a bigger batch in the same memory).
+    #[arg(long, help_heading = "Training")]
+    grad_accum: Option<usize>,
+    /// Estimate the losses, save a checkpoint and redraw the plots every this many steps.
+    #[arg(long, help_heading = "Training")]
+    eval_interval: Option<usize>,
+    /// Batches per loss estimate.
+    #[arg(long, help_heading = "Training")]
+    eval_iters: Option<usize>,
+    /// A log line (loss, lr, tokens/s) every this many steps (0: none).
+    #[arg(long, help_heading = "Training")]
+    log_interval: Option<usize>,
+    /// Seed of the initial weights, batches and dropout: the same seed repeats the run.
+    #[arg(long, help_heading = "Training")]
+    seed: Option<u64>,
+    /// cpu, cuda, cuda:N, or auto (a GPU if there is one).
+    #[arg(long, help_heading = "Training")]
+    device: Option<String>,
+}
+
+impl SpecArgs {
+    fn spec(&self) -> RunSpec {
+        RunSpec {
+            preset: self.preset.clone(),
+            n_layer: self.n_layer,
+            n_head: self.n_head,
+            n_embd: self.n_embd,
+            block_size: self.block_size,
+            dropout: self.dropout,
+            vocab_size: self.vocab_size,
+            tokenizer: self.tokenizer.clone(),
+            tokenizer_path: self.tokenizer_path.clone(),
+            dataset: self.dataset.clone(),
+            text_files: self.text_files.clone(),
+            input: self.input.clone(),
+            batch_size: self.batch_size,
+            lr: self.lr,
+            max_steps: self.max_steps,
+            max_epochs: self.max_epochs,
+            warmup: self.warmup,
+            weight_decay: self.weight_decay,
+            grad_clip: self.grad_clip,
+            grad_accum: self.grad_accum,
+            eval_interval: self.eval_interval,
+            eval_iters: self.eval_iters,
+            log_interval: self.log_interval,
+            seed: self.seed,
+            device: self.device.clone(),
+        }
+    }
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// The run folder: config, tokenizer, checkpoints, metrics and plots. An existing run
+    /// there is resumed. Default: runs/YYYY-MM-DD_HH-MM-SS.
+    #[arg(long, value_name = "DIR")]
+    run_dir: Option<PathBuf>,
+    /// Continue the run in --run-dir from its latest checkpoint (training flags such as
+    /// --max-steps may change; model, tokenizer and data flags may not).
+    #[arg(long, requires = "run_dir")]
+    resume: bool,
+    /// A TOML or JSON file with any of the flags below (n_layer = 4, lr = 1e-3, ...).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    spec: SpecArgs,
+}
+
+#[derive(Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["run_dir", "checkpoint"])))]
+struct ModelSource {
+    /// A run folder (its best checkpoint, else its latest).
+    #[arg(long, value_name = "DIR")]
+    run_dir: Option<PathBuf>,
+    /// A checkpoint folder (e.g. RUN/checkpoints/latest).
+    #[arg(long, value_name = "DIR")]
+    checkpoint: Option<PathBuf>,
+    /// cpu, cuda, cuda:N or auto.
+    #[arg(long, default_value = "auto")]
+    device: String,
+}
+
+impl ModelSource {
+    /// The checkpoint folder, and the run folder it belongs to if any.
+    fn checkpoint_dir(&self) -> Result<PathBuf> {
+        match (&self.checkpoint, &self.run_dir) {
+            (Some(ckpt), _) => Ok(ckpt.clone()),
+            (None, Some(dir)) => {
+                let (run, _) = Run::open(dir)?;
+                run.checkpoint_for_sampling()
+                    .with_context(|| format!("run folder {} has no checkpoint yet", dir.display()))
+            }
+            (None, None) => bail!("give --run-dir DIR or --checkpoint DIR"),
+        }
+    }
+
+    fn load(&self) -> Result<(Checkpoint, Gpt)> {
+        let device = device::parse(&self.device)?;
+        let dir = self.checkpoint_dir()?;
+        let checkpoint = Checkpoint::load(&dir)?;
+        let model = run::load_gpt(&checkpoint, device)?;
+        Ok((checkpoint, model))
+    }
+}
+
+#[derive(Args)]
+#[command(group(clap::ArgGroup::new("prompt_source").args(["prompt", "prompt_file"])))]
+struct SampleArgs {
+    #[command(flatten)]
+    model: ModelSource,
+    /// The text to continue (default: a newline).
+    #[arg(long)]
+    prompt: Option<String>,
+    /// Read the prompt from a file.
+    #[arg(long, value_name = "FILE")]
+    prompt_file: Option<PathBuf>,
+    /// Tokens to generate per sample.
+    #[arg(long, default_value_t = 500)]
+    max_new_tokens: usize,
+    /// Below 1: safer, more repetitive text; above 1: wilder.
+    #[arg(long, default_value_t = 0.8)]
+    temperature: f64,
+    /// Draw only from the k most likely tokens (0: all of them).
+    #[arg(long, default_value_t = 200)]
+    top_k: usize,
+    /// Draw only from the most likely tokens that make up this probability (nucleus sampling).
+    #[arg(long)]
+    top_p: Option<f64>,
+    /// The same seed gives the same text.
+    #[arg(long, default_value_t = 1337)]
+    seed: u64,
+    /// How many samples.
+    #[arg(long, default_value_t = 1)]
+    num_samples: usize,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    #[command(flatten)]
+    model: ModelSource,
+    /// A text file to measure on (default: the run's validation split).
+    #[arg(long, value_name = "FILE")]
+    input: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum RunsCommand {
+    /// One plot of the validation loss curves of several runs.
+    Compare {
+        /// Run folders.
+        #[arg(required = true, value_name = "DIR")]
+        dirs: Vec<PathBuf>,
+        /// The PNG to write.
+        #[arg(long, default_value = "compare.png")]
+        out: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let result = match Cli::parse().command {
+        Command::Data(cmd) => data_command(cmd).map(|()| ExitCode::SUCCESS),
+        Command::Train(args) => train(*args),
+        Command::Sample(args) => sample(args).map(|()| ExitCode::SUCCESS),
+        Command::Eval(args) => eval(args).map(|()| ExitCode::SUCCESS),
+        Command::Runs(RunsCommand::Compare { dirs, out }) => run::compare(&dirs)
+            .and_then(|figure| figure.save(&out))
+            .map(|()| {
+                println!("{}", out.display());
+                ExitCode::SUCCESS
+            })
+            .map_err(Into::into),
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("error: {e:#}");
+        ExitCode::FAILURE
+    })
+}
+
+fn data_command(cmd: DataCommand) -> Result<()> {
+    match cmd {
+        DataCommand::List => {
             for d in data::datasets() {
                 let here = data::cache_dir().join(&d.file).is_file();
                 println!(
@@ -47,7 +331,230 @@ fn main() -> Result<()> {
                 );
             }
         }
-        Command::Data(DataCommand::Fetch { name }) => println!("{}", data::fetch(&name)?.display()),
+        DataCommand::Fetch { name } => println!("{}", data::fetch(&name)?.display()),
+        DataCommand::WikiExtract { dump, out } => {
+            let tty = std::io::stderr().is_terminal();
+            let stats = wiki::extract_file(&dump, &out, |s| {
+                if tty && s.articles % 1000 == 0 {
+                    eprint!("\r{} articles, {} MB", s.articles, s.bytes >> 20);
+                }
+            });
+            if tty {
+                eprintln!();
+            }
+            println!("{}: {}", out.display(), stats?);
+        }
     }
+    Ok(())
+}
+
+/// `runs/2025-01-31_14-05-09` (UTC): a new folder for each run by default.
+fn default_run_dir() -> PathBuf {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    PathBuf::from(format!(
+        "runs/{year:04}-{month:02}-{day:02}_{:02}-{:02}-{:02}",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    ))
+}
+
+fn train(args: TrainArgs) -> Result<ExitCode> {
+    let flags = args.spec.spec();
+    let spec = match &args.config {
+        Some(file) => flags.or(RunSpec::load(file)?),
+        None => flags,
+    };
+    let dir = args.run_dir.clone().unwrap_or_else(default_run_dir);
+
+    // Everything is checked before anything is written: a rejected start leaves no folder.
+    let resuming = args.resume || Run::exists(&dir);
+    let (run, plan, model, mut trainer) = if resuming {
+        let (mut run, tokenizer) = Run::open(&dir)?;
+        let plan = run::plan_resumed(&run.config, tokenizer, &spec)?;
+        let device = device::parse(&plan.config.device)?;
+        let mut model = Gpt::new(plan.config.model.clone(), device)?;
+        let trainer = if run.latest().exists() {
+            let checkpoint = Checkpoint::load(run.latest())?;
+            let mut trainer = checkpoint.resume(&mut model)?;
+            trainer.set_config(plan.config.train.clone())?;
+            trainer
+        } else {
+            Trainer::new(&model, plan.config.train.clone())? // no checkpoint yet: from step 0
+        };
+        run.config = plan.config.clone();
+        run.save_config()?;
+        run.rewrite_metrics(trainer.history())?;
+        eprintln!("resuming {} at step {}", dir.display(), trainer.step());
+        (run, plan, model, trainer)
+    } else {
+        let plan = run::plan(&spec)?;
+        let device = device::parse(&plan.config.device)?;
+        device::seed(plan.config.train.seed); // the initial weights
+        let model = Gpt::new(plan.config.model.clone(), device)?;
+        let trainer = Trainer::new(&model, plan.config.train.clone())?;
+        let run = Run::create(&dir, &plan.config, &plan.tokenizer)?;
+        (run, plan, model, trainer)
+    };
+    let c = &plan.config;
+    eprintln!(
+        "run {}: {} parameters, {} tokenizer ({} tokens), {} training tokens, {} steps on {:?}",
+        dir.display(),
+        model.num_params(),
+        c.tokenizer,
+        plan.tokenizer.vocab_size(),
+        plan.data.train.size()[0],
+        c.train.steps,
+        model.var_store().device()
+    );
+
+    // Ctrl-C or SIGTERM: finish the step, save, and exit. A second one exits at once.
+    let signal = Arc::new(AtomicUsize::new(0));
+    let armed = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(sig, 128 + sig, Arc::clone(&armed))?;
+        signal_hook::flag::register(sig, Arc::clone(&armed))?;
+        signal_hook::flag::register_usize(sig, Arc::clone(&signal), sig as usize)?;
+    }
+
+    // A progress bar on a terminal; plain log lines otherwise (CI, pipes, files).
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let style = indicatif::ProgressStyle::with_template(
+            "step {pos}/{len} [{bar:30}] {msg} [{elapsed_precise}, ETA {eta_precise}]",
+        )
+        .expect("a valid template")
+        .progress_chars("=> ");
+        indicatif::ProgressBar::new(c.train.steps as u64).with_position(trainer.step() as u64).with_style(style)
+    });
+    let finished = run.train(
+        &model,
+        &mut trainer,
+        &plan.data,
+        &plan.tokenizer,
+        |event| match (&bar, event) {
+            (Some(bar), TrainEvent::Log(l)) => bar.set_message(format!(
+                "loss {:.4}{}",
+                l.loss,
+                l.tokens_per_sec.map(|t| format!(", {t:.0} tokens/s")).unwrap_or_default()
+            )),
+            (Some(bar), TrainEvent::Eval(_)) => bar.println(event.to_string()),
+            (None, _) => println!("{event}"),
+        },
+        |step| {
+            if let Some(bar) = &bar {
+                bar.set_position(step as u64);
+            }
+            match signal.load(Ordering::SeqCst) {
+                0 => ControlFlow::Continue(()),
+                _ => ControlFlow::Break(()),
+            }
+        },
+    )?;
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    if finished {
+        let best = trainer.history().points.iter().map(|p| p.val_loss).fold(f64::INFINITY, f64::min);
+        eprintln!(
+            "done: {} steps, best val loss {best:.4}; sample with `llm sample --run-dir {}`",
+            trainer.step(),
+            dir.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let sig = signal.load(Ordering::SeqCst);
+    eprintln!(
+        "stopped at step {} ({}); checkpoint saved in {}.\nResume with: llm train --resume --run-dir {}",
+        trainer.step(),
+        if sig == signal_hook::consts::SIGTERM as usize { "SIGTERM" } else { "Ctrl-C" },
+        run.latest().display(),
+        dir.display()
+    );
+    Ok(ExitCode::from((128 + sig) as u8))
+}
+
+fn sample(args: SampleArgs) -> Result<()> {
+    let (checkpoint, model) = args.model.load()?;
+    let tokenizer = &checkpoint.tokenizer;
+    let prompt = match (&args.prompt, &args.prompt_file) {
+        (Some(p), _) => p.clone(),
+        (None, Some(file)) => std::fs::read_to_string(file)
+            .with_context(|| format!("--prompt-file {}", file.display()))?,
+        (None, None) => "\n".into(),
+    };
+    let mut ids = tokenizer.encode(&prompt).context("--prompt: the run's tokenizer cannot encode it")?;
+    if ids.is_empty() {
+        ids = tokenizer.encode("\n").unwrap_or_default();
+        if ids.is_empty() {
+            ids = vec![0];
+        }
+    }
+    let sampling = Sampling {
+        temperature: args.temperature,
+        top_k: (args.top_k > 0).then_some(args.top_k),
+        top_p: args.top_p,
+        greedy: false,
+    };
+    sampling.validate().context("sampling settings (--temperature, --top-k, --top-p)")?;
+    device::seed(args.seed);
+    let mut out = std::io::stdout().lock();
+    for i in 0..args.num_samples {
+        if i > 0 {
+            writeln!(out, "\n---------------")?;
+        }
+        write!(out, "{prompt}")?;
+        // Stream: print whatever the decoded text has grown by after each token.
+        let (mut new, mut printed) = (Vec::new(), 0usize);
+        generate::generate(&model, &ids, args.max_new_tokens, &sampling, |id| {
+            new.push(id);
+            let text = tokenizer.decode(&new)?;
+            if text.len() > printed && text.is_char_boundary(printed) {
+                let _ = out.write_all(text[printed..].as_bytes()).and_then(|()| out.flush());
+                printed = text.len();
+            }
+            Ok(())
+        })?;
+        writeln!(out)?;
+    }
+    Ok(())
+}
+
+fn eval(args: EvalArgs) -> Result<()> {
+    let (checkpoint, model) = args.model.load()?;
+    let tokenizer = &checkpoint.tokenizer;
+    let (ids, what) = match &args.input {
+        Some(file) => {
+            let text = data::load_text(file)?;
+            let ids = tokenizer.encode(&text).context("--input: the run's tokenizer cannot encode it")?;
+            (ids, file.display().to_string())
+        }
+        None => {
+            // The run's own validation split: the last 10% of its text's tokens.
+            let run_dir = checkpoint.path.parent().and_then(Path::parent).filter(|d| Run::exists(d));
+            let Some(run_dir) = run_dir else {
+                bail!("{} is not inside a run folder: give --input FILE", checkpoint.path.display())
+            };
+            let (run, _) = Run::open(run_dir)?;
+            let ids = tokenizer.encode(&run.config.data.load_text()?)?;
+            let n = (0.9 * ids.len() as f64) as usize;
+            (ids[n..].to_vec(), format!("the validation split of {}", run_dir.display()))
+        }
+    };
+    let report = run::evaluate(&model, tokenizer, &ids)?;
+    println!(
+        "loss {:.4} nats/token, perplexity {:.3}, {:.4} bits per character ({} tokens, {} characters of {what}; step {})",
+        report.loss, report.perplexity, report.bits_per_char, report.tokens, report.chars, checkpoint.step
+    );
     Ok(())
 }
