@@ -273,18 +273,17 @@ impl RunConfig {
         if spec.warmup.is_none() && train.warmup_steps >= train.steps && preset_warmup > 0 {
             train.warmup_steps = train.steps / 10;
         }
-        let data = match (&spec.dataset, &spec.text_files, &spec.input) {
-            (Some(name), None, None) => DataSource::Dataset(name.clone()),
-            (None, Some(dir), None) => DataSource::TextFiles(absolute(dir)),
-            (None, None, Some(file)) => DataSource::Input(absolute(file)),
-            (None, None, None) => DataSource::Dataset("tinyshakespeare".into()),
-            _ => {
-                return Err(Error::Config(
+        let data =
+            match (&spec.dataset, &spec.text_files, &spec.input) {
+                (Some(name), None, None) => DataSource::Dataset(name.clone()),
+                (None, Some(dir), None) => DataSource::TextFiles(absolute(dir)),
+                (None, None, Some(file)) => DataSource::Input(absolute(file)),
+                (None, None, None) => DataSource::Dataset("tinyshakespeare".into()),
+                _ => return Err(Error::Config(
                     "give the training text one way only: --dataset NAME, --text-files DIR or --input FILE"
                         .into(),
-                ))
-            }
-        };
+                )),
+            };
         let tokenizer = match (&spec.tokenizer, &spec.tokenizer_path) {
             (Some(kind), _) if !TOKENIZERS.contains(&kind.as_str()) => {
                 return Err(Error::Config(format!(
@@ -625,7 +624,9 @@ impl Run {
 
     /// The checkpoint to sample from: the best one, else the latest, if there is one.
     pub fn checkpoint_for_sampling(&self) -> Option<PathBuf> {
-        [self.best(), self.latest()].into_iter().find(|p| p.join(crate::train::checkpoint::META_FILE).is_file())
+        [self.best(), self.latest()]
+            .into_iter()
+            .find(|p| p.join(crate::train::checkpoint::META_FILE).is_file())
     }
 
     /// Write the (possibly changed) configuration back, atomically.
@@ -636,8 +637,11 @@ impl Run {
     /// Add one line to `metrics.jsonl`.
     pub fn append_metrics(&self, event: &TrainEvent) -> Result<()> {
         let path = self.dir.join(METRICS_FILE);
-        let mut file =
-            std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| Error::io(&path, e))?;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
         file.write_all(metrics_line(event).as_bytes()).map_err(|e| Error::io(&path, e))
     }
 
@@ -776,8 +780,10 @@ pub fn compare(dirs: &[PathBuf]) -> Result<plot::Figure> {
         let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
         let mut points = Vec::new();
         for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-            let value: serde_json::Value = serde_json::from_str(line)
-                .map_err(|source| Error::Json { context: format!("{}, line {}", path.display(), i + 1), source })?;
+            let value: serde_json::Value = serde_json::from_str(line).map_err(|source| Error::Json {
+                context: format!("{}, line {}", path.display(), i + 1),
+                source,
+            })?;
             if value["kind"] == "eval" {
                 if let (Some(step), Some(loss)) = (value["step"].as_f64(), value["val_loss"].as_f64()) {
                     points.push((step, loss));
@@ -785,7 +791,10 @@ pub fn compare(dirs: &[PathBuf]) -> Result<plot::Figure> {
             }
         }
         if points.is_empty() {
-            return Err(Error::Run { path: dir.clone(), reason: format!("{METRICS_FILE} has no loss estimate yet") });
+            return Err(Error::Run {
+                path: dir.clone(),
+                reason: format!("{METRICS_FILE} has no loss estimate yet"),
+            });
         }
         let label = dir.file_name().map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into());
         series.push(Series { label, points });
@@ -869,7 +878,9 @@ mod tests {
         assert!(err(RunSpec { block_size: Some(0), ..spec() }).contains("--block-size"));
         assert!(err(RunSpec { lr: Some(0.0), ..spec() }).contains("--lr"));
         assert!(err(RunSpec { preset: Some("huge".into()), ..spec() }).contains("unknown --preset"));
-        assert!(err(RunSpec { dataset: Some("x".into()), input: Some("y".into()), ..spec() }).contains("one way"));
+        assert!(
+            err(RunSpec { dataset: Some("x".into()), input: Some("y".into()), ..spec() }).contains("one way")
+        );
         assert!(err(RunSpec { max_steps: Some(50), warmup: Some(50), ..spec() }).contains("--warmup"));
     }
 
@@ -880,9 +891,11 @@ mod tests {
         assert_eq!((longer.train.steps, longer.train.lr_decay_steps), (4000, Some(4000)));
         let same = RunSpec { n_layer: Some(saved.model.n_layer), ..spec() };
         assert_eq!(saved.resumed_with(&same).unwrap(), saved);
-        let e = saved.resumed_with(&RunSpec { n_layer: Some(7), ..RunSpec::default() }).unwrap_err().to_string();
+        let e =
+            saved.resumed_with(&RunSpec { n_layer: Some(7), ..RunSpec::default() }).unwrap_err().to_string();
         assert!(e.contains("--n-layer 7 (the run has 4)"), "{e}");
-        let e = saved.resumed_with(&RunSpec { input: Some("a.txt".into()), ..RunSpec::default() }).unwrap_err();
+        let e =
+            saved.resumed_with(&RunSpec { input: Some("a.txt".into()), ..RunSpec::default() }).unwrap_err();
         assert!(e.to_string().contains("--input"), "{e}");
     }
 }

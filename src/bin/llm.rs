@@ -435,7 +435,9 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
         )
         .expect("a valid template")
         .progress_chars("=> ");
-        indicatif::ProgressBar::new(c.train.steps as u64).with_position(trainer.step() as u64).with_style(style)
+        indicatif::ProgressBar::new(c.train.steps as u64)
+            .with_position(trainer.step() as u64)
+            .with_style(style)
     });
     let finished = run.train(
         &model,
@@ -489,8 +491,9 @@ fn sample(args: SampleArgs) -> Result<()> {
     let tokenizer = &checkpoint.tokenizer;
     let prompt = match (&args.prompt, &args.prompt_file) {
         (Some(p), _) => p.clone(),
-        (None, Some(file)) => std::fs::read_to_string(file)
-            .with_context(|| format!("--prompt-file {}", file.display()))?,
+        (None, Some(file)) => {
+            std::fs::read_to_string(file).with_context(|| format!("--prompt-file {}", file.display()))?
+        }
         (None, None) => "\n".into(),
     };
     let mut ids = tokenizer.encode(&prompt).context("--prompt: the run's tokenizer cannot encode it")?;

@@ -189,7 +189,11 @@ pub fn extract(
         buf.clear();
     }
     if depth > 0 || page.is_some() || !seen_root {
-        let what = if seen_root { "the dump ends in the middle of a page (truncated?)" } else { "no XML in the input" };
+        let what = if seen_root {
+            "the dump ends in the middle of a page (truncated?)"
+        } else {
+            "no XML in the input"
+        };
         return Err((stats, what.to_owned()));
     }
     Ok(stats)
@@ -364,7 +368,8 @@ fn replace_links(s: &str) -> String {
             (_, Some(e)) => {
                 out.push_str(&rest[..e]);
                 let after = &rest[e + 1..];
-                let is_url = after.starts_with("http://") || after.starts_with("https://") || after.starts_with("//");
+                let is_url =
+                    after.starts_with("http://") || after.starts_with("https://") || after.starts_with("//");
                 match after.find(']') {
                     Some(j) if is_url && !after[..j].contains('\n') => {
                         if let Some((_, label)) = after[..j].split_once(' ') {

@@ -1,0 +1,317 @@
+//! `llm train`, `sample`, `eval` and `runs compare`, run for real on a small corpus with a
+//! tiny model (1 block, 16 channels, 16 tokens of context), so the file runs in seconds.
+
+mod common;
+
+use common::TempDir;
+use llm_from_scratch::train::Checkpoint;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The tiny model and a short run; tests add to it.
+const TINY: &[&str] = &[
+    "--n-layer",
+    "1",
+    "--n-head",
+    "2",
+    "--n-embd",
+    "16",
+    "--block-size",
+    "16",
+    "--batch-size",
+    "4",
+    "--eval-iters",
+    "2",
+    "--log-interval",
+    "5",
+    "--device",
+    "cpu",
+];
+
+fn llm(dir: &Path, args: &[&str]) -> Output {
+    command(dir, args).output().expect("run llm")
+}
+
+fn command(dir: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_llm"));
+    cmd.args(args).current_dir(dir).env("LLM_DATA_DIR", dir.join("no-downloads-here"));
+    cmd
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A small corpus (about 30 kB) written into the test's folder.
+fn corpus(dir: &TempDir) -> String {
+    let lines = [
+        "First Citizen: Before we proceed any further, hear me speak.",
+        "All: Speak, speak.",
+        "First Citizen: You are all resolved rather to die than to famish?",
+        "All: Resolved. resolved.",
+        "Second Citizen: One word, good citizens.",
+    ];
+    let text: String = (0..120).map(|i| format!("{} ({i})\n", lines[i % lines.len()])).collect();
+    std::fs::write(dir.join("corpus.txt"), text).unwrap();
+    "corpus.txt".into()
+}
+
+/// `llm train`, the tiny model's flags (those not set by `extra`), then `extra`.
+fn train_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["train"];
+    for pair in TINY.chunks(2) {
+        if !extra.contains(&pair[0]) {
+            args.extend_from_slice(pair);
+        }
+    }
+    args.extend_from_slice(extra);
+    args
+}
+
+/// The step of a checkpoint folder (loaded and verified by the library).
+fn checkpoint_step(path: &Path) -> usize {
+    Checkpoint::load(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).step
+}
+
+fn eval_steps(run: &Path) -> Vec<usize> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["kind"] == "eval")
+        .map(|v| v["step"].as_u64().unwrap() as usize)
+        .collect()
+}
+
+#[test]
+fn train_resume_sample_and_eval() {
+    let dir = TempDir::new("cli-train-resume");
+    let input = corpus(&dir);
+    let out = llm(
+        dir.path(),
+        &train_args(&["--input", &input, "--max-steps", "10", "--eval-interval", "5", "--run-dir", "run"]),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // Not a terminal: plain nanoGPT-style log lines.
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("step 5: train loss") && stdout.contains("step 10: train loss"), "{stdout}");
+    let run = dir.join("run");
+    for file in ["config.json", "tokenizer.json", "metrics.jsonl", "loss.png", "lr.png"] {
+        assert!(run.join(file).is_file(), "{file} missing");
+    }
+    assert_eq!(checkpoint_step(&run.join("checkpoints/latest")), 10);
+    assert!(checkpoint_step(&run.join("checkpoints/best")) <= 10);
+    assert_eq!(eval_steps(&run), [0, 5, 10]);
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!((config["model"]["n_embd"].as_u64(), config["train"]["steps"].as_u64()), (Some(16), Some(10)));
+
+    // Resume from the folder alone, longer: it continues at step 10.
+    let out = llm(dir.path(), &["train", "--resume", "--run-dir", "run", "--max-steps", "15"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("at step 10"), "{}", text(&out.stderr));
+    assert_eq!(checkpoint_step(&run.join("checkpoints/latest")), 15);
+    assert_eq!(eval_steps(&run), [0, 5, 10, 15]);
+
+    // The same seed samples the same text; another seed another.
+    let sample = |seed: &str| {
+        let out = llm(
+            dir.path(),
+            &[
+                "sample",
+                "--run-dir",
+                "run",
+                "--prompt",
+                "All:",
+                "--max-new-tokens",
+                "30",
+                "--seed",
+                seed,
+                "--device",
+                "cpu",
+            ],
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let (a, b, c) = (sample("7"), sample("7"), sample("8"));
+    assert!(a.starts_with("All:") && a.trim_end().chars().count() >= 30, "{a:?}");
+    assert_eq!(a, b);
+    assert_ne!(a, c);
+
+    // Eval on the run's validation split and on a file: a loss near ln(vocab) this early.
+    for extra in [&[][..], &["--input", "corpus.txt"][..]] {
+        let mut args = vec!["eval", "--checkpoint", "run/checkpoints/latest", "--device", "cpu"];
+        args.extend_from_slice(extra);
+        let out = llm(dir.path(), &args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let line = text(&out.stdout);
+        let loss: f64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        assert!(loss > 1.0 && loss < 5.0, "{line}");
+        assert!(line.contains("perplexity") && line.contains("bits per character"), "{line}");
+    }
+
+    // Compare two runs in one plot.
+    let out = llm(dir.path(), &["runs", "compare", "run", "run", "--out", "cmp.png"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(std::fs::read(dir.join("cmp.png")).unwrap().starts_with(b"\x89PNG"));
+}
+
+#[test]
+fn a_config_file_is_read_and_flags_override_it() {
+    let dir = TempDir::new("cli-train-config");
+    corpus(&dir);
+    std::fs::write(
+        dir.join("run.toml"),
+        "input = \"corpus.txt\"\nn_layer = 1\nn_head = 2\nn_embd = 16\nblock_size = 16\nbatch_size = 4\n\
+         eval_iters = 2\nmax_steps = 100\neval_interval = 3\ndevice = \"cpu\"\n",
+    )
+    .unwrap();
+    let out = llm(dir.path(), &["train", "--config", "run.toml", "--max-steps", "3", "--run-dir", "run"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("run/config.json")).unwrap()).unwrap();
+    assert_eq!(config["train"]["steps"], 3);
+    assert_eq!(config["train"]["eval_interval"], 3);
+    assert_eq!(config["data"]["input"], dir.join("corpus.txt").display().to_string());
+
+    std::fs::write(dir.join("typo.json"), r#"{"n_layers": 2}"#).unwrap();
+    let out = llm(dir.path(), &["train", "--config", "typo.json", "--run-dir", "run2"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("unknown field `n_layers`"), "{}", text(&out.stderr));
+    assert!(!dir.join("run2").exists());
+}
+
+#[test]
+fn bad_inputs_are_rejected_before_any_work() {
+    let dir = TempDir::new("cli-train-bad");
+    let input = corpus(&dir);
+    let cases: &[(&[&str], &str)] = &[
+        (&["--n-embd", "30", "--n-head", "4"], "n_embd (30) must be divisible by n_head (4)"),
+        (&["--n-head", "3"], "n_embd (16) must be divisible by n_head (3)"),
+        (&["--block-size", "0"], "--block-size must be at least 1"),
+        (&["--lr", "0"], "--lr must be a positive number"),
+        (&["--lr=-1"], "--lr must be a positive number"),
+        (&["--max-steps", "10", "--warmup", "10"], "--warmup (10) must be less than --max-steps (10)"),
+        (&["--dataset", "no-such-corpus"], "unknown dataset 'no-such-corpus'"),
+        (&["--tokenizer-path", "missing.json"], "--tokenizer-path"),
+        (&["--tokenizer", "bpe"], "--tokenizer bpe needs --tokenizer-path FILE"),
+        (&["--text-files", "no-such-dir"], "--text-files"),
+        (&["--device", "tpu"], "unknown device 'tpu'"),
+        (&["--max-steps", "5", "--max-epochs", "1"], "--max-steps or --max-epochs, not both"),
+    ];
+    for (extra, message) in cases {
+        let mut own = vec!["--run-dir", "run"];
+        if !extra.iter().any(|a| a.starts_with("--dataset") || a.starts_with("--text-files")) {
+            own.extend_from_slice(&["--input", &input]);
+        }
+        if !extra.contains(&"--max-steps") {
+            own.extend_from_slice(&["--max-steps", "5"]);
+        }
+        own.extend_from_slice(extra);
+        let args = train_args(&own);
+        let out = llm(dir.path(), &args);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{extra:?}: {stderr}");
+        assert!(stderr.contains(message), "{extra:?}: expected {message:?} in {stderr}");
+        assert_eq!(dir.entries(), ["corpus.txt"], "{extra:?} left something behind");
+    }
+    // Resuming with a different model is refused, and the run is left as it was.
+    let out = llm(
+        dir.path(),
+        &train_args(&["--input", &input, "--max-steps", "2", "--eval-interval", "2", "--run-dir", "run"]),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let before = std::fs::read(dir.join("run/config.json")).unwrap();
+    let out =
+        llm(dir.path(), &["train", "--resume", "--run-dir", "run", "--n-embd", "32", "--max-steps", "4"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("--n-embd 32 (the run has 16)"), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read(dir.join("run/config.json")).unwrap(), before);
+    assert_eq!(checkpoint_step(&dir.join("run/checkpoints/latest")), 2);
+    // --resume of a folder that is not a run.
+    let out = llm(dir.path(), &["train", "--resume", "--run-dir", "nothing-here"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("does not exist"), "{}", text(&out.stderr));
+    assert!(!dir.join("nothing-here").exists());
+}
+
+/// Start a long `llm train` in the background, saving a checkpoint every 2 steps.
+fn start_long_run(dir: &TempDir, input: &str) -> Child {
+    let args = train_args(&[
+        "--input",
+        input,
+        "--max-steps",
+        "1000000",
+        "--warmup",
+        "0",
+        "--eval-interval",
+        "2",
+        "--run-dir",
+        "run",
+    ]);
+    command(dir.path(), &args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("start llm train")
+}
+
+/// Wait until the run's latest checkpoint reaches `step`, and return its step.
+fn wait_for_checkpoint(child: &mut Child, latest: &Path, step: usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("llm train ended early: {status}");
+        }
+        // A checkpoint caught between the two renames of a save is simply read again.
+        if let Ok(ckpt) = Checkpoint::load(latest) {
+            if ckpt.step >= step {
+                return ckpt.step;
+            }
+        }
+        assert!(Instant::now() < deadline, "no checkpoint at step {step} within 60 s");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn kill_9_loses_at_most_the_steps_since_the_last_checkpoint() {
+    let dir = TempDir::new("cli-train-kill");
+    let input = corpus(&dir);
+    let latest = dir.join("run/checkpoints/latest");
+    let mut child = start_long_run(&dir, &input);
+    let seen = wait_for_checkpoint(&mut child, &latest, 6);
+    std::thread::sleep(Duration::from_millis(30)); // into a later step
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    // The last checkpoint is whole and loads; resume continues from its step.
+    let step = checkpoint_step(&latest);
+    assert!(step >= seen && step % 2 == 0, "step {step}");
+    let target = (step + 4).to_string();
+    let out = llm(dir.path(), &["train", "--resume", "--run-dir", "run", "--max-steps", &target]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains(&format!("at step {step}")), "{}", text(&out.stderr));
+    assert_eq!(checkpoint_step(&latest), step + 4);
+    // metrics.jsonl was rewritten from the checkpoint: every estimate once, in order.
+    let steps = eval_steps(&dir.join("run"));
+    assert_eq!(steps, (0..=step + 4).step_by(2).collect::<Vec<_>>());
+}
+
+#[test]
+fn sigint_and_sigterm_save_a_checkpoint_and_say_how_to_resume() {
+    for (signal, code) in [("-INT", 130), ("-TERM", 143)] {
+        let dir = TempDir::new(&format!("cli-train-signal{signal}"));
+        let input = corpus(&dir);
+        let latest = dir.join("run/checkpoints/latest");
+        let mut child = start_long_run(&dir, &input);
+        wait_for_checkpoint(&mut child, &latest, 2);
+        let kill = Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap();
+        assert!(kill.success());
+        let out = child.wait_with_output().unwrap();
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{stderr}");
+        assert!(stderr.contains("llm train --resume --run-dir run"), "{stderr}");
+        // The checkpoint is at the step it stopped at, which need not be an evaluation's.
+        let step = checkpoint_step(&latest);
+        assert!(stderr.contains(&format!("stopped at step {step}")), "{stderr}");
+    }
+}
