@@ -74,7 +74,9 @@ fn gpt2_special_token_handling_is_explicit() {
     assert!(!as_text.contains(&50256));
     // By default (the Tokenizer trait) it is an error that names it.
     match ours.encode(text) {
-        Err(Error::DisallowedSpecial { token, position }) => assert_eq!((token.as_str(), position), (ENDOFTEXT, 3)),
+        Err(Error::DisallowedSpecial { token, position }) => {
+            assert_eq!((token.as_str(), position), (ENDOFTEXT, 3))
+        }
         other => panic!("expected DisallowedSpecial, got {other:?}"),
     }
 }
@@ -88,4 +90,224 @@ fn wikipedia_example_learns_the_textbook_merges() {
     assert_eq!(tok.merges(), &[(a, a), (a, b), (256, 257)]);
     assert_eq!(tok.encode("aaabdaaabac").unwrap(), vec![258, d, 258, a, c]);
     assert_eq!(tok.vocab_size(), 259);
+}
+
+/// Shakespeare-like text for the training tests (the real corpus where it is available).
+fn corpus() -> String {
+    shakespeare_text("training on Tiny Shakespeare (using a built-in sample)")
+        .map(|t| t[..200_000].to_string())
+        .unwrap_or_else(|| MIXED.repeat(50))
+}
+
+#[test]
+fn training_is_deterministic_and_reaches_the_vocab_size() {
+    let text = corpus();
+    let config = BpeConfig::new(600).special_tokens(&[ENDOFTEXT, "<pad>"]);
+    let first = BpeTokenizer::train(&text, &config).unwrap();
+    let second = BpeTokenizer::train(&text, &config).unwrap();
+    assert_eq!(first.merges(), second.merges());
+    assert_eq!(first.vocab_size(), 600);
+    assert_eq!(first.merges().len(), 600 - 256 - 2);
+    assert_eq!(first.special_id(ENDOFTEXT), Some(598));
+    assert_eq!(first.special_id("<pad>"), Some(599));
+    let ids = first.encode(&text).unwrap();
+    assert!(ids.len() * 2 < text.len(), "{} tokens for {} bytes", ids.len(), text.len());
+    assert_eq!(first.decode(&ids).unwrap(), text);
+}
+
+/// The library's trainer learns exactly the merges of the textbook algorithm (recount every
+/// pair of every chunk, merge the most frequent, repeat), ties going to the smaller pair.
+#[test]
+fn trainer_learns_the_same_merges_as_the_naive_algorithm() {
+    let text = &corpus()[..30_000];
+    let n_merges = 60;
+    let tok = BpeTokenizer::train(text, &BpeConfig::new(256 + n_merges)).unwrap();
+
+    let mut chunks: Vec<Vec<u32>> =
+        tok.split(text).unwrap().iter().map(|c| c.bytes().map(u32::from).collect()).collect();
+    let mut naive = Vec::new();
+    for i in 0..n_merges {
+        let mut counts = std::collections::HashMap::new();
+        for chunk in &chunks {
+            for p in chunk.windows(2) {
+                *counts.entry((p[0], p[1])).or_insert(0usize) += 1;
+            }
+        }
+        let (&pair, _) = counts.iter().max_by_key(|(&pair, &n)| (n, std::cmp::Reverse(pair))).unwrap();
+        for chunk in &mut chunks {
+            let mut merged = Vec::with_capacity(chunk.len());
+            let mut j = 0;
+            while j < chunk.len() {
+                if j + 1 < chunk.len() && (chunk[j], chunk[j + 1]) == pair {
+                    merged.push(256 + i as u32);
+                    j += 2;
+                } else {
+                    merged.push(chunk[j]);
+                    j += 1;
+                }
+            }
+            *chunk = merged;
+        }
+        naive.push(pair);
+    }
+    assert_eq!(tok.merges(), naive.as_slice());
+}
+
+#[test]
+fn merges_never_cross_the_pre_split_but_do_without_it() {
+    let text = "the cat. the dog. the end. ".repeat(20);
+    let split = BpeTokenizer::train(&text, &BpeConfig::new(300)).unwrap();
+    let whole = BpeTokenizer::train(&text, &BpeConfig::new(300).pattern(None)).unwrap();
+    let longest = |tok: &BpeTokenizer| {
+        (256..tok.vocab_size() as u32)
+            .map(|id| tok.token_bytes(id).unwrap().to_vec())
+            .max_by_key(Vec::len)
+            .unwrap()
+    };
+    // With the GPT-2 pattern no token holds a word and the punctuation after it...
+    for id in 256..split.vocab_size() as u32 {
+        let token = String::from_utf8_lossy(split.token_bytes(id).unwrap()).into_owned();
+        assert!(!(token.contains('.') && token.chars().any(char::is_alphabetic)), "token {token:?}");
+    }
+    // ...while without it whole phrases become single tokens.
+    assert!(longest(&whole).len() > longest(&split).len());
+    // The pre-split stops early when every chunk is a single token.
+    assert!(split.vocab_size() < 300);
+}
+
+#[test]
+fn gpt4_pattern_splits_digits_in_threes_and_round_trips() {
+    let tok = BpeTokenizer::train(&corpus(), &BpeConfig::new(400).pattern(Some(GPT4_PATTERN))).unwrap();
+    assert_eq!(tok.split("1234567 I'M here\n\n").unwrap(), ["123", "456", "7", " I", "'M", " here", "\n\n"]);
+    assert_eq!(tok.pattern(), Some(GPT4_PATTERN));
+    assert_eq!(tok.decode(&tok.encode(MIXED).unwrap()).unwrap(), MIXED);
+}
+
+#[test]
+fn decoding_half_a_character_is_lossy_by_default_and_an_error_when_strict() {
+    let tok = BpeTokenizer::train("plain ascii text", &BpeConfig::new(260)).unwrap();
+    let ids = tok.encode("🙂").unwrap(); // four bytes, no merges: four ids
+    assert_eq!(ids.len(), 4);
+    assert_eq!(tok.decode(&ids[..2]).unwrap(), "\u{FFFD}");
+    assert_eq!(tok.decode_strict(&ids).unwrap(), "🙂");
+    match tok.decode_strict(&ids[..3]) {
+        Err(Error::NotUtf8Tokens { offset: 0, bytes: 3 }) => {}
+        other => panic!("expected NotUtf8Tokens, got {other:?}"),
+    }
+    match tok.decode(&[tok.vocab_size() as u32]) {
+        Err(Error::UnknownId { id, vocab_size }) => {
+            assert_eq!((id, vocab_size), (tok.vocab_size() as u32, 260))
+        }
+        other => panic!("expected UnknownId, got {other:?}"),
+    }
+}
+
+#[test]
+fn vocab_size_below_bytes_plus_specials_is_rejected() {
+    for (vocab, specials) in [(255, 0), (256, 1), (0, 0)] {
+        let config = BpeConfig::new(vocab).special_tokens(&["<bos>", "<eos>"][..specials]);
+        let err = BpeTokenizer::train("some text", &config).unwrap_err().to_string();
+        assert!(err.contains("too small") && err.contains("256"), "{err}");
+    }
+    let err =
+        BpeTokenizer::train("x", &BpeConfig::new(300).pattern(Some("(unclosed"))).unwrap_err().to_string();
+    assert!(err.contains("not a valid regex"), "{err}");
+}
+
+#[test]
+fn save_and_load_give_the_same_tokenizer_also_through_any_tokenizer() {
+    let tok = BpeTokenizer::train(&corpus(), &BpeConfig::new(500).special_tokens(&[ENDOFTEXT])).unwrap();
+    let dir = TempDir::new("bpe-save");
+    let path = dir.join("tok.json");
+    tok.save(&path).unwrap();
+    let json = std::fs::read_to_string(&path).unwrap();
+    assert!(json.contains("\"kind\": \"bpe\"") && json.contains("\"version\": 1"), "{}", &json[..200]);
+    assert_eq!(BpeTokenizer::load(&path).unwrap(), tok);
+    let any = AnyTokenizer::load(&path).unwrap();
+    assert_eq!(any.kind(), "bpe");
+    assert_eq!(any, AnyTokenizer::Bpe(tok.clone()));
+    assert_eq!(any.encode(MIXED).unwrap(), tok.encode(MIXED).unwrap());
+
+    // GPT-2's byte order survives a round trip too.
+    let gpt2 = &gpt2().0;
+    let path = dir.join("gpt2.json");
+    gpt2.save(&path).unwrap();
+    let loaded = BpeTokenizer::load(&path).unwrap();
+    assert_eq!(loaded.encode(MIXED).unwrap(), gpt2.encode(MIXED).unwrap());
+}
+
+#[test]
+fn corrupt_tokenizer_files_are_clear_errors() {
+    let dir = TempDir::new("bpe-corrupt");
+    let good =
+        BpeTokenizer::train("hello hello world", &BpeConfig::new(262).special_tokens(&["<eos>"])).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&good.to_json().unwrap()).unwrap();
+    let with = |key: &str, value: serde_json::Value| {
+        let mut j = json.clone();
+        j[key] = value;
+        j.to_string()
+    };
+    let cases = [
+        (with("version", 2.into()), "not a bpe tokenizer v1"),
+        (with("merges", serde_json::json!([[104, 101], [9999, 1]])), "does not exist yet"),
+        (with("merges", serde_json::json!([[104, 101], [104, 101]])), "appears twice"),
+        (with("byte_ids", serde_json::json!([0, 0])), "byte_ids"),
+        (with("pattern", "(".into()), "not a valid regex"),
+        (with("special_tokens", serde_json::json!([["<eos>", 7]])), "expected"),
+        ("{\"kind\": \"bpe\", \"version\": 1, \"merg".to_string(), "EOF"),
+    ];
+    for (i, (text, needle)) in cases.iter().enumerate() {
+        let path = dir.join(&format!("bad{i}.json"));
+        std::fs::write(&path, text).unwrap();
+        let err = BpeTokenizer::load(&path).unwrap_err().to_string();
+        assert!(err.contains(needle) && err.contains("bad"), "case {i}: {err}");
+        assert!(AnyTokenizer::load(&path).is_err());
+    }
+    let err = BpeTokenizer::load(dir.join("missing.json")).unwrap_err().to_string();
+    assert!(err.contains("missing.json"), "{err}");
+}
+
+#[test]
+fn bad_tiktoken_ranks_are_clear_errors() {
+    let cases = [
+        ("not-base64! 0", "not base64"),
+        ("IQ== zero", "not a number"),
+        ("IQ== 1", "expected rank 0"),
+        ("IQ== 0", "first 256 ranks"),
+    ];
+    for (text, needle) in cases {
+        let err = BpeTokenizer::from_tiktoken(text, Some(GPT2_PATTERN), &[]).unwrap_err().to_string();
+        assert!(err.contains(needle), "{text:?}: {err}");
+    }
+}
+
+/// A tokenizer trained once for the property tests.
+fn small() -> &'static BpeTokenizer {
+    static SMALL: OnceLock<BpeTokenizer> = OnceLock::new();
+    SMALL.get_or_init(|| {
+        BpeTokenizer::train(&corpus(), &BpeConfig::new(700).special_tokens(&[ENDOFTEXT])).unwrap()
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Any string at all round-trips, through our small tokenizer and through GPT-2's, and
+    /// GPT-2's ids are tiktoken's.
+    #[test]
+    fn any_text_round_trips(text in prop_oneof![
+        any::<String>(),
+        "[ \\t\\r\\n]{0,12}",
+        "([a-zA-Z']{0,6}[ \\n\\r\\t]{0,3}[0-9]{0,4}[.,!?]{0,2}){0,8}",
+        "(\\PC|\u{301}|\u{308}|🙂|👍🏽|\r\n){0,20}",
+    ]) {
+        let text = text.replace(ENDOFTEXT, "");
+        let tok = small();
+        prop_assert_eq!(tok.decode(&tok.encode(&text).unwrap()).unwrap(), text.clone());
+        prop_assert_eq!(tok.decode_strict(&tok.encode(&text).unwrap()).unwrap(), text.clone());
+        let (gpt2, oracle) = gpt2();
+        let ids = gpt2.encode(&text).unwrap();
+        prop_assert_eq!(&ids, &oracle.encode_ordinary(&text));
+        prop_assert_eq!(gpt2.decode(&ids).unwrap(), text);
+    }
 }

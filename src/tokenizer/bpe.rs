@@ -154,7 +154,8 @@ impl BpeTokenizer {
         let engine = base64::engine::general_purpose::STANDARD;
         let mut tokens: Vec<Vec<u8>> = Vec::new();
         for (line_no, line) in ranks.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-            let bad = |why: &str| Error::Config(format!("tiktoken ranks, line {}: {why}: {line:?}", line_no + 1));
+            let bad =
+                |why: &str| Error::Config(format!("tiktoken ranks, line {}: {why}: {line:?}", line_no + 1));
             let (token, rank) = line.split_once(' ').ok_or_else(|| bad("expected `base64 rank`"))?;
             let token = engine.decode(token).map_err(|_| bad("the token is not base64"))?;
             let rank: usize = rank.trim().parse().map_err(|_| bad("the rank is not a number"))?;
@@ -164,7 +165,9 @@ impl BpeTokenizer {
             tokens.push(token);
         }
         if tokens.len() < 256 || tokens[..256].iter().any(|t| t.len() != 1) {
-            return Err(Error::Config("tiktoken ranks: the first 256 ranks must be the 256 single bytes".into()));
+            return Err(Error::Config(
+                "tiktoken ranks: the first 256 ranks must be the 256 single bytes".into(),
+            ));
         }
         let mut byte_ids = [u32::MAX; 256];
         for (id, token) in tokens[..256].iter().enumerate() {
@@ -268,7 +271,10 @@ impl BpeTokenizer {
 
     /// The bytes of a token (a special token's are its text).
     pub fn token_bytes(&self, id: u32) -> Result<&[u8]> {
-        self.vocab.get(id as usize).map(Vec::as_slice).ok_or(Error::UnknownId { id, vocab_size: self.vocab.len() })
+        self.vocab
+            .get(id as usize)
+            .map(Vec::as_slice)
+            .ok_or(Error::UnknownId { id, vocab_size: self.vocab.len() })
     }
 
     /// The chunks the pre-split pattern cuts `text` into.
@@ -326,7 +332,9 @@ impl BpeTokenizer {
         let mut found: Vec<(usize, &str, u32)> = self
             .specials
             .iter()
-            .flat_map(|(token, id)| text.match_indices(token.as_str()).map(move |(at, _)| (at, token.as_str(), *id)))
+            .flat_map(|(token, id)| {
+                text.match_indices(token.as_str()).map(move |(at, _)| (at, token.as_str(), *id))
+            })
             .collect();
         found.sort_by_key(|&(at, token, _)| (at, Reverse(token.len())));
         let mut end = 0;
@@ -632,7 +640,10 @@ impl TryFrom<BpeFile> for BpeTokenizer {
     type Error = String;
     fn try_from(file: BpeFile) -> Result<Self, String> {
         if file.kind != "bpe" || file.version != 1 {
-            return Err(format!("not a bpe tokenizer v1 file (kind {:?}, version {})", file.kind, file.version));
+            return Err(format!(
+                "not a bpe tokenizer v1 file (kind {:?}, version {})",
+                file.kind, file.version
+            ));
         }
         let byte_ids = match file.byte_ids {
             None => identity_bytes(),
@@ -645,14 +656,16 @@ impl TryFrom<BpeFile> for BpeTokenizer {
                 std::array::from_fn(|b| ids[b])
             }
         };
-        let next_id = 256 + file.merges.len() as u32;
-        for (i, (token, id)) in file.special_tokens.iter().enumerate() {
-            if *id != next_id + i as u32 {
-                return Err(format!("special token {token:?} has id {id}, expected {}", next_id + i as u32));
+        let names: Vec<&str> = file.special_tokens.iter().map(|(t, _)| t.as_str()).collect();
+        let tokenizer = BpeTokenizer::build(file.pattern.clone(), byte_ids, file.merges, &names)
+            .map_err(|e| e.to_string())?;
+        // Special tokens take the ids after the merges, in order.
+        for ((token, id), (_, expected)) in file.special_tokens.iter().zip(&tokenizer.specials) {
+            if id != expected {
+                return Err(format!("special token {token:?} has id {id}, expected {expected}"));
             }
         }
-        let specials: Vec<&str> = file.special_tokens.iter().map(|(t, _)| t.as_str()).collect();
-        BpeTokenizer::build(file.pattern, byte_ids, file.merges, &specials).map_err(|e| e.to_string())
+        Ok(tokenizer)
     }
 }
 
