@@ -22,17 +22,34 @@ const MIXED: &str = "Hello, world! It's 2026: we'll've done 1234567 things... do
 fn gpt2() -> &'static (BpeTokenizer, tiktoken_rs::CoreBPE) {
     static GPT2: OnceLock<(BpeTokenizer, tiktoken_rs::CoreBPE)> = OnceLock::new();
     GPT2.get_or_init(|| {
-        use base64::Engine as _;
         let oracle = tiktoken_rs::r50k_base().expect("tiktoken-rs r50k_base");
-        let engine = base64::engine::general_purpose::STANDARD;
-        let ranks: String = (0..50256u32)
-            .map(|rank| format!("{} {rank}\n", engine.encode(oracle.decode_bytes(&[rank]).expect("rank"))))
-            .collect();
+        let ranks = ranks_file(&oracle);
         let dir = TempDir::new("gpt2-ranks");
         let path = dir.join("r50k_base.tiktoken");
         std::fs::write(&path, ranks).expect("write ranks");
         (BpeTokenizer::gpt2(&path).expect("load GPT-2 ranks"), oracle)
     })
+}
+
+/// A ranks file in tiktoken's format (`base64(token bytes) rank` per line) from tiktoken-rs.
+fn ranks_file(oracle: &tiktoken_rs::CoreBPE) -> String {
+    use base64::Engine as _;
+    let engine = base64::engine::general_purpose::STANDARD;
+    (0..50256u32)
+        .map(|rank| format!("{} {rank}\n", engine.encode(oracle.decode_bytes(&[rank]).unwrap())))
+        .collect()
+}
+
+/// `llm data fetch gpt2-ranks` downloads OpenAI's file: the manifest's size and SHA-256 are
+/// those of the copy inside tiktoken-rs, written back out in the same format.
+#[test]
+fn manifest_entry_for_gpt2_ranks_matches_tiktoken() {
+    use sha2::Digest as _;
+    let file = ranks_file(&gpt2().1);
+    let entry = llm_from_scratch::data::dataset("gpt2-ranks").unwrap();
+    assert_eq!(entry.size, file.len() as u64);
+    let digest: String = sha2::Sha256::digest(file.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(entry.sha256, digest);
 }
 
 #[test]

@@ -166,7 +166,10 @@ fn parts_split_beforehand_are_kept_as_given() {
     assert_eq!((data.train.size(), data.val.size()), (vec![70], vec![30]));
     assert_eq!(to_vec(data.get(Split::Val))[0], ids[70] as i64);
     for (train, val) in [(0, 30), (70, 1), (1, 0)] {
-        assert!(matches!(TokenData::from_parts(&ids[..train], &ids[70..70 + val]), Err(Error::EmptyCorpus(_))));
+        assert!(matches!(
+            TokenData::from_parts(&ids[..train], &ids[70..70 + val]),
+            Err(Error::EmptyCorpus(_))
+        ));
     }
 }
 
