@@ -506,6 +506,7 @@ fn learn_merges(chunks: HashMap<&str, u64>, n_merges: usize) -> Vec<(u32, u32)> 
 
     let mut merges = Vec::with_capacity(n_merges);
     let mut touched: Vec<Pair> = Vec::new();
+    let mut occurrences: Vec<usize> = Vec::new();
     while merges.len() < n_merges {
         let Some((count, Reverse(pair))) = queue.pop() else { break };
         if pair_counts.get(&pair) != Some(&count) {
@@ -523,30 +524,52 @@ fn learn_merges(chunks: HashMap<&str, u64>, n_merges: usize) -> Vec<(u32, u32)> 
         touched.clear();
         for w in in_words {
             let word = &mut words[w as usize];
-            if !word.windows(2).any(|p| (p[0], p[1]) == pair) {
-                continue;
-            }
-            let c = counts[w as usize];
-            // Take the word's pairs out, merge, put its new pairs in: words are short, and
-            // this is plainly right for runs like "aaaa" where occurrences overlap.
-            for p in word.windows(2) {
-                let p = (p[0], p[1]);
-                if p != pair {
-                    *pair_counts.get_mut(&p).expect("counted pair") -= c;
-                    touched.push(p);
+            // Where the pair occurs, left to right without overlaps (as merge_in_place merges).
+            occurrences.clear();
+            let mut i = 0;
+            while i + 1 < word.len() {
+                if (word[i], word[i + 1]) == pair {
+                    occurrences.push(i);
+                    i += 2;
+                } else {
+                    i += 1;
                 }
             }
-            merge_in_place(word, pair, new_id);
-            for p in word.windows(2) {
-                let p = (p[0], p[1]);
-                *pair_counts.entry(p).or_insert(0) += c;
+            let c = counts[w as usize];
+            // Only the pairs next to an occurrence change: the neighbours (x, a) and (b, y) go,
+            // (x, new) and (new, y) come; between two adjacent occurrences (b, a) goes and
+            // (new, new) comes. The merged pair itself was dropped from the counts above.
+            let mut change = |p: Pair, delta: i64| {
+                if p == pair {
+                    return;
+                }
+                *pair_counts.entry(p).or_insert(0) += delta;
                 touched.push(p);
-                if p.0 == new_id || p.1 == new_id {
+                if delta > 0 {
                     let list = where_.entry(p).or_default();
                     if list.last() != Some(&w) {
                         list.push(w);
                     }
                 }
+            };
+            for (k, &i) in occurrences.iter().enumerate() {
+                let after_previous = k > 0 && occurrences[k - 1] + 2 == i;
+                let before_next = occurrences.get(k + 1) == Some(&(i + 2));
+                if after_previous {
+                    change((new_id, new_id), c);
+                } else if i > 0 {
+                    change((word[i - 1], pair.0), -c);
+                    change((word[i - 1], new_id), c);
+                }
+                if before_next {
+                    change((pair.1, pair.0), -c);
+                } else if i + 2 < word.len() {
+                    change((pair.1, word[i + 2]), -c);
+                    change((new_id, word[i + 2]), c);
+                }
+            }
+            if !occurrences.is_empty() {
+                merge_in_place(word, pair, new_id);
             }
         }
         touched.sort_unstable();
