@@ -30,6 +30,8 @@ build: setup
 notebooks: setup
 	python scripts/run_notebooks.py --inplace
 
-## bench: training throughput and share of the matmul peak (see examples/bench.rs)
+## bench: training throughput and share of the matmul peak (examples/bench.rs), then BPE
+## training and encoding speed against tokenizers and tiktoken-rs (examples/bpe_bench.rs)
 bench: setup
 	cargo run --release --example bench
+	cargo run --release --example bpe_bench

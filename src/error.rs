@@ -30,6 +30,18 @@ pub enum Error {
     #[error("token id {id} is outside the vocabulary (size {vocab_size})")]
     UnknownId { id: u32, vocab_size: usize },
 
+    #[error(
+        "the text contains the special token {token:?} (at byte {position}): allow it explicitly \
+         (encode_with_specials) or encode it as plain text (encode_ordinary)"
+    )]
+    DisallowedSpecial { token: String, position: usize },
+
+    #[error(
+        "the decoded bytes are not valid UTF-8 at byte {offset} of {bytes}: the ids start or end in \
+         the middle of a character"
+    )]
+    NotUtf8Tokens { offset: usize, bytes: usize },
+
     #[error("invalid configuration: {0}")]
     Config(String),
 

@@ -159,6 +159,21 @@ fn bad_fractions_and_short_inputs_are_errors() {
 }
 
 #[test]
+fn parts_split_beforehand_are_kept_as_given() {
+    let _lock = rng_lock();
+    let ids = scrambled_ids(100);
+    let data = TokenData::from_parts(&ids[..70], &ids[70..]).unwrap();
+    assert_eq!((data.train.size(), data.val.size()), (vec![70], vec![30]));
+    assert_eq!(to_vec(data.get(Split::Val))[0], ids[70] as i64);
+    for (train, val) in [(0, 30), (70, 1), (1, 0)] {
+        assert!(matches!(
+            TokenData::from_parts(&ids[..train], &ids[70..70 + val]),
+            Err(Error::EmptyCorpus(_))
+        ));
+    }
+}
+
+#[test]
 fn batches_are_shifted_windows_of_their_split() {
     let _rng = rng_lock();
     let data = TokenData::new(&scrambled_ids(1000), 0.9).unwrap();

@@ -98,6 +98,20 @@ impl TokenData {
         Ok(Self { train: to_tensor(&ids[..n]), val: to_tensor(&ids[n..]) })
     }
 
+    /// Token streams split beforehand: `train` and `val` as given. Chapter 6 splits the *text*
+    /// and encodes each part, so that models with different tokenizers validate on exactly the
+    /// same characters.
+    pub fn from_parts(train: &[u32], val: &[u32]) -> Result<Self> {
+        if train.len() < 2 || val.len() < 2 {
+            return Err(Error::EmptyCorpus(format!(
+                "{} training and {} validation tokens: each part needs at least 2",
+                train.len(),
+                val.len()
+            )));
+        }
+        Ok(Self { train: to_tensor(train), val: to_tensor(val) })
+    }
+
     pub fn get(&self, split: Split) -> &Tensor {
         match split {
             Split::Train => &self.train,

@@ -2,13 +2,16 @@
 //!
 //! Chapter 1 builds the simplest one, [`CharTokenizer`] (one id per character, 65 of them for
 //! Tiny Shakespeare), and a [`WordTokenizer`] beside it to show the trade-off: a bigger
-//! vocabulary buys shorter sequences. Chapter 6 adds byte-level BPE behind the same trait.
+//! vocabulary buys shorter sequences. Chapter 6 adds byte-level BPE ([`BpeTokenizer`]), which
+//! gets short sequences without ever meeting a character it cannot encode.
 //! [`AnyTokenizer`] loads any of them from its JSON file by the file's `"kind"` field (a
 //! checkpoint stores its tokenizer that way).
 
+mod bpe;
 mod char;
 mod word;
 
+pub use self::bpe::{BpeConfig, BpeTokenizer, Specials, ENDOFTEXT, GPT2_PATTERN, GPT4_PATTERN};
 pub use self::char::CharTokenizer;
 pub use self::word::{split_words, WordTokenizer};
 
@@ -40,16 +43,17 @@ pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> Result<String> {
 
 /// Any tokenizer of the course, chosen by the `"kind"` field of its JSON file: what a
 /// checkpoint stores and gives back, so code that loads a checkpoint needs not know which
-/// tokenizer the run used. (Chapter 6's byte-level BPE becomes one more variant.)
+/// tokenizer the run used.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AnyTokenizer {
     Char(CharTokenizer),
     Word(WordTokenizer),
+    Bpe(BpeTokenizer),
 }
 
 impl AnyTokenizer {
     /// The kinds [`AnyTokenizer`] can load, as their files name them.
-    pub const KINDS: &'static [&'static str] = &["char", "word"];
+    pub const KINDS: &'static [&'static str] = &["char", "word", "bpe"];
 
     /// Parse a tokenizer file's text (the form [`Tokenizer::to_json`] writes).
     pub fn from_json(json: &str) -> Result<Self> {
@@ -66,11 +70,12 @@ impl AnyTokenizer {
         read_json(path.as_ref())
     }
 
-    /// The `"kind"` of its file: `"char"` or `"word"`.
+    /// The `"kind"` of its file: `"char"`, `"word"` or `"bpe"`.
     pub fn kind(&self) -> &'static str {
         match self {
             AnyTokenizer::Char(_) => "char",
             AnyTokenizer::Word(_) => "word",
+            AnyTokenizer::Bpe(_) => "bpe",
         }
     }
 
@@ -78,6 +83,7 @@ impl AnyTokenizer {
         match self {
             AnyTokenizer::Char(t) => t,
             AnyTokenizer::Word(t) => t,
+            AnyTokenizer::Bpe(t) => t,
         }
     }
 }
@@ -106,6 +112,12 @@ impl From<CharTokenizer> for AnyTokenizer {
     }
 }
 
+impl From<BpeTokenizer> for AnyTokenizer {
+    fn from(t: BpeTokenizer) -> Self {
+        AnyTokenizer::Bpe(t)
+    }
+}
+
 impl From<WordTokenizer> for AnyTokenizer {
     fn from(t: WordTokenizer) -> Self {
         AnyTokenizer::Word(t)
@@ -117,6 +129,7 @@ impl serde::Serialize for AnyTokenizer {
         match self {
             AnyTokenizer::Char(t) => t.serialize(serializer),
             AnyTokenizer::Word(t) => t.serialize(serializer),
+            AnyTokenizer::Bpe(t) => t.serialize(serializer),
         }
     }
 }
@@ -137,6 +150,7 @@ impl<'de> serde::Deserialize<'de> for AnyTokenizer {
         let parsed = match kind.as_str() {
             "char" => serde_json::from_value(value).map(AnyTokenizer::Char),
             "word" => serde_json::from_value(value).map(AnyTokenizer::Word),
+            "bpe" => serde_json::from_value(value).map(AnyTokenizer::Bpe),
             _ => {
                 return Err(D::Error::custom(format!(
                     "unknown tokenizer kind {kind:?} (known: {})",
