@@ -25,7 +25,7 @@
 use crate::data::{self, TokenData};
 use crate::model::{Gpt, GptConfig, LanguageModel};
 use crate::plot::{self, Series};
-use crate::tokenizer::{AnyTokenizer, CharTokenizer, Tokenizer, WordTokenizer};
+use crate::tokenizer::{AnyTokenizer, BpeConfig, BpeTokenizer, CharTokenizer, Tokenizer, WordTokenizer};
 use crate::train::{Checkpoint, EvalPoint, History, TrainConfig, TrainEvent, Trainer};
 use crate::{Error, Result};
 use std::io::Write;
@@ -52,6 +52,10 @@ pub const BEST: &str = "checkpoints/best";
 pub const PRESETS: &[&str] = &["cpu-small", "lecture", "shakespeare-char"];
 /// The tokenizers `--tokenizer` can build.
 pub const TOKENIZERS: &[&str] = &["char", "word", "bpe"];
+
+/// The vocabulary of `--tokenizer bpe` when `--vocab-size` is not given (chapter 6's choice
+/// for the small model).
+pub const DEFAULT_BPE_VOCAB: usize = 512;
 
 /// Every setting of `llm train`, each optional: `None` means "not given" (the preset's, the
 /// config file's or the resumed run's value stays). Field names are the flags' names with
@@ -481,11 +485,12 @@ pub fn plan(spec: &RunSpec) -> Result<Plan> {
         }
         ("char", None) => CharTokenizer::from_text(&text).into(),
         ("word", None) => WordTokenizer::from_text(&text).into(),
-        // BPE: training a tokenizer on the text is wired here once the BPE chapter lands.
+        // Byte-level BPE learned from the text, with --vocab-size tokens (chapter 6).
         ("bpe", None) => {
-            return Err(Error::Config(
-                "--tokenizer bpe needs --tokenizer-path FILE (train one with `llm tokenizer train`)".into(),
-            ))
+            let vocab_size = spec.vocab_size.unwrap_or(DEFAULT_BPE_VOCAB);
+            BpeTokenizer::train(&text, &BpeConfig::new(vocab_size))
+                .map_err(|e| Error::Config(format!("--tokenizer bpe --vocab-size {vocab_size}: {e}")))?
+                .into()
         }
         (other, None) => return Err(Error::Config(format!("unknown --tokenizer '{other}'"))),
     };

@@ -196,7 +196,10 @@ fn bad_inputs_are_rejected_before_any_work() {
         (&["--max-steps", "10", "--warmup", "10"], "--warmup (10) must be less than --max-steps (10)"),
         (&["--dataset", "no-such-corpus"], "unknown dataset 'no-such-corpus'"),
         (&["--tokenizer-path", "missing.json"], "--tokenizer-path"),
-        (&["--tokenizer", "bpe"], "--tokenizer bpe needs --tokenizer-path FILE"),
+        (
+            &["--tokenizer", "bpe", "--vocab-size", "200"],
+            "--vocab-size 200: invalid configuration: vocab_size 200 is too small",
+        ),
         (&["--text-files", "no-such-dir"], "--text-files"),
         (&["--device", "tpu"], "unknown device 'tpu'"),
         (&["--max-steps", "5", "--max-epochs", "1"], "--max-steps or --max-epochs, not both"),

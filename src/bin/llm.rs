@@ -10,7 +10,9 @@ use llm_from_scratch::data::{self, wiki};
 use llm_from_scratch::generate::{self, Sampling};
 use llm_from_scratch::model::LanguageModel;
 use llm_from_scratch::run::{self, Run, RunSpec};
-use llm_from_scratch::tokenizer::Tokenizer;
+use llm_from_scratch::tokenizer::{
+    AnyTokenizer, BpeConfig, BpeTokenizer, Specials, Tokenizer, GPT2_PATTERN, GPT4_PATTERN,
+};
 use llm_from_scratch::train::{Checkpoint, TrainEvent, Trainer};
 use llm_from_scratch::{device, model::Gpt};
 use std::io::{IsTerminal, Write};
@@ -47,6 +49,54 @@ enum Command {
     /// Look at several runs together.
     #[command(subcommand)]
     Runs(RunsCommand),
+    /// Byte-level BPE tokenizers (chapter 6): train one, encode and decode with any tokenizer file.
+    #[command(subcommand)]
+    Tokenizer(TokenizerCommand),
+}
+
+#[derive(Subcommand)]
+enum TokenizerCommand {
+    /// Learn a byte-level BPE tokenizer from a text file (or a folder of .txt files) and save it as JSON.
+    Train {
+        /// The training text.
+        #[arg(long)]
+        input: PathBuf,
+        /// Tokens in all: 256 bytes + the merges to learn + the special tokens.
+        #[arg(long)]
+        vocab_size: usize,
+        /// Where to write the tokenizer (JSON; use it with --tokenizer-path).
+        #[arg(long)]
+        out: PathBuf,
+        /// How text is cut before merging: gpt2, gpt4, or none (merges may then cross words).
+        #[arg(long, default_value = "gpt2", value_parser = ["gpt2", "gpt4", "none"])]
+        pattern: String,
+        /// A special token to reserve, e.g. --special "<|endoftext|>" (repeatable).
+        #[arg(long = "special")]
+        specials: Vec<String>,
+    },
+    /// Print the ids of a text, space-separated.
+    Encode {
+        /// The tokenizer file (any kind: char, word or bpe).
+        #[arg(long)]
+        tokenizer: PathBuf,
+        /// The text; without it, standard input is read.
+        #[arg(long)]
+        text: Option<String>,
+        /// Turn special tokens in the text into their ids (otherwise they are an error).
+        #[arg(long)]
+        allow_special: bool,
+    },
+    /// Print the text of ids (arguments, or whitespace-separated on standard input).
+    Decode {
+        /// The tokenizer file (any kind).
+        #[arg(long)]
+        tokenizer: PathBuf,
+        /// The ids.
+        ids: Vec<u32>,
+        /// Fail where the ids cut a character in two (by default U+FFFD stands in).
+        #[arg(long)]
+        strict: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -96,11 +146,13 @@ struct SpecArgs {
     /// Dropout probability during training, in [0, 1).
     #[arg(long, help_heading = "Model")]
     dropout: Option<f64>,
-    /// Rows of the embedding table (default: the tokenizer's vocabulary size).
+    /// Rows of the embedding table (default: the tokenizer's vocabulary size). With
+    /// --tokenizer bpe and no --tokenizer-path: the size of the BPE vocabulary to learn (512).
     #[arg(long, help_heading = "Model")]
     vocab_size: Option<usize>,
 
-    /// How text becomes tokens: char (one per character), word, or bpe (needs --tokenizer-path).
+    /// How text becomes tokens: char (one per character), word, or bpe (byte-level BPE learned
+    /// from the training text, --vocab-size tokens).
     #[arg(long, value_parser = ["char", "word", "bpe"], help_heading = "Tokenizer")]
     tokenizer: Option<String>,
     /// A tokenizer file (JSON, any kind) to use instead of building one from the text.
@@ -303,6 +355,7 @@ fn main() -> ExitCode {
         Command::Train(args) => train(*args),
         Command::Sample(args) => sample(args).map(|()| ExitCode::SUCCESS),
         Command::Eval(args) => eval(args).map(|()| ExitCode::SUCCESS),
+        Command::Tokenizer(cmd) => tokenizer_command(cmd).map(|()| ExitCode::SUCCESS),
         Command::Runs(RunsCommand::Compare { dirs, out }) => run::compare(&dirs)
             .and_then(|figure| figure.save(&out))
             .map(|()| {
@@ -343,6 +396,65 @@ fn data_command(cmd: DataCommand) -> Result<()> {
                 eprintln!();
             }
             println!("{}: {}", out.display(), stats?);
+        }
+    }
+    Ok(())
+}
+
+fn tokenizer_command(cmd: TokenizerCommand) -> Result<()> {
+    let stdin = || -> Result<String> {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).context("reading standard input")?;
+        Ok(text)
+    };
+    match cmd {
+        TokenizerCommand::Train { input, vocab_size, out, pattern, specials } => {
+            let text = data::load_text(&input)?;
+            let pattern = match pattern.as_str() {
+                "gpt2" => Some(GPT2_PATTERN),
+                "gpt4" => Some(GPT4_PATTERN),
+                _ => None,
+            };
+            let specials: Vec<&str> = specials.iter().map(String::as_str).collect();
+            let config = BpeConfig::new(vocab_size).pattern(pattern).special_tokens(&specials);
+            let start = std::time::Instant::now();
+            let tokenizer = BpeTokenizer::train(&text, &config)?;
+            let secs = start.elapsed().as_secs_f64();
+            tokenizer.save(&out)?;
+            let tokens = tokenizer.encode_ordinary(&text)?.len();
+            println!(
+                "{}: {} tokens ({} merges) learned in {secs:.2} s from {} characters; {:.3} tokens per character",
+                out.display(),
+                tokenizer.vocab_size(),
+                tokenizer.merges().len(),
+                text.chars().count(),
+                tokens as f64 / text.chars().count().max(1) as f64
+            );
+        }
+        TokenizerCommand::Encode { tokenizer, text, allow_special } => {
+            let tokenizer = AnyTokenizer::load(&tokenizer)?;
+            let text = match text {
+                Some(text) => text,
+                None => stdin()?,
+            };
+            let ids = match (&tokenizer, allow_special) {
+                (AnyTokenizer::Bpe(bpe), true) => bpe.encode_with_specials(&text, Specials::AllowAll)?,
+                _ => tokenizer.encode(&text)?,
+            };
+            println!("{}", ids.iter().map(u32::to_string).collect::<Vec<_>>().join(" "));
+        }
+        TokenizerCommand::Decode { tokenizer, mut ids, strict } => {
+            let tokenizer = AnyTokenizer::load(&tokenizer)?;
+            if ids.is_empty() {
+                for word in stdin()?.split_whitespace() {
+                    ids.push(word.parse().with_context(|| format!("{word:?} is not a token id"))?);
+                }
+            }
+            let text = match (&tokenizer, strict) {
+                (AnyTokenizer::Bpe(bpe), true) => bpe.decode_strict(&ids)?,
+                _ => tokenizer.decode(&ids)?,
+            };
+            print!("{text}");
         }
     }
     Ok(())

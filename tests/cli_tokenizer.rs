@@ -1,0 +1,179 @@
+//! `llm tokenizer train|encode|decode`, and `llm train --tokenizer bpe`, run for real.
+
+mod common;
+
+use common::TempDir;
+use llm_from_scratch::tokenizer::{AnyTokenizer, Tokenizer};
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+fn llm(dir: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_llm"))
+        .args(args)
+        .current_dir(dir)
+        .env("LLM_DATA_DIR", dir.join("no-downloads-here"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run llm");
+    child.stdin.take().unwrap().write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn stdout(out: &Output) -> String {
+    assert!(out.status.success(), "llm failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn failure(out: &Output) -> String {
+    assert_eq!(out.status.code(), Some(1), "expected exit 1: {}", String::from_utf8_lossy(&out.stdout));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn write_corpus(dir: &TempDir) {
+    let text: String = (0..200)
+        .map(|i| format!("To be, or not to be ({i}): that is the question. Naïve café 🙂\n"))
+        .collect();
+    std::fs::write(dir.join("corpus.txt"), text).unwrap();
+}
+
+#[test]
+fn train_encode_decode_round_trip() {
+    let dir = TempDir::new("cli-tok");
+    write_corpus(&dir);
+    let out = llm(
+        dir.path(),
+        &[
+            "tokenizer",
+            "train",
+            "--input",
+            "corpus.txt",
+            "--vocab-size",
+            "300",
+            "--out",
+            "tok.json",
+            "--special",
+            "<|endoftext|>",
+        ],
+        None,
+    );
+    let report = stdout(&out);
+    assert!(report.contains("300 tokens (43 merges)"), "{report}");
+    let tok = match AnyTokenizer::load(dir.join("tok.json")).unwrap() {
+        AnyTokenizer::Bpe(t) => t,
+        other => panic!("expected a bpe tokenizer, got {}", other.kind()),
+    };
+    assert_eq!(tok.special_id("<|endoftext|>"), Some(299));
+
+    let text = "To be, or not to be: 日本語 🙂!";
+    let ids =
+        stdout(&llm(dir.path(), &["tokenizer", "encode", "--tokenizer", "tok.json", "--text", text], None));
+    let expected: Vec<String> = tok.encode(text).unwrap().iter().map(u32::to_string).collect();
+    assert_eq!(ids.trim(), expected.join(" "));
+    // Decode from arguments, and from standard input (what `encode | decode` does).
+    let mut args = vec!["tokenizer", "decode", "--tokenizer", "tok.json"];
+    args.extend(expected.iter().map(String::as_str));
+    assert_eq!(stdout(&llm(dir.path(), &args, None)), text);
+    assert_eq!(
+        stdout(&llm(dir.path(), &["tokenizer", "decode", "--tokenizer", "tok.json"], Some(&ids))),
+        text
+    );
+    // Text from standard input, special tokens only when allowed.
+    let special = "the end<|endoftext|>";
+    let err = failure(&llm(dir.path(), &["tokenizer", "encode", "--tokenizer", "tok.json"], Some(special)));
+    assert!(err.contains("special token \"<|endoftext|>\""), "{err}");
+    let ids = stdout(&llm(
+        dir.path(),
+        &["tokenizer", "encode", "--tokenizer", "tok.json", "--allow-special"],
+        Some(special),
+    ));
+    assert!(ids.trim().ends_with(" 299"), "{ids}");
+    // Half a character: U+FFFD by default, an error with --strict.
+    let smile: Vec<String> = tok.encode("🙂").unwrap().iter().map(u32::to_string).collect();
+    let half = &smile[..1];
+    let mut args = vec!["tokenizer", "decode", "--tokenizer", "tok.json"];
+    args.extend(half.iter().map(String::as_str));
+    assert_eq!(stdout(&llm(dir.path(), &args, None)), "\u{FFFD}");
+    args.push("--strict");
+    assert!(failure(&llm(dir.path(), &args, None)).contains("not valid UTF-8"));
+}
+
+#[test]
+fn bad_tokenizer_inputs_are_clear_errors() {
+    let dir = TempDir::new("cli-tok-bad");
+    write_corpus(&dir);
+    let train = |input: &str, vocab: &str, specials: &[&str]| {
+        let mut args =
+            vec!["tokenizer", "train", "--input", input, "--vocab-size", vocab, "--out", "tok.json"];
+        for s in specials {
+            args.extend(["--special", s]);
+        }
+        failure(&llm(dir.path(), &args, None))
+    };
+    let err = train("missing.txt", "300", &[]);
+    assert!(err.contains("missing.txt"), "{err}");
+    let err = train("corpus.txt", "200", &[]);
+    assert!(err.contains("vocab_size 200 is too small"), "{err}");
+    let err = train("corpus.txt", "257", &["<bos>", "<eos>"]);
+    assert!(err.contains("plus 2 special token(s) = 258"), "{err}");
+    assert!(!dir.join("tok.json").exists(), "a failed training left a file");
+
+    std::fs::write(dir.join("corrupt.json"), "{\"kind\": \"bpe\", \"version\": 1, \"merges\": [[1, 2")
+        .unwrap();
+    let err = failure(&llm(
+        dir.path(),
+        &["tokenizer", "encode", "--tokenizer", "corrupt.json", "--text", "x"],
+        None,
+    ));
+    assert!(err.contains("corrupt.json"), "{err}");
+    let err = failure(&llm(dir.path(), &["tokenizer", "decode", "--tokenizer", "nope.json", "1"], None));
+    assert!(err.contains("nope.json"), "{err}");
+}
+
+#[test]
+fn llm_train_learns_a_bpe_tokenizer_for_the_run() {
+    let dir = TempDir::new("cli-train-bpe");
+    write_corpus(&dir);
+    let args = [
+        "train",
+        "--input",
+        "corpus.txt",
+        "--tokenizer",
+        "bpe",
+        "--vocab-size",
+        "280",
+        "--n-layer",
+        "1",
+        "--n-head",
+        "2",
+        "--n-embd",
+        "16",
+        "--block-size",
+        "16",
+        "--batch-size",
+        "4",
+        "--max-steps",
+        "4",
+        "--eval-interval",
+        "2",
+        "--eval-iters",
+        "2",
+        "--device",
+        "cpu",
+        "--run-dir",
+        "run",
+    ];
+    let out = llm(dir.path(), &args, None);
+    let report = stdout(&out) + &String::from_utf8_lossy(&out.stderr);
+    assert!(report.contains("bpe tokenizer (280 tokens)"), "{report}");
+    let tok = AnyTokenizer::load(dir.join("run/tokenizer.json")).unwrap();
+    assert_eq!((tok.kind(), tok.vocab_size()), ("bpe", 280));
+    let sample = stdout(&llm(
+        dir.path(),
+        &["sample", "--run-dir", "run", "--prompt", "To be", "--max-new-tokens", "10", "--seed", "1"],
+        None,
+    ));
+    assert!(sample.starts_with("To be"), "{sample}");
+}
