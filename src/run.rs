@@ -505,8 +505,29 @@ pub fn plan(spec: &RunSpec) -> Result<Plan> {
         None => tokenizer.vocab_size(),
     };
     let ids = tokenizer.encode(&text)?;
-    let data = TokenData::new(&ids, 0.9)?;
-    if let Some(epochs) = spec.max_epochs {
+    finish_plan(config, tokenizer, &ids, spec.max_epochs)
+}
+
+/// Resolve and check a resumed run: the saved configuration with `spec`'s training settings
+/// ([`RunConfig::resumed_with`]), its data read again and encoded with the run's tokenizer.
+/// Writes nothing.
+pub fn plan_resumed(saved: &RunConfig, tokenizer: AnyTokenizer, spec: &RunSpec) -> Result<Plan> {
+    let config = saved.resumed_with(spec)?;
+    config.data.check()?;
+    let ids = tokenizer.encode(&config.data.load_text()?)?;
+    finish_plan(config, tokenizer, &ids, spec.max_epochs)
+}
+
+/// The last part of planning, new run or resumed: split the tokens 90/10, turn
+/// `--max-epochs` into steps, and check that the config and the data fit together.
+fn finish_plan(
+    mut config: RunConfig,
+    tokenizer: AnyTokenizer,
+    ids: &[u32],
+    max_epochs: Option<f64>,
+) -> Result<Plan> {
+    let data = TokenData::new(ids, 0.9)?;
+    if let Some(epochs) = max_epochs {
         if !(epochs > 0.0 && epochs.is_finite()) {
             return Err(Error::Config(format!("--max-epochs must be a positive number, got {epochs}")));
         }
@@ -515,27 +536,6 @@ pub fn plan(spec: &RunSpec) -> Result<Plan> {
         set_steps(&mut config.train, steps as usize);
     }
     config.check()?;
-    check_fits(&config, &data)?;
-    Ok(Plan { config, tokenizer, data })
-}
-
-/// Resolve and check a resumed run: the saved configuration with `spec`'s training settings
-/// ([`RunConfig::resumed_with`]), its data read again and encoded with the run's tokenizer.
-/// Writes nothing.
-pub fn plan_resumed(saved: &RunConfig, tokenizer: AnyTokenizer, spec: &RunSpec) -> Result<Plan> {
-    let mut config = saved.resumed_with(spec)?;
-    config.data.check()?;
-    let ids = tokenizer.encode(&config.data.load_text()?)?;
-    let data = TokenData::new(&ids, 0.9)?;
-    if let Some(epochs) = spec.max_epochs {
-        if !(epochs > 0.0 && epochs.is_finite()) {
-            return Err(Error::Config(format!("--max-epochs must be a positive number, got {epochs}")));
-        }
-        let train_tokens = data.train.size()[0] as f64;
-        let steps = (epochs * train_tokens / config.train.tokens_per_step() as f64).ceil().max(1.0);
-        set_steps(&mut config.train, steps as usize);
-        config.check()?;
-    }
     check_fits(&config, &data)?;
     Ok(Plan { config, tokenizer, data })
 }
