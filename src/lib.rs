@@ -6,7 +6,7 @@
 //!
 //! | module        | chapter | idea                                                    |
 //! |---------------|---------|---------------------------------------------------------|
-//! | [`tokenizer`] | 1       | text to integer ids and back (characters, words)         |
+//! | [`tokenizer`] | 1, 6    | text to integer ids and back (characters, words, BPE)    |
 //! | [`data`]      | 1–2     | download a corpus, split it, sample `(x, y)` batches      |
 //! | [`model`]     | 3–5     | the bigram model, self-attention, the GPT                 |
 //! | [`train`]     | 3, 5    | the training loop, AdamW, schedules, history, checkpoints |
