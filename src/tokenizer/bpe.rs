@@ -12,7 +12,7 @@
 //! What makes it fast (minbpe, the usual teaching version, takes minutes for 256 merges):
 //!
 //! - **Training** counts each distinct chunk once, with its frequency (Tiny Shakespeare's
-//!   300,000 chunks are 25,000 distinct ones), keeps the count of every pair and the chunks it
+//!   300,000 chunks are 15,000 distinct ones), keeps the count of every pair and the chunks it
 //!   occurs in, and after a merge updates only the chunks that contain the merged pair. The
 //!   next pair comes from a priority queue. Ties are broken deterministically: among equally
 //!   frequent pairs, the one with the smaller first id wins, then the smaller second id.
