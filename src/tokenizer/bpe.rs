@@ -19,6 +19,9 @@
 //! - **Encoding** merges a chunk with a linked list of its tokens and a priority queue of its
 //!   adjacent pairs (so a merge costs O(log n), not a rescan of the chunk), and a chunk seen
 //!   before in the same text is copied from its first encoding.
+//! - **Pre-splitting** with the GPT-2 pattern runs a plain automaton regex (the lookahead
+//!   `\s+(?!\S)` it cannot express is done by hand), several times faster than the
+//!   backtracking engine that other patterns need.
 
 use super::Tokenizer;
 use crate::{Error, Result};
@@ -92,7 +95,7 @@ pub enum Specials<'a> {
 pub struct BpeTokenizer {
     /// The pre-split pattern, `None` for no pre-splitting.
     pattern: Option<String>,
-    regex: Option<fancy_regex::Regex>,
+    splitter: Splitter,
     /// The id of each byte value: `byte_ids[b]`. The identity for the tokenizers we train;
     /// GPT-2 numbers its byte tokens in another order.
     byte_ids: [u32; 256],
@@ -130,8 +133,8 @@ impl BpeTokenizer {
                 config.special_tokens.len()
             )));
         }
-        let regex = compile(config.pattern.as_deref())?;
-        let chunks = count_chunks(text, regex.as_ref())?;
+        let splitter = Splitter::new(config.pattern.as_deref())?;
+        let chunks = count_chunks(text, &splitter)?;
         let merges = learn_merges(chunks, config.vocab_size - base);
         let specials = config.special_tokens.iter().map(String::as_str).collect::<Vec<_>>();
         Self::build(config.pattern.clone(), identity_bytes(), merges, &specials)
@@ -200,10 +203,10 @@ impl BpeTokenizer {
         merges: Vec<(u32, u32)>,
         special_tokens: &[&str],
     ) -> Result<Self> {
-        let regex = compile(pattern.as_deref())?;
+        let splitter = Splitter::new(pattern.as_deref())?;
         let mut tokenizer = Self {
             pattern,
-            regex,
+            splitter,
             byte_ids,
             merges: Vec::with_capacity(merges.len()),
             ranks: HashMap::default(),
@@ -280,7 +283,7 @@ impl BpeTokenizer {
     /// The chunks the pre-split pattern cuts `text` into.
     pub fn split<'t>(&self, text: &'t str) -> Result<Vec<&'t str>> {
         let mut chunks = Vec::new();
-        for_each_chunk(text, self.regex.as_ref(), |c| chunks.push(c))?;
+        self.splitter.for_each_chunk(text, |c| chunks.push(c))?;
         Ok(chunks)
     }
 
@@ -290,7 +293,7 @@ impl BpeTokenizer {
         // Each distinct chunk is merged once; later copies come from its first encoding.
         let mut seen: HashMap<&str, (usize, usize)> = HashMap::default();
         let mut scratch = Scratch::default();
-        for_each_chunk(text, self.regex.as_ref(), |chunk| {
+        self.splitter.for_each_chunk(text, |chunk| {
             if let Some(&(start, end)) = seen.get(chunk) {
                 out.extend_from_within(start..end);
             } else {
@@ -432,50 +435,97 @@ fn identity_bytes() -> [u32; 256] {
     std::array::from_fn(|b| b as u32)
 }
 
-fn compile(pattern: Option<&str>) -> Result<Option<fancy_regex::Regex>> {
-    pattern
-        .map(|p| {
-            fancy_regex::Regex::new(p)
-                .map_err(|e| Error::Config(format!("the pre-split pattern {p:?} is not a valid regex: {e}")))
-        })
-        .transpose()
+/// How text is cut into chunks before merging.
+#[derive(Debug, Clone)]
+enum Splitter {
+    /// No pre-splitting: the text is one chunk.
+    Whole,
+    /// Any pattern, through fancy-regex (which has lookaround and possessive quantifiers).
+    Fancy(fancy_regex::Regex),
+    /// [`GPT2_PATTERN`] without its lookahead, as a plain (automaton-based, several times
+    /// faster) regex, plus what the lookahead did written out by hand: the same chunks, as
+    /// the tests check against tiktoken.
+    Gpt2(regex::Regex),
 }
 
-/// Call `f` on each chunk of `text` in order (the whole text when there is no pattern).
-/// Text the pattern does not match (possible with a custom pattern) is its own chunk, so no
-/// byte is ever dropped.
-fn for_each_chunk<'t>(
-    text: &'t str,
-    regex: Option<&fancy_regex::Regex>,
-    mut f: impl FnMut(&'t str),
-) -> Result<()> {
-    let Some(regex) = regex else {
-        if !text.is_empty() {
-            f(text);
-        }
-        return Ok(());
-    };
-    let mut end = 0;
-    for m in regex.find_iter(text) {
-        let m = m.map_err(|e| Error::Config(format!("the pre-split pattern failed on this text: {e}")))?;
-        if m.start() > end {
-            f(&text[end..m.start()]);
-        }
-        if !m.as_str().is_empty() {
-            f(m.as_str());
-        }
-        end = m.end();
+/// GPT-2's pattern with `\s+(?!\S)|\s` reduced to `\s+`; [`Splitter::for_each_chunk`] then
+/// gives the last whitespace character of a run back to the text after it.
+const GPT2_PLAIN: &str = r"'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+";
+
+impl Splitter {
+    fn new(pattern: Option<&str>) -> Result<Self> {
+        let invalid = |p: &str, e: &dyn std::fmt::Display| {
+            Error::Config(format!("the pre-split pattern {p:?} is not a valid regex: {e}"))
+        };
+        Ok(match pattern {
+            None => Splitter::Whole,
+            Some(GPT2_PATTERN) => {
+                Splitter::Gpt2(regex::Regex::new(GPT2_PLAIN).map_err(|e| invalid(GPT2_PLAIN, &e))?)
+            }
+            Some(p) => Splitter::Fancy(fancy_regex::Regex::new(p).map_err(|e| invalid(p, &e))?),
+        })
     }
-    if end < text.len() {
-        f(&text[end..]);
+
+    /// Call `f` on each chunk of `text` in order. Text a custom pattern does not match is
+    /// its own chunk, so no byte is ever dropped.
+    fn for_each_chunk<'t>(&self, text: &'t str, mut f: impl FnMut(&'t str)) -> Result<()> {
+        match self {
+            Splitter::Whole => {
+                if !text.is_empty() {
+                    f(text);
+                }
+            }
+            Splitter::Fancy(regex) => {
+                let mut end = 0;
+                for m in regex.find_iter(text) {
+                    let m = m.map_err(|e| {
+                        Error::Config(format!("the pre-split pattern failed on this text: {e}"))
+                    })?;
+                    if m.start() > end {
+                        f(&text[end..m.start()]);
+                    }
+                    if !m.as_str().is_empty() {
+                        f(m.as_str());
+                    }
+                    end = m.end();
+                }
+                if end < text.len() {
+                    f(&text[end..]);
+                }
+            }
+            Splitter::Gpt2(regex) => {
+                // The plain pattern matches every character, so matches follow each other.
+                let mut at = 0;
+                while let Some(m) = regex.find_at(text, at) {
+                    let chunk = m.as_str();
+                    at = m.end();
+                    let Some((last, ch)) = chunk.char_indices().last() else { break };
+                    if !ch.is_whitespace() || at == text.len() {
+                        f(chunk); // a word, number, punctuation, or whitespace that ends the text
+                        continue;
+                    }
+                    // Whitespace before more text: `\s+(?!\S)` keeps all of the run but its
+                    // last character, which goes with the next word if it is a space, and
+                    // is a chunk of its own otherwise.
+                    if last > 0 {
+                        f(&chunk[..last]);
+                    }
+                    if ch == ' ' && last > 0 {
+                        at = m.start() + last;
+                    } else {
+                        f(&chunk[last..]);
+                    }
+                }
+            }
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Each distinct chunk of `text` and how often it occurs.
-fn count_chunks<'t>(text: &'t str, regex: Option<&fancy_regex::Regex>) -> Result<HashMap<&'t str, u64>> {
+fn count_chunks<'t>(text: &'t str, splitter: &Splitter) -> Result<HashMap<&'t str, u64>> {
     let mut counts: HashMap<&str, u64> = HashMap::default();
-    for_each_chunk(text, regex, |chunk| *counts.entry(chunk).or_insert(0) += 1)?;
+    splitter.for_each_chunk(text, |chunk| *counts.entry(chunk).or_insert(0) += 1)?;
     Ok(counts)
 }
 
