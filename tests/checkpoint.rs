@@ -352,7 +352,7 @@ fn mismatched_descriptions_are_clear_errors() {
         ("unknown field `extra`", Box::new(|m| m["extra"] = json!(1))),
         ("train_config: invalid configuration: beta2", Box::new(|m| m["train_config"]["beta2"] = json!(1.0))),
         ("seed 8 differs", Box::new(|m| m["seed"] = json!(8))),
-        ("unknown tokenizer kind \"bpe\"", Box::new(|m| m["tokenizer"]["kind"] = json!("bpe"))),
+        ("unknown tokenizer kind \"unigram\"", Box::new(|m| m["tokenizer"]["kind"] = json!("unigram"))),
         ("vocab_size is 3", Box::new(|m| m["model_config"]["vocab_size"] = json!(3))),
         (
             "does not list optimizer.safetensors",
@@ -482,8 +482,9 @@ fn any_tokenizer_loads_by_kind() {
         Err(Error::Json { source, .. }) => source.to_string(),
         other => panic!("expected a JSON error for {json}, got {other:?}"),
     };
-    assert!(err(r#"{"kind": "bpe", "version": 1}"#)
-        .contains("unknown tokenizer kind \"bpe\" (known: char, word)"));
+    assert!(err(r#"{"kind": "unigram", "version": 1}"#)
+        .contains("unknown tokenizer kind \"unigram\" (known: char, word, bpe)"));
+    assert!(err(r#"{"kind": "bpe", "version": 1}"#).contains("missing field"));
     assert!(err(r#"{"version": 1, "chars": "ab"}"#).contains("no \"kind\" field"));
     assert!(err(r#"{"kind": 3}"#).contains("must be a string"));
     assert!(err(r#"{"kind": "char", "version": 1, "chars": "ba"}"#).contains("sorted and distinct"));
