@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::TempDir;
+use common::{TempDir, TINY};
 use llm_from_scratch::tokenizer::{AnyTokenizer, Tokenizer};
 use std::io::Write;
 use std::path::Path;
@@ -136,7 +136,7 @@ fn bad_tokenizer_inputs_are_clear_errors() {
 fn llm_train_learns_a_bpe_tokenizer_for_the_run() {
     let dir = TempDir::new("cli-train-bpe");
     write_corpus(&dir);
-    let args = [
+    let mut args = vec![
         "train",
         "--input",
         "corpus.txt",
@@ -144,27 +144,14 @@ fn llm_train_learns_a_bpe_tokenizer_for_the_run() {
         "bpe",
         "--vocab-size",
         "280",
-        "--n-layer",
-        "1",
-        "--n-head",
-        "2",
-        "--n-embd",
-        "16",
-        "--block-size",
-        "16",
-        "--batch-size",
-        "4",
         "--max-steps",
         "4",
         "--eval-interval",
         "2",
-        "--eval-iters",
-        "2",
-        "--device",
-        "cpu",
         "--run-dir",
         "run",
     ];
+    args.extend_from_slice(TINY);
     let out = llm(dir.path(), &args, None);
     let report = stdout(&out) + &String::from_utf8_lossy(&out.stderr);
     assert!(report.contains("bpe tokenizer (280 tokens)"), "{report}");

@@ -3,31 +3,11 @@
 
 mod common;
 
-use common::TempDir;
+use common::{TempDir, TINY};
 use llm_from_scratch::train::Checkpoint;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-/// The tiny model and a short run; tests add to it.
-const TINY: &[&str] = &[
-    "--n-layer",
-    "1",
-    "--n-head",
-    "2",
-    "--n-embd",
-    "16",
-    "--block-size",
-    "16",
-    "--batch-size",
-    "4",
-    "--eval-iters",
-    "2",
-    "--log-interval",
-    "5",
-    "--device",
-    "cpu",
-];
 
 fn llm(dir: &Path, args: &[&str]) -> Output {
     command(dir, args).output().expect("run llm")

@@ -56,3 +56,24 @@ pub fn shakespeare_text(skipping: &str) -> Option<String> {
         }
     }
 }
+
+/// `llm train` flags for a tiny model and a short run (1 block, 16 channels, 16 tokens of
+/// context), so command-line tests train in seconds; tests add to them.
+pub const TINY: &[&str] = &[
+    "--n-layer",
+    "1",
+    "--n-head",
+    "2",
+    "--n-embd",
+    "16",
+    "--block-size",
+    "16",
+    "--batch-size",
+    "4",
+    "--eval-iters",
+    "2",
+    "--log-interval",
+    "5",
+    "--device",
+    "cpu",
+];
