@@ -182,9 +182,10 @@ impl BpeTokenizer {
         // Recover merge i from token 256 + i: BPE with the merges before it must split the
         // token into exactly two parts.
         let mut partial = Self::build(None, byte_ids, Vec::new(), &[])?;
+        let (mut scratch, mut parts) = (Scratch::default(), Vec::new());
         for (id, token) in tokens.iter().enumerate().skip(256) {
-            let mut parts = Vec::new();
-            partial.merge_chunk(token, &mut Scratch::default(), &mut parts);
+            parts.clear();
+            partial.merge_chunk(token, &mut scratch, &mut parts);
             let &[left, right] = parts.as_slice() else {
                 return Err(Error::Config(format!(
                     "tiktoken ranks: token {id} ({:?}) is not the merge of two earlier tokens",
@@ -287,7 +288,8 @@ impl BpeTokenizer {
         Ok(chunks)
     }
 
-    /// Encode text in which special tokens are plain text (never an error).
+    /// Encode text, special tokens included, as plain text. (It fails only if a custom
+    /// pattern makes the backtracking regex engine give up on the text.)
     pub fn encode_ordinary(&self, text: &str) -> Result<Vec<u32>> {
         let mut out = Vec::with_capacity(text.len() / 3);
         // Each distinct chunk is merged once; later copies come from its first encoding.
