@@ -217,20 +217,7 @@ pub fn preset(name: &str) -> Result<(GptConfig, TrainConfig)> {
     match name {
         "cpu-small" => Ok((GptConfig::cpu_small(), TrainConfig::cpu_small())),
         "shakespeare-char" => Ok((GptConfig::shakespeare_char(), TrainConfig::shakespeare_char())),
-        // The lecture's run: 5000 steps of 64 × 256 tokens at a constant 3e-4.
-        "lecture" => Ok((
-            GptConfig::lecture(),
-            TrainConfig {
-                steps: 5000,
-                batch_size: 64,
-                block_size: 256,
-                lr: 3e-4,
-                eval_interval: 500,
-                eval_iters: 200,
-                log_interval: Some(10),
-                ..TrainConfig::default()
-            },
-        )),
+        "lecture" => Ok((GptConfig::lecture(), TrainConfig::lecture())),
         other => Err(Error::Config(format!("unknown --preset '{other}' (known: {})", PRESETS.join(", ")))),
     }
 }

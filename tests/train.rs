@@ -502,7 +502,10 @@ fn presets_are_the_documented_runs() {
 
     let g = TrainConfig::shakespeare_char();
     assert_eq!((g.steps, g.batch_size, g.block_size, g.lr_decay_steps), (5000, 64, 256, Some(5000)));
-    for config in [d, c, g] {
+    let l = TrainConfig::lecture();
+    assert_eq!((l.steps, l.batch_size, l.block_size, l.lr, l.eval_interval), (5000, 64, 256, 3e-4, 500));
+    assert_eq!((l.warmup_steps, l.lr_decay_steps, l.grad_clip), (0, None, None));
+    for config in [d, c, g, l] {
         config.validate().unwrap();
     }
 }

@@ -629,20 +629,28 @@ fn sample(args: SampleArgs) -> Result<()> {
             writeln!(out, "\n---------------")?;
         }
         write!(out, "{prompt}")?;
-        // Stream: print whatever the decoded text has grown by after each token.
+        // Stream: after each token, print what the decoded text has grown by.
         let (mut new, mut printed) = (Vec::new(), 0usize);
         generate::generate(&model, &ids, args.max_new_tokens, &sampling, |id| {
             new.push(id);
             let text = tokenizer.decode(&new)?;
-            if text.len() > printed && text.is_char_boundary(printed) {
-                let _ = out.write_all(text[printed..].as_bytes()).and_then(|()| out.flush());
-                printed = text.len();
+            let stable = stable_prefix(&text);
+            if stable.len() > printed {
+                let _ = out.write_all(stable[printed..].as_bytes()).and_then(|()| out.flush());
+                printed = stable.len();
             }
             Ok(())
         })?;
-        writeln!(out)?;
+        writeln!(out, "{}", &tokenizer.decode(&new)?[printed..])?;
     }
     Ok(())
+}
+
+/// The part of a streamed decode that later tokens cannot change: all but trailing U+FFFD.
+/// A byte-level token sequence can stop inside a character (the first bytes of an emoji),
+/// which decodes to U+FFFD until the rest arrives; printing it would print the wrong text.
+fn stable_prefix(text: &str) -> &str {
+    text.trim_end_matches('\u{FFFD}')
 }
 
 fn eval(args: EvalArgs) -> Result<()> {
@@ -672,4 +680,22 @@ fn eval(args: EvalArgs) -> Result<()> {
         report.loss, report.perplexity, report.bits_per_char, report.tokens, report.chars, checkpoint.step
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stable_prefix;
+
+    #[test]
+    fn streaming_waits_for_a_character_split_across_tokens() {
+        let bytes = "ab🙂c".as_bytes();
+        let mut printed = String::new();
+        for end in 1..=bytes.len() {
+            let text = String::from_utf8_lossy(&bytes[..end]);
+            let stable = stable_prefix(&text);
+            assert!(stable.starts_with(printed.as_str()), "{stable:?} after {printed:?}");
+            printed = stable.to_string();
+        }
+        assert_eq!(printed, "ab🙂c");
+    }
 }

@@ -147,6 +147,21 @@ impl TrainConfig {
         Self { steps: 5000, batch_size: 64, block_size: 256, lr_decay_steps: Some(5000), ..Self::cpu_small() }
     }
 
+    /// The run at the end of "Let's build GPT" (`gpt.py`): 5000 steps of 64 × 256 tokens at a
+    /// constant learning rate of 3e-4, losses every 500 steps over 200 batches.
+    pub fn lecture() -> Self {
+        Self {
+            steps: 5000,
+            batch_size: 64,
+            block_size: 256,
+            lr: 3e-4,
+            eval_interval: 500,
+            eval_iters: 200,
+            log_interval: Some(10),
+            ..Self::default()
+        }
+    }
+
     /// Check every field. The message starts with the field's name and says what to change.
     pub fn validate(&self) -> Result<()> {
         let bad = |msg: String| Err(Error::Config(msg));
