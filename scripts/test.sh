@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make test`: the library's tests, then every chapter executed headless.
+# `make test`: the library's tests, every chapter executed headless, then the kernel's tests.
 #
 # Where the reference data of the course sits beside this checkout (../shared/data, as in CI),
 # it is served on 127.0.0.1 and used as the download mirror, so the real HTTP download path
@@ -24,3 +24,8 @@ echo "[test] cargo test: $(( $(date +%s) - start )) s"
 start=$(date +%s)
 .venv/bin/python scripts/run_notebooks.py
 echo "[test] notebooks: $(( $(date +%s) - start )) s"
+
+# The kernel as the lab uses it (■, Run All, live plots); reuses the chapters' build.
+start=$(date +%s)
+.venv/bin/python tests/kernel.py
+echo "[test] kernel: $(( $(date +%s) - start )) s"
