@@ -156,6 +156,10 @@ def main():
         check(reply["status"] == "error" and "arithmetic is broken" in printed, "a failed assert says why", printed)
         check("stack backtrace" not in printed, "... without a backtrace", printed)
 
+        reply, out = k.run('for i in 0..2 { println!("line {i}"); }')
+        check(reply["status"] == "ok" and not [m for m in out if m["msg_type"] == "execute_result"],
+              "a cell ending in a loop shows no ()", str(out))
+
         # Live figures: shown at once, then redrawn in place.
         reply, out = k.run(
             'let fig = plot::line_chart("live", "x", "y", &[plot::Series { label: "a".into(), points: vec![(0.0, 1.0), (1.0, 2.0)] }])?;\n'
