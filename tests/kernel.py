@@ -9,7 +9,8 @@ jupyter_client like JupyterLab drives it.
   is answered `aborted` and prints nothing (and runs when `stop_on_error` is false);
 - a loop that ignores ■ is still stopped after the grace period, the cell says the variables
   were lost, and the kernel stays usable;
-- a failed assert prints its message without a backtrace;
+- a failed assert prints its message without a backtrace, and the cell is an error (as is
+  one whose `?` returns an error);
 - a live figure is sent while the cell runs (`display_data`), then redrawn in place
   (`update_display_data` with the same display id).
 
@@ -159,6 +160,9 @@ def main():
         reply, out = k.run('for i in 0..2 { println!("line {i}"); }')
         check(reply["status"] == "ok" and not [m for m in out if m["msg_type"] == "execute_result"],
               "a cell ending in a loop shows no ()", str(out))
+
+        reply, out = k.run('let missing = std::fs::read_to_string("/no/such/file").map_err(|e| Error::Config(e.to_string()))?;')
+        check(reply["status"] == "error" and "No such file" in text(out), "a cell whose ? returns an error is an error", text(out))
 
         # Live figures: shown at once, then redrawn in place.
         reply, out = k.run(
