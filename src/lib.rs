@@ -14,6 +14,7 @@
 //! | [`generate`]  | 5       | sampling: greedy, temperature, top-k, top-p               |
 //! | [`device`]    | all     | CPU or CUDA, and seeding                                  |
 //! | [`run`]       | CLI     | run folders: config, checkpoints, metrics, plots (`llm`)  |
+//! | [`track`]     | any     | optional: the curves live in MLflow's UI (REST API)       |
 //!
 //! Every fallible call returns [`Result`] with an [`Error`] that says what went wrong and
 //! where; nothing panics on user input.
@@ -25,6 +26,7 @@ pub mod model;
 pub mod plot;
 pub mod run;
 pub mod tokenizer;
+pub mod track;
 pub mod train;
 
 mod error;
