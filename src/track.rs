@@ -81,7 +81,7 @@ impl RunStatus {
     }
 }
 
-/// One MLflow run, logged to from a background thread. See the [module docs](self).
+/// One MLflow run, logged to from a background thread. See the [module docs](crate::track).
 ///
 /// Cheap calls that never block: [`Tracker::log_params`], [`Tracker::log_event`],
 /// [`Tracker::log_artifact`]. A notebook can keep one in a variable, or hand it to a
