@@ -28,10 +28,34 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
-# 2. The evcxr Jupyter kernel, at the pinned version.
-if [ "$("$tools/bin/evcxr_jupyter" --version 2>/dev/null)" != "evcxr_jupyter $EVCXR_VERSION" ]; then
-  say "building evcxr_jupyter $EVCXR_VERSION (first time: several minutes)"
-  cargo install --quiet --locked --root "$tools" "evcxr_jupyter@$EVCXR_VERSION"
+# 2. The evcxr Jupyter kernel: the pinned release's source from crates.io (sha256-checked),
+#    with scripts/evcxr.patch applied (■ stops a cell without losing its variables, Run All
+#    stops at an error, live displays; the patch's header says what and why), built with the
+#    release's own Cargo.lock. The stamp records the version and the patch it was built from.
+stamp=$tools/.evcxr.sha256
+want=$( (echo "$EVCXR_VERSION"; cat scripts/evcxr.patch) | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! [ -x "$tools/bin/evcxr_jupyter" ]; then
+  say "building evcxr_jupyter $EVCXR_VERSION with scripts/evcxr.patch (first time: several minutes)"
+  src=$tools/src
+  rm -rf "$src"
+  "$venv/bin/python" - "$src" "$EVCXR_VERSION" <<'PY'
+import hashlib, io, sys, tarfile, urllib.request
+dest, version = sys.argv[1], sys.argv[2]
+crates = {  # the registry's checksums of the pinned release
+    "evcxr": "ee69caeeefc311959b85962458e370d8eccb165123edbc5270134aaee6d7ed80",
+    "evcxr_jupyter": "3ce0d7b3058f68a9673df4f1266b641942fea0ec131881d095306e509a382764",
+}
+for name, sha256 in crates.items():
+    url = f"https://static.crates.io/crates/{name}/{name}-{version}.crate"
+    data = urllib.request.urlopen(url, timeout=120).read()
+    if hashlib.sha256(data).hexdigest() != sha256:
+        sys.exit(f"{url}: sha256 mismatch (expected {sha256})")
+    tarfile.open(fileobj=io.BytesIO(data)).extractall(dest, filter="data")
+PY
+  git apply --directory="${src#"$root"/}" scripts/evcxr.patch
+  cargo install --quiet --locked --force --root "$tools" --target-dir "$tools/build" \
+    --path "$src/evcxr_jupyter-$EVCXR_VERSION"
+  echo "$want" > "$stamp"
 fi
 
 # 3. The kernel spec. Its env gives the kernel what `cargo build` gets from the Makefile:
@@ -54,6 +78,8 @@ spec = {
         "LIBTORCH_USE_PYTORCH": "1",
         "LD_LIBRARY_PATH": "$torch_lib",
         "EVCXR_TMPDIR": "$root/target/evcxr",
+        # A failed assert! prints its message, not a backtrace of evcxr's generated code.
+        "RUST_BACKTRACE": "0",
     },
 }
 new = json.dumps(spec, indent=2) + "\n"

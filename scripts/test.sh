@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# `make test`: the library's tests, the MLflow tests (MLflow installed on demand), then every
-# chapter executed headless.
+# `make test`: the library's tests, the MLflow tests (MLflow installed on demand), every chapter
+# executed headless, then the kernel's tests.
 #
 # Where the reference data of the course sits beside this checkout (../shared/data, as in CI),
 # it is served on 127.0.0.1 and used as the download mirror, so the real HTTP download path
@@ -35,3 +35,8 @@ echo "[test] MLflow tests: $(( $(date +%s) - start )) s"
 start=$(date +%s)
 .venv/bin/python scripts/run_notebooks.py
 echo "[test] notebooks: $(( $(date +%s) - start )) s"
+
+# The kernel as the lab uses it (■, Run All, live plots); reuses the chapters' build.
+start=$(date +%s)
+.venv/bin/python tests/kernel.py
+echo "[test] kernel: $(( $(date +%s) - start )) s"

@@ -115,7 +115,8 @@ fn to_id(t: &Tensor) -> Result<u32> {
 /// Each step feeds the model the last [`LanguageModel::block_size`] tokens (a longer prompt
 /// is cropped, not an error), with gradients and dropout off. `on_token` sees each new token
 /// as soon as it is picked, so a caller can print as the text grows; if it returns an error,
-/// generation stops and that error is returned.
+/// generation stops and that error is returned. An interrupt (■ in Jupyter, Ctrl-C; see
+/// [`crate::interrupt`]) stops it after the current token: the tokens so far are returned.
 pub fn generate(
     model: &dyn LanguageModel,
     prompt: &[u32],
@@ -129,11 +130,15 @@ pub fn generate(
             "generate needs a prompt of at least one token (e.g. the id of a newline)".into(),
         ));
     }
+    crate::interrupt::start()?;
     let _no_grad = tch::no_grad_guard();
     let device = model.var_store().device();
     let mut tokens: Vec<i64> = prompt.iter().map(|&id| id as i64).collect();
     let mut new = Vec::with_capacity(max_new_tokens);
     for _ in 0..max_new_tokens {
+        if crate::interrupt::requested().is_some() {
+            break;
+        }
         let start = model.block_size().map_or(0, |block| tokens.len().saturating_sub(block.max(1)));
         let context = &tokens[start..];
         let idx = Tensor::from_slice(context).view([1, context.len() as i64]).to_device(device); // [1, T]

@@ -13,6 +13,7 @@
 //! | [`plot`]      | 3       | loss curves, inline in the notebook or saved as PNG       |
 //! | [`generate`]  | 5       | sampling: greedy, temperature, top-k, top-p               |
 //! | [`device`]    | all     | CPU or CUDA, and seeding                                  |
+//! | [`interrupt`] | all     | ■ / Ctrl-C stops training and sampling, keeping the model |
 //! | [`run`]       | CLI     | run folders: config, checkpoints, metrics, plots (`llm`)  |
 //! | [`track`]     | any     | optional: the curves live in MLflow's UI (REST API)       |
 //!
@@ -22,6 +23,7 @@
 pub mod data;
 pub mod device;
 pub mod generate;
+pub mod interrupt;
 pub mod model;
 pub mod plot;
 pub mod run;
@@ -37,6 +39,7 @@ pub use error::{Error, Result};
 pub mod prelude {
     pub use crate::data::{self, Split, TokenData};
     pub use crate::device::{self, seed};
+    pub use crate::interrupt;
     pub use crate::generate::{self, Sampling};
     pub use crate::model::{self, Bigram, Gpt, GptConfig, LanguageModel};
     pub use crate::plot::{self, Figure};

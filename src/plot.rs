@@ -38,9 +38,78 @@ impl Figure {
 
     /// Show the figure as the output of a notebook cell (the protocol evcxr defines).
     pub fn evcxr_display(&self) {
-        let data = base64::engine::general_purpose::STANDARD.encode(&self.png);
-        println!("EVCXR_BEGIN_CONTENT image/png\n{data}\nEVCXR_END_CONTENT");
+        println!("EVCXR_BEGIN_CONTENT image/png\n{}\nEVCXR_END_CONTENT", self.base64());
     }
+
+    fn base64(&self) -> String {
+        base64::engine::general_purpose::STANDARD.encode(&self.png)
+    }
+}
+
+/// A figure shown while a cell still runs, and redrawn in place: the loss plot that grows at
+/// every estimate of a training run.
+///
+/// Plain evcxr sends a cell's images once, when the cell ends. The course's kernel (evcxr
+/// with our patch, see `scripts/evcxr.patch`) also understands one line of output
+/// `EVCXR_DISPLAY_DATA {json}`: it sends it to Jupyter at once as `display_data`, and later
+/// ones with the same display id as `update_display_data`, which replaces the image. It says
+/// so by setting `EVCXR_DISPLAY_DATA=1` in the cell's environment; elsewhere (another kernel,
+/// a terminal) [`LiveFigure::show`] does nothing.
+#[derive(Debug, Clone)]
+pub struct LiveFigure {
+    id: String,
+    shown: bool,
+}
+
+impl Default for LiveFigure {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LiveFigure {
+    pub fn new() -> Self {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        Self { id: format!("llm-live-{}-{n}-{}", std::process::id(), nanos.as_nanos()), shown: false }
+    }
+
+    /// Whether this process's output is read by a kernel that shows live figures.
+    pub fn supported() -> bool {
+        std::env::var_os("EVCXR_DISPLAY_DATA").is_some_and(|v| v == "1")
+    }
+
+    /// Show `figure`, in place of this live figure's previous one.
+    pub fn show(&mut self, figure: &Figure) {
+        if !Self::supported() {
+            return;
+        }
+        let message = serde_json::json!({
+            "data": {"image/png": figure.base64(), "text/plain": "<live figure>"},
+            "metadata": {},
+            "transient": {"display_id": self.id},
+            "update": self.shown,
+        });
+        println!("EVCXR_DISPLAY_DATA {message}");
+        self.shown = true;
+    }
+}
+
+/// A curve in one line of text, one block character per value, lowest `▁` to highest `█`:
+/// `sparkline(&[4.2, 3.1, 2.6, 2.4])` is `"█▄▂▁"`. Empty for no values.
+pub fn sparkline(values: &[f64]) -> String {
+    const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    let finite = values.iter().copied().filter(|v| v.is_finite());
+    let (lo, hi) = finite.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    values
+        .iter()
+        .map(|&v| match v {
+            v if !v.is_finite() => ' ',
+            _ if hi - lo < 1e-12 => BARS[3],
+            v => BARS[(((v - lo) / (hi - lo)) * 7.0).round() as usize],
+        })
+        .collect()
 }
 
 const WIDTH: u32 = 900;

@@ -245,7 +245,6 @@ impl RunConfig {
     pub fn from_spec(spec: &RunSpec) -> Result<Self> {
         let preset_name = spec.preset.clone().unwrap_or_else(|| "cpu-small".into());
         let (mut model, mut train) = preset(&preset_name)?;
-        let preset_warmup = train.warmup_steps;
         if let Some(v) = spec.n_layer {
             model.n_layer = v;
         }
@@ -266,10 +265,6 @@ impl RunConfig {
         }
         train.block_size = model.block_size;
         apply_training(&mut train, spec)?;
-        // A preset's warmup longer than a short run: shorten it rather than refuse the run.
-        if spec.warmup.is_none() && train.warmup_steps >= train.steps && preset_warmup > 0 {
-            train.warmup_steps = train.steps / 10;
-        }
         let data =
             match (&spec.dataset, &spec.text_files, &spec.input) {
                 (Some(name), None, None) => DataSource::Dataset(name.clone()),
@@ -368,7 +363,8 @@ impl RunConfig {
         }
         if t.warmup_steps > 0 && t.warmup_steps >= t.steps {
             return Err(Error::Config(format!(
-                "--warmup ({}) must be less than --max-steps ({}): lower --warmup or raise --max-steps",
+                "--warmup ({}) must be fewer than --max-steps ({}): give a smaller --warmup (0 for none; \
+                 the presets warm up for 100 steps) or raise --max-steps",
                 t.warmup_steps, t.steps
             )));
         }
@@ -389,8 +385,8 @@ fn strip_prefix(e: &Error) -> String {
     }
 }
 
-/// The training settings of `spec` applied to `train`. A decaying schedule keeps decaying to
-/// the end of the run (`lr_decay_steps` follows `--max-steps`) down to a tenth of `--lr`.
+/// The training settings of `spec` applied to `train`. A decaying schedule decays down to a
+/// tenth of `--lr` (and, with the presets' `LrDecay::Cosine`, to the end of the run).
 fn apply_training(train: &mut TrainConfig, spec: &RunSpec) -> Result<()> {
     if spec.max_steps.is_some() && spec.max_epochs.is_some() {
         return Err(Error::Config("give --max-steps or --max-epochs, not both".into()));
@@ -402,13 +398,13 @@ fn apply_training(train: &mut TrainConfig, spec: &RunSpec) -> Result<()> {
         if !(lr > 0.0 && lr.is_finite()) {
             return Err(Error::Config(format!("--lr must be a positive number (e.g. 1e-3), got {lr}")));
         }
-        if train.lr_decay_steps.is_some() {
+        if train.lr_decay != crate::train::LrDecay::None {
             train.min_lr = lr / 10.0;
         }
         train.lr = lr;
     }
     if let Some(steps) = spec.max_steps {
-        set_steps(train, steps);
+        train.steps = steps;
     }
     if let Some(v) = spec.warmup {
         train.warmup_steps = v;
@@ -437,12 +433,6 @@ fn apply_training(train: &mut TrainConfig, spec: &RunSpec) -> Result<()> {
     Ok(())
 }
 
-fn set_steps(train: &mut TrainConfig, steps: usize) {
-    if train.lr_decay_steps.is_some() {
-        train.lr_decay_steps = Some(steps);
-    }
-    train.steps = steps;
-}
 
 /// Everything `llm train` needs, checked, before anything is written.
 pub struct Plan {
@@ -526,7 +516,7 @@ fn finish_plan(
         }
         let train_tokens = data.train.size()[0] as f64;
         let steps = (epochs * train_tokens / config.train.tokens_per_step() as f64).ceil().max(1.0);
-        set_steps(&mut config.train, steps as usize);
+        config.train.steps = steps as usize;
     }
     config.check()?;
     check_fits(&config, &data)?;
@@ -700,8 +690,9 @@ impl Run {
     /// and estimate goes to `metrics.jsonl` as it happens.
     ///
     /// `on_event` sees the trainer's events; `after_step` is called after every optimizer
-    /// step and may stop the run there with `ControlFlow::Break(())` (Ctrl-C): the latest
-    /// checkpoint is then saved at that step. Returns whether the run finished.
+    /// step and may stop the run there with `ControlFlow::Break(())`. An interrupt (Ctrl-C,
+    /// SIGTERM: [`crate::interrupt`]) stops it too. Stopped, the latest checkpoint is saved at
+    /// that step. Returns whether the run finished.
     pub fn train(
         &self,
         model: &Gpt,
@@ -717,7 +708,6 @@ impl Run {
             let target = ((start / c.eval_interval + 1) * c.eval_interval).min(c.steps).max(start);
             let mut evals: Vec<EvalPoint> = Vec::new();
             let mut metrics_error = None;
-            let mut stopped = false;
             trainer.train_until_with(
                 model,
                 data,
@@ -731,12 +721,9 @@ impl Run {
                     }
                     on_event(event)
                 },
-                |step| {
-                    let flow = after_step(step);
-                    stopped = flow.is_break();
-                    flow
-                },
+                &mut after_step,
             )?;
+            let stopped = trainer.step() < target;
             if let Some(e) = metrics_error {
                 return Err(e);
             }
@@ -755,11 +742,13 @@ impl Run {
                     self.upload_plots(tracker);
                 }
             }
-            if stopped {
-                return Ok(false);
-            }
             if trainer.step() >= c.steps {
                 return Ok(true);
+            }
+            // Stopped, or interrupted while the checkpoint was saved (the next piece would
+            // forget that: a run clears the flag when it starts).
+            if stopped || crate::interrupt::requested().is_some() {
+                return Ok(false);
             }
         }
     }
@@ -777,6 +766,7 @@ fn history_events(history: &History) -> Vec<TrainEvent> {
     events.sort_by_key(|e| match e {
         TrainEvent::Log(l) => (l.step + 1, 0),
         TrainEvent::Eval(p) => (p.step, 1),
+        TrainEvent::Stopped { step, .. } => (*step, 2),
     });
     events
 }
@@ -792,6 +782,7 @@ fn metrics_line(event: &TrainEvent) -> String {
             "grad_norm": l.grad_norm, "tokens_per_sec": l.tokens_per_sec}),
         TrainEvent::Eval(p) => serde_json::json!({"kind": "eval", "step": p.step, "train_loss": p.train_loss,
             "val_loss": p.val_loss, "lr": p.lr, "grad_norm": p.grad_norm, "tokens_per_sec": p.tokens_per_sec}),
+        TrainEvent::Stopped { .. } => return String::new(), // not a measurement: the checkpoint says it
     };
     format!("{value}\n")
 }
@@ -907,7 +898,8 @@ mod tests {
         assert_eq!((config.model.n_layer, config.train.lr, config.train.steps), (2, 1e-2, 500));
         assert_eq!(config.model.n_embd, GptConfig::cpu_small().n_embd);
         // The decay follows the run's length, down to lr / 10.
-        assert_eq!((config.train.lr_decay_steps, config.train.min_lr), (Some(500), 1e-3));
+        assert_eq!((config.train.lr_decay, config.train.min_lr), (crate::train::LrDecay::Cosine, 1e-3));
+        assert_eq!(config.train.lr_at(500), config.train.min_lr); // the cosine ends with the run
     }
 
     #[test]
@@ -921,13 +913,15 @@ mod tests {
             err(RunSpec { dataset: Some("x".into()), input: Some("y".into()), ..spec() }).contains("one way")
         );
         assert!(err(RunSpec { max_steps: Some(50), warmup: Some(50), ..spec() }).contains("--warmup"));
+        // A run shorter than the preset's warmup is refused, not silently left without warmup.
+        assert!(err(RunSpec { max_steps: Some(6), ..spec() }).contains("--warmup (100) must be fewer"));
     }
 
     #[test]
     fn a_resumed_run_may_change_training_but_not_the_model() {
         let saved = RunConfig::from_spec(&spec()).unwrap();
         let longer = saved.resumed_with(&RunSpec { max_steps: Some(4000), ..RunSpec::default() }).unwrap();
-        assert_eq!((longer.train.steps, longer.train.lr_decay_steps), (4000, Some(4000)));
+        assert_eq!((longer.train.steps, longer.train.schedule().decay_steps), (4000, Some(4000)));
         let same = RunSpec { n_layer: Some(saved.model.n_layer), ..spec() };
         assert_eq!(saved.resumed_with(&same).unwrap(), saved);
         let e =

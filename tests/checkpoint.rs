@@ -9,7 +9,7 @@ use common::TempDir;
 use llm_from_scratch::model::{Bigram, LanguageModel};
 use llm_from_scratch::tokenizer::{AnyTokenizer, CharTokenizer, Tokenizer, WordTokenizer};
 use llm_from_scratch::train::checkpoint::{META_FILE, MODEL_FILE, OPTIMIZER_FILE};
-use llm_from_scratch::train::{Checkpoint, History, TrainConfig, Trainer};
+use llm_from_scratch::train::{Checkpoint, History, LrDecay, TrainConfig, Trainer};
 use llm_from_scratch::{device, Error};
 use serde_json::json;
 use std::path::Path;
@@ -27,7 +27,7 @@ fn config() -> TrainConfig {
         grad_accum: 2,
         lr: 1e-2,
         warmup_steps: 20,
-        lr_decay_steps: Some(200),
+        lr_decay: LrDecay::Cosine,
         min_lr: 1e-3,
         weight_decay: 0.1,
         beta2: 0.99,

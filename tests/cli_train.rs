@@ -145,7 +145,7 @@ fn a_config_file_is_read_and_flags_override_it() {
     std::fs::write(
         dir.join("run.toml"),
         "input = \"corpus.txt\"\nn_layer = 1\nn_head = 2\nn_embd = 16\nblock_size = 16\nbatch_size = 4\n\
-         eval_iters = 2\nmax_steps = 100\neval_interval = 3\ndevice = \"cpu\"\n",
+         eval_iters = 2\nmax_steps = 100\nwarmup = 0\neval_interval = 3\ndevice = \"cpu\"\n",
     )
     .unwrap();
     let out = llm(dir.path(), &["train", "--config", "run.toml", "--max-steps", "3", "--run-dir", "run"]);
@@ -173,7 +173,7 @@ fn bad_inputs_are_rejected_before_any_work() {
         (&["--block-size", "0"], "--block-size must be at least 1"),
         (&["--lr", "0"], "--lr must be a positive number"),
         (&["--lr=-1"], "--lr must be a positive number"),
-        (&["--max-steps", "10", "--warmup", "10"], "--warmup (10) must be less than --max-steps (10)"),
+        (&["--max-steps", "10", "--warmup", "10"], "--warmup (10) must be fewer than --max-steps (10)"),
         (&["--dataset", "no-such-corpus"], "unknown dataset 'no-such-corpus'"),
         (&["--tokenizer-path", "missing.json"], "--tokenizer-path"),
         (
@@ -227,8 +227,6 @@ fn start_long_run(dir: &TempDir, input: &str) -> Child {
         input,
         "--max-steps",
         "1000000",
-        "--warmup",
-        "0",
         "--eval-interval",
         "2",
         "--run-dir",

@@ -11,7 +11,7 @@ use llm_from_scratch::model::{Bigram, LanguageModel};
 use llm_from_scratch::tokenizer::{CharTokenizer, Tokenizer};
 use llm_from_scratch::train::{
     self, backward_accumulated, clip_grad_norm, grad_norm, AdamW, AdamWConfig, EvalPoint, History, LogPoint,
-    LrSchedule, TrainConfig, TrainEvent, Trainer,
+    LrDecay, LrSchedule, TrainConfig, TrainEvent, Trainer,
 };
 use llm_from_scratch::{device, Error};
 use tch::{nn, Device, Kind, Tensor};
@@ -310,7 +310,7 @@ fn tiny_config() -> TrainConfig {
         grad_accum: 2,
         lr: 1e-2,
         warmup_steps: 10,
-        lr_decay_steps: Some(120),
+        lr_decay: LrDecay::Cosine,
         min_lr: 1e-3,
         weight_decay: 0.1,
         beta2: 0.99,
@@ -340,6 +340,7 @@ fn trainer_reports_estimates_and_log_lines_and_learns() {
         .map(|e| match e {
             TrainEvent::Eval(p) => format!("eval {}", p.step),
             TrainEvent::Log(l) => format!("log {}", l.step),
+            TrainEvent::Stopped { step, .. } => format!("stopped {step}"),
         })
         .collect();
     assert_eq!(
@@ -490,21 +491,22 @@ fn presets_are_the_documented_runs() {
         (d.steps, d.batch_size, d.block_size, d.lr, d.eval_interval, d.eval_iters),
         (3000, 32, 8, 1e-2, 300, 200)
     );
-    assert_eq!((d.warmup_steps, d.lr_decay_steps, d.grad_clip, d.grad_accum), (0, None, None, 1));
+    assert_eq!((d.warmup_steps, d.lr_decay, d.grad_clip, d.grad_accum), (0, LrDecay::None, None, 1));
     assert_eq!((d.beta1, d.beta2, d.weight_decay), (0.9, 0.999, 0.01));
 
     let c = TrainConfig::cpu_small();
     assert_eq!((c.steps, c.batch_size, c.block_size, c.lr), (2000, 12, 64, 1e-3));
     assert_eq!((c.beta1, c.beta2, c.weight_decay), (0.9, 0.99, 0.1));
-    assert_eq!((c.warmup_steps, c.lr_decay_steps, c.min_lr), (100, Some(2000), 1e-4));
+    assert_eq!((c.warmup_steps, c.lr_decay, c.min_lr), (100, LrDecay::Cosine, 1e-4));
+    assert_eq!(c.schedule().decay_steps, Some(2000));
     assert_eq!((c.grad_clip, c.eval_interval, c.eval_iters, c.grad_accum), (Some(1.0), 250, 200, 1));
     assert_eq!(c.tokens_per_step(), 12 * 64);
 
     let g = TrainConfig::shakespeare_char();
-    assert_eq!((g.steps, g.batch_size, g.block_size, g.lr_decay_steps), (5000, 64, 256, Some(5000)));
+    assert_eq!((g.steps, g.batch_size, g.block_size, g.schedule().decay_steps), (5000, 64, 256, Some(5000)));
     let l = TrainConfig::lecture();
     assert_eq!((l.steps, l.batch_size, l.block_size, l.lr, l.eval_interval), (5000, 64, 256, 3e-4, 500));
-    assert_eq!((l.warmup_steps, l.lr_decay_steps, l.grad_clip), (0, None, None));
+    assert_eq!((l.warmup_steps, l.lr_decay, l.grad_clip), (0, LrDecay::None, None));
     for config in [d, c, g, l] {
         config.validate().unwrap();
     }
@@ -529,8 +531,10 @@ fn every_field_is_validated_with_a_message_naming_it() {
         ("min_lr", with(|c| c.min_lr = -1e-4)),
         ("min_lr", with(|c| c.min_lr = f64::INFINITY)),
         ("min_lr", with(|c| c.min_lr = 1e-2)), // above lr, with decay on
-        ("lr_decay_steps", with(|c| c.lr_decay_steps = Some(100))), // == warmup_steps
-        ("lr_decay_steps", with(|c| c.lr_decay_steps = Some(50))),
+        ("lr_decay", with(|c| c.lr_decay = LrDecay::CosineUntil(100))), // == warmup_steps
+        ("lr_decay", with(|c| c.lr_decay = LrDecay::CosineUntil(50))),
+        ("warmup_steps", with(|c| c.steps = 100)), // == warmup_steps
+        ("warmup_steps", with(|c| c.steps = 50)),
         ("weight_decay", with(|c| c.weight_decay = -0.1)),
         ("weight_decay", with(|c| c.weight_decay = f64::NAN)),
         ("weight_decay", with(|c| c.weight_decay = 1000.0)), // lr × wd = 1
@@ -547,17 +551,15 @@ fn every_field_is_validated_with_a_message_naming_it() {
             other => panic!("{field}: {config:?} gave {other:?}"),
         }
     }
-    // What is allowed: no decay with any min_lr, warmup longer than the run, no clipping.
+    // What is allowed: no decay with any min_lr, a decay that ends after the run, no clipping.
     let fine = [
-        with(|c| c.lr_decay_steps = None),
+        with(|c| c.lr_decay = LrDecay::None),
         with(|c| {
-            c.lr_decay_steps = None;
+            c.lr_decay = LrDecay::None;
             c.min_lr = 1.0
         }),
-        with(|c| {
-            c.warmup_steps = 1500;
-            c.steps = 1000
-        }),
+        with(|c| c.lr_decay = LrDecay::CosineUntil(5000)),
+        with(|c| c.steps = 101),
         with(|c| c.grad_clip = None),
         with(|c| c.log_interval = None),
         with(|c| c.weight_decay = 0.0),
@@ -570,9 +572,49 @@ fn every_field_is_validated_with_a_message_naming_it() {
 
 #[test]
 fn config_round_trips_through_json() {
-    let config = TrainConfig { grad_clip: None, log_interval: None, ..TrainConfig::cpu_small() };
-    let json = serde_json::to_string(&config).unwrap();
-    assert_eq!(serde_json::from_str::<TrainConfig>(&json).unwrap(), config);
+    for lr_decay in [LrDecay::None, LrDecay::Cosine, LrDecay::CosineUntil(1500)] {
+        let config = TrainConfig { grad_clip: None, log_interval: None, lr_decay, ..TrainConfig::cpu_small() };
+        let json = serde_json::to_string(&config).unwrap();
+        assert_eq!(serde_json::from_str::<TrainConfig>(&json).unwrap(), config);
+    }
+}
+
+#[test]
+fn configs_saved_before_lr_decay_still_load() {
+    // Checkpoints written before `lr_decay` have `lr_decay_steps`: null or the cosine's end.
+    let mut old = serde_json::to_value(TrainConfig::cpu_small()).unwrap();
+    let fields = old.as_object_mut().unwrap();
+    fields.remove("lr_decay");
+    for (saved, decay) in [(serde_json::json!(2000), LrDecay::CosineUntil(2000)), (serde_json::json!(null), LrDecay::None)] {
+        fields.insert("lr_decay_steps".into(), saved);
+        let config: TrainConfig = serde_json::from_value(serde_json::Value::Object(fields.clone())).unwrap();
+        assert_eq!(config.lr_decay, decay);
+    }
+}
+
+#[test]
+fn the_schedule_follows_a_shortened_run() {
+    // Chapter 5's preset cut to 500 steps: the cosine is 500 steps long, not 2000.
+    let short = TrainConfig { steps: 500, ..TrainConfig::cpu_small() };
+    short.validate().unwrap();
+    assert_eq!(short.lr_at(500), short.min_lr); // the rate after the last step
+    assert!((short.lr_at(499) - short.min_lr).abs() < 2e-8, "{}", short.lr_at(499)); // the last step
+    assert!((short.lr_at(300) - (1e-4 + 0.5 * 9e-4)).abs() < 1e-12); // halfway down the cosine
+    // An explicit decay length stays possible.
+    let fixed = TrainConfig { steps: 500, lr_decay: LrDecay::CosineUntil(2000), ..TrainConfig::cpu_small() };
+    assert_eq!(fixed.lr_at(500), TrainConfig::cpu_small().lr_at(500));
+    // Warmup as long as the run is refused with a message, never silently dropped.
+    let e = TrainConfig { steps: 6, ..TrainConfig::cpu_small() }.validate().unwrap_err().to_string();
+    assert!(e.contains("warmup_steps (100) must be fewer than steps (6)"), "{e}");
+    // And a trained run ends at min_lr: the last estimate reports the rate after the last step.
+    let _rng = rng_lock();
+    let (tok, data) = text_data();
+    device::seed(1);
+    let model = TinyModel::new(tok.vocab_size(), 16, 0.0);
+    let mut trainer = Trainer::new(&model, TrainConfig { steps: 30, eval_interval: 10, ..tiny_config() }).unwrap();
+    trainer.run(&model, &data, |_| {}).unwrap();
+    let last = trainer.history().last().unwrap();
+    assert_eq!((last.step, last.lr), (30, 1e-3));
 }
 
 // --- Chapter 3 still holds ----------------------------------------------------------------

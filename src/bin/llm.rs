@@ -15,12 +15,12 @@ use llm_from_scratch::tokenizer::{
 };
 use llm_from_scratch::track::RunStatus;
 use llm_from_scratch::train::{Checkpoint, TrainEvent, Trainer};
-use llm_from_scratch::{device, model::Gpt};
+use llm_from_scratch::{device, interrupt, model::Gpt};
 use std::io::{IsTerminal, Write};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 #[derive(Parser)]
@@ -538,13 +538,13 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
     // MLflow, if asked for: the trainer sends it the events, the run folder the plots.
     trainer.track(run.start_tracking(args.mlflow.as_deref(), model.num_params(), trainer.history()));
 
-    // Ctrl-C or SIGTERM: finish the step, save, and exit. A second one exits at once.
-    let signal = Arc::new(AtomicUsize::new(0));
+    // Ctrl-C or SIGTERM: the trainer finishes the step (the library's interrupt flag), the
+    // run saves, and we exit. A second one exits at once.
     let armed = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+    for sig in [interrupt::SIGINT, interrupt::SIGTERM] {
         signal_hook::flag::register_conditional_shutdown(sig, 128 + sig, Arc::clone(&armed))?;
         signal_hook::flag::register(sig, Arc::clone(&armed))?;
-        signal_hook::flag::register_usize(sig, Arc::clone(&signal), sig as usize)?;
+        interrupt::listen(sig)?;
     }
 
     // A progress bar on a terminal; plain log lines otherwise (CI, pipes, files).
@@ -570,16 +570,14 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
                 l.tokens_per_sec.map(|t| format!(", {t:.0} tokens/s")).unwrap_or_default()
             )),
             (Some(bar), TrainEvent::Eval(_)) => bar.println(event.to_string()),
+            (Some(_), TrainEvent::Stopped { .. }) => {} // said below, with the resume command
             (None, _) => println!("{event}"),
         },
         |step| {
             if let Some(bar) = &bar {
                 bar.set_position(step as u64);
             }
-            match signal.load(Ordering::SeqCst) {
-                0 => ControlFlow::Continue(()),
-                _ => ControlFlow::Break(()),
-            }
+            ControlFlow::Continue(())
         },
     );
     if let Some(bar) = &bar {
@@ -602,11 +600,11 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let sig = signal.load(Ordering::SeqCst);
+    let sig = interrupt::requested().unwrap_or(interrupt::SIGINT);
     eprintln!(
         "stopped at step {} ({}); checkpoint saved in {}.\nResume with: llm train --resume --run-dir {}",
         trainer.step(),
-        if sig == signal_hook::consts::SIGTERM as usize { "SIGTERM" } else { "Ctrl-C" },
+        if sig == interrupt::SIGTERM { "SIGTERM" } else { "Ctrl-C" },
         run.latest().display(),
         dir.display()
     );
@@ -657,6 +655,9 @@ fn sample(args: SampleArgs) -> Result<()> {
             Ok(())
         })?;
         writeln!(out, "{}", &tokenizer.decode(&new)?[printed..])?;
+        if interrupt::requested().is_some() {
+            break; // Ctrl-C ended this sample early; no more after it
+        }
     }
     Ok(())
 }

@@ -12,6 +12,8 @@
 //!   optimizer step, for batches larger than memory allows;
 //! - [`Trainer`]: the loop itself, resumable, and usable piece by piece across notebook cells;
 //! - [`History`] (`history`): every loss estimate and log line, as plots, JSON or CSV;
+//! - [`LiveReport`] (`live`): a compact line per estimate and a loss plot redrawn in place,
+//!   while the notebook cell trains;
 //! - [`checkpoint`]: save a run and continue it exactly later.
 //!
 //! Two rules keep a run fast and repeatable:
@@ -30,13 +32,15 @@ mod adamw;
 pub mod checkpoint;
 mod clip;
 mod history;
+mod live;
 mod schedule;
 
 pub use adamw::{AdamW, AdamWConfig, ParamState};
 pub use checkpoint::Checkpoint;
 pub use clip::{clip_grad_norm, grad_norm};
 pub use history::{EvalPoint, History, LogPoint};
-pub use schedule::LrSchedule;
+pub use live::LiveReport;
+pub use schedule::{LrDecay, LrSchedule};
 
 use crate::data::{Split, TokenData};
 use crate::model::LanguageModel;
@@ -64,11 +68,14 @@ pub struct TrainConfig {
     pub grad_accum: usize,
     /// Peak learning rate (the constant one without warmup and decay).
     pub lr: f64,
-    /// Steps of linear warmup from `lr / (warmup_steps + 1)` up to `lr`; 0 for none.
+    /// Steps of linear warmup from `lr / (warmup_steps + 1)` up to `lr`; 0 for none. Must
+    /// be fewer than `steps`.
     pub warmup_steps: usize,
-    /// The step where the cosine decay reaches `min_lr` (nanoGPT's `lr_decay_iters`, usually
-    /// `steps`); `None` keeps `lr` constant after warmup.
-    pub lr_decay_steps: Option<usize>,
+    /// After warmup: constant, or a cosine down to `min_lr` at the end of the run (so a
+    /// shortened run still ends at `min_lr`), or at a step of its own (nanoGPT's
+    /// `lr_decay_iters`).
+    #[serde(alias = "lr_decay_steps")] // the name in checkpoints before LrDecay
+    pub lr_decay: LrDecay,
     /// The learning rate at the end of the decay (nanoGPT: `lr / 10`).
     pub min_lr: f64,
     /// AdamW's decoupled weight decay, on 2-D tensors (matrices, embeddings) only.
@@ -103,7 +110,7 @@ impl Default for TrainConfig {
             grad_accum: 1,
             lr: 1e-2,
             warmup_steps: 0,
-            lr_decay_steps: None,
+            lr_decay: LrDecay::None,
             min_lr: 1e-3,
             weight_decay: 0.01,
             beta1: 0.9,
@@ -120,7 +127,7 @@ impl Default for TrainConfig {
 impl TrainConfig {
     /// nanoGPT's `train_shakespeare_char` run scaled for a laptop CPU (its README's CPU
     /// command): 2000 steps of 12 × 64 tokens, lr 1e-3 warmed up over 100 steps and decayed
-    /// to 1e-4 at step 2000, β2 0.99, weight decay 0.1, gradients clipped at norm 1, losses
+    /// to 1e-4 at the last step, β2 0.99, weight decay 0.1, gradients clipped at norm 1, losses
     /// every 250 steps over 200 batches, a log line every 10 steps.
     pub fn cpu_small() -> Self {
         Self {
@@ -129,7 +136,7 @@ impl TrainConfig {
             block_size: 64,
             lr: 1e-3,
             warmup_steps: 100,
-            lr_decay_steps: Some(2000),
+            lr_decay: LrDecay::Cosine,
             min_lr: 1e-4,
             weight_decay: 0.1,
             beta2: 0.99,
@@ -145,7 +152,7 @@ impl TrainConfig {
     /// tokens (val loss ≈ 1.47 with `GptConfig::shakespeare_char()`), otherwise as
     /// [`TrainConfig::cpu_small`].
     pub fn shakespeare_char() -> Self {
-        Self { steps: 5000, batch_size: 64, block_size: 256, lr_decay_steps: Some(5000), ..Self::cpu_small() }
+        Self { steps: 5000, batch_size: 64, block_size: 256, ..Self::cpu_small() }
     }
 
     /// The run at the end of "Let's build GPT" (`gpt.py`): 5000 steps of 64 × 256 tokens at a
@@ -183,13 +190,22 @@ impl TrainConfig {
         if !(self.min_lr >= 0.0 && self.min_lr.is_finite()) {
             return bad(format!("min_lr must be 0 or a positive number, got {}", self.min_lr));
         }
-        if let Some(decay) = self.lr_decay_steps {
-            if decay <= self.warmup_steps {
-                return bad(format!(
-                    "lr_decay_steps ({decay}) must be greater than warmup_steps ({}): the cosine runs \
-                     from the end of warmup to lr_decay_steps (or set lr_decay_steps to None for no decay)",
-                    self.warmup_steps
-                ));
+        if self.warmup_steps >= self.steps && self.warmup_steps > 0 {
+            return bad(format!(
+                "warmup_steps ({}) must be fewer than steps ({}): lower warmup_steps (0 for none) or \
+                 train longer",
+                self.warmup_steps, self.steps
+            ));
+        }
+        if self.lr_decay != LrDecay::None {
+            if let LrDecay::CosineUntil(decay) = self.lr_decay {
+                if decay <= self.warmup_steps {
+                    return bad(format!(
+                        "lr_decay (CosineUntil({decay})) must end after warmup_steps ({}): the cosine \
+                         runs from the end of warmup to that step (LrDecay::Cosine ends with the run)",
+                        self.warmup_steps
+                    ));
+                }
             }
             if self.min_lr > self.lr {
                 return bad(format!(
@@ -227,12 +243,12 @@ impl TrainConfig {
 
     /// The learning rate schedule these fields describe.
     pub fn schedule(&self) -> LrSchedule {
-        LrSchedule {
-            lr: self.lr,
-            warmup_steps: self.warmup_steps,
-            decay_steps: self.lr_decay_steps,
-            min_lr: self.min_lr,
-        }
+        let decay_steps = match self.lr_decay {
+            LrDecay::None => None,
+            LrDecay::Cosine => Some(self.steps),
+            LrDecay::CosineUntil(step) => Some(step),
+        };
+        LrSchedule { lr: self.lr, warmup_steps: self.warmup_steps, decay_steps, min_lr: self.min_lr }
     }
 
     /// The learning rate of optimizer step `step` (from 0).
@@ -286,6 +302,9 @@ pub enum TrainEvent {
     Eval(EvalPoint),
     /// A log line every `log_interval` steps (recorded in the history's `logs`).
     Log(LogPoint),
+    /// The run stopped early, after `step` of `until` steps, because ■ (or Ctrl-C) asked it
+    /// to ([`crate::interrupt`]). Everything is kept: another call continues from `step`.
+    Stopped { step: usize, until: usize },
 }
 
 impl std::fmt::Display for TrainEvent {
@@ -313,6 +332,11 @@ impl std::fmt::Display for TrainEvent {
                 l.lr,
                 l.grad_norm,
                 tps(l.tokens_per_sec)
+            ),
+            TrainEvent::Stopped { step, until } => write!(
+                f,
+                "stopped at step {step} of {until}: the model, the optimizer state and the history \
+                 are kept (train again with the same trainer to continue)"
             ),
         }
     }
@@ -490,8 +514,9 @@ impl Trainer {
 
     /// [`Trainer::train_until`], with `after_step` called after every optimizer step with the
     /// number of steps done: returning `ControlFlow::Break(())` stops the run there, between
-    /// two steps (the command line's Ctrl-C, or a progress bar). Stopped early,
-    /// [`Trainer::step`] is below `until`; the run continues from there with another call.
+    /// two steps. The run also stops there, with a [`TrainEvent::Stopped`], when an interrupt
+    /// (■ in Jupyter, Ctrl-C) arrives ([`crate::interrupt`]). Stopped early, [`Trainer::step`]
+    /// is below `until`; the run continues from there with another call.
     pub fn train_until_with(
         &mut self,
         model: &dyn LanguageModel,
@@ -505,6 +530,7 @@ impl Trainer {
             self.tracker = track::trainer_run(&self.config, model.num_params());
         }
         self.optimizer.attach(model.var_store())?;
+        crate::interrupt::start()?;
         let device = model.var_store().device();
         let params = self.optimizer.param_tensors();
         let c = self.config.clone();
@@ -558,6 +584,10 @@ impl Trainer {
                 log_clock = (self.step, Instant::now());
             }
             last_norm = norm;
+            if crate::interrupt::requested().is_some() {
+                on_event(&TrainEvent::Stopped { step: self.step, until });
+                return Ok(());
+            }
             if after_step(self.step).is_break() {
                 return Ok(());
             }
@@ -638,7 +668,8 @@ fn throughput(
 
 /// Train `model` on `data` for `config.steps` steps with AdamW (chapter 3's entry point,
 /// now a [`Trainer`] run from step 0). `on_eval` sees every loss estimate as it is made (the
-/// notebooks print it); the whole history is returned.
+/// notebooks print it); the whole history is returned. An interrupt (■) ends it early, with
+/// the [`TrainEvent::Stopped`] message printed.
 pub fn train(
     model: &dyn LanguageModel,
     data: &TokenData,
@@ -646,10 +677,10 @@ pub fn train(
     mut on_eval: impl FnMut(&EvalPoint),
 ) -> Result<History> {
     let mut trainer = Trainer::new(model, config.clone())?;
-    trainer.run(model, data, |event| {
-        if let TrainEvent::Eval(point) = event {
-            on_eval(point)
-        }
+    trainer.run(model, data, |event| match event {
+        TrainEvent::Eval(point) => on_eval(point),
+        TrainEvent::Log(_) => {}
+        TrainEvent::Stopped { .. } => println!("{event}"),
     })?;
     Ok(trainer.into_history())
 }

@@ -3,6 +3,50 @@
 use crate::plot::{self, Figure, Series};
 use crate::Result;
 
+/// What the learning rate does after warmup (the [`TrainConfig`](super::TrainConfig) setting;
+/// [`LrSchedule`] is its resolved form).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case", from = "LrDecayRepr")]
+pub enum LrDecay {
+    /// It stays at `lr`.
+    None,
+    /// A half cosine down to `min_lr` at the run's last step: the decay follows the run's
+    /// `steps`, shortened or lengthened.
+    Cosine,
+    /// A half cosine down to `min_lr` at this step, whatever the run's length; `min_lr`
+    /// after it (nanoGPT's `lr_decay_iters`).
+    CosineUntil(usize),
+}
+
+/// What a saved config may hold: today's form, or the `lr_decay_steps` of older checkpoints
+/// (`null`: no decay; a step: the cosine's end).
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum LrDecayRepr {
+    Legacy(Option<usize>),
+    Current(LrDecayTagged),
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum LrDecayTagged {
+    None,
+    Cosine,
+    CosineUntil(usize),
+}
+
+impl From<LrDecayRepr> for LrDecay {
+    fn from(repr: LrDecayRepr) -> Self {
+        match repr {
+            LrDecayRepr::Legacy(None) | LrDecayRepr::Current(LrDecayTagged::None) => LrDecay::None,
+            LrDecayRepr::Legacy(Some(step)) | LrDecayRepr::Current(LrDecayTagged::CosineUntil(step)) => {
+                LrDecay::CosineUntil(step)
+            }
+            LrDecayRepr::Current(LrDecayTagged::Cosine) => LrDecay::Cosine,
+        }
+    }
+}
+
 /// nanoGPT's `get_lr`: warm up linearly for `warmup_steps` steps, then follow a half cosine
 /// from `lr` down to `min_lr` at step `decay_steps`, and stay at `min_lr` after that.
 ///

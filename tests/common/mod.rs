@@ -58,8 +58,10 @@ pub fn shakespeare_text(skipping: &str) -> Option<String> {
 }
 
 /// `llm train` flags for a tiny model and a short run (1 block, 16 channels, 16 tokens of
-/// context), so command-line tests train in seconds; tests add to them.
+/// context, no warmup), so command-line tests train in seconds; tests add to them.
 pub const TINY: &[&str] = &[
+    "--warmup",
+    "0",
     "--n-layer",
     "1",
     "--n-head",
