@@ -8,7 +8,7 @@ export PATH := $(ROOT)/.venv/bin:$(PATH)
 export VIRTUAL_ENV := $(ROOT)/.venv
 export LIBTORCH_USE_PYTORCH := 1
 
-.PHONY: lab test setup notebooks build bench
+.PHONY: lab test setup notebooks build bench mlflow
 
 ## lab: set up, then open the chapters in JupyterLab on http://127.0.0.1:8888
 lab: setup
@@ -35,3 +35,8 @@ notebooks: setup
 bench: setup
 	cargo run --release --example bench
 	cargo run --release --example bpe_bench
+
+## mlflow: MLflow's UI on http://127.0.0.1:5000, runs kept under runs/mlflow/ (installed into
+## .venv-mlflow/ on first use); train with MLFLOW_TRACKING_URI=http://127.0.0.1:5000
+mlflow:
+	bash scripts/mlflow.sh serve

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `make test`: the library's tests, every chapter executed headless, then the kernel's tests.
+# `make test`: the library's tests, the MLflow tests (MLflow installed on demand), every chapter
+# executed headless, then the kernel's tests.
 #
 # Where the reference data of the course sits beside this checkout (../shared/data, as in CI),
 # it is served on 127.0.0.1 and used as the download mirror, so the real HTTP download path
@@ -17,9 +18,19 @@ if [ -z "${LLM_DATA_MIRROR:-}" ] && [ -d "$shared" ]; then
   echo "[test] dataset mirror: $LLM_DATA_MIRROR (serving $shared)"
 fi
 
+# The tests start their own MLflow servers: one the caller has set is not for them.
+unset MLFLOW_TRACKING_URI MLFLOW_EXPERIMENT_NAME
+
 start=$(date +%s)
 cargo test
 echo "[test] cargo test: $(( $(date +%s) - start )) s"
+
+start=$(date +%s)
+bash scripts/mlflow.sh install
+echo "[test] MLflow install: $(( $(date +%s) - start )) s"
+start=$(date +%s)
+cargo test --test mlflow -- --ignored
+echo "[test] MLflow tests: $(( $(date +%s) - start )) s"
 
 start=$(date +%s)
 .venv/bin/python scripts/run_notebooks.py

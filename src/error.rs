@@ -60,6 +60,9 @@ pub enum Error {
     #[error("dump {path}: {reason}")]
     Dump { path: PathBuf, reason: String },
 
+    #[error("MLflow at {uri}: {reason}")]
+    Tracking { uri: String, reason: String },
+
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
 }

@@ -15,6 +15,7 @@
 //! | [`device`]    | all     | CPU or CUDA, and seeding                                  |
 //! | [`interrupt`] | all     | ■ / Ctrl-C stops training and sampling, keeping the model |
 //! | [`run`]       | CLI     | run folders: config, checkpoints, metrics, plots (`llm`)  |
+//! | [`track`]     | any     | optional: the curves live in MLflow's UI (REST API)       |
 //!
 //! Every fallible call returns [`Result`] with an [`Error`] that says what went wrong and
 //! where; nothing panics on user input.
@@ -27,6 +28,7 @@ pub mod model;
 pub mod plot;
 pub mod run;
 pub mod tokenizer;
+pub mod track;
 pub mod train;
 
 mod error;

@@ -12,6 +12,11 @@
 //!   loss.png, lr.png      the loss and learning-rate curves, redrawn at every evaluation
 //! ```
 //!
+//! With an MLflow server ([`crate::track`]; `llm train --mlflow URI` or `MLFLOW_TRACKING_URI`),
+//! each training session of the folder is also an MLflow run, named after the folder: the
+//! configuration as params and `config.json`, the curves as metrics, and the plots as files,
+//! uploaded again at every evaluation ([`Run::start_tracking`]).
+//!
 //! The settings come as a [`RunSpec`]: every knob optional, named as the command line's flags
 //! are (`n_layer` for `--n-layer`), read from a TOML or JSON file and/or the flags.
 //! [`plan`] resolves a spec against a preset into a [`RunConfig`], reads the data and builds
@@ -26,6 +31,7 @@ use crate::data::{self, TokenData};
 use crate::model::{Gpt, GptConfig, LanguageModel};
 use crate::plot::{self, Series};
 use crate::tokenizer::{AnyTokenizer, BpeConfig, BpeTokenizer, CharTokenizer, Tokenizer, WordTokenizer};
+use crate::track::{self, Tracker};
 use crate::train::{Checkpoint, EvalPoint, History, TrainConfig, TrainEvent, Trainer};
 use crate::{Error, Result};
 use std::io::Write;
@@ -630,21 +636,41 @@ impl Run {
     /// Rewrite `metrics.jsonl` from a history (a resumed run: the lines a killed run wrote
     /// after its last checkpoint go, the checkpoint's history is the truth).
     pub fn rewrite_metrics(&self, history: &History) -> Result<()> {
-        let mut events: Vec<TrainEvent> = history
-            .logs
-            .iter()
-            .map(|l| TrainEvent::Log(l.clone()))
-            .chain(history.points.iter().map(|p| TrainEvent::Eval(p.clone())))
-            .collect();
-        // In the order they happened: a log of step s (0-based) is written after s + 1 steps.
-        let key = |e: &TrainEvent| match e {
-            TrainEvent::Log(l) => (l.step + 1, 0),
-            TrainEvent::Eval(p) => (p.step, 1),
-            TrainEvent::Stopped { step, .. } => (*step, 2),
-        };
-        events.sort_by_key(key);
-        let text: String = events.iter().map(metrics_line).collect();
+        let text: String = history_events(history).iter().map(metrics_line).collect();
         crate::io::write_atomic(&self.dir.join(METRICS_FILE), text.as_bytes())
+    }
+
+    /// An MLflow run for this training session: of the server at `uri`, else of the one
+    /// `MLFLOW_TRACKING_URI` names; `None` if neither is set, or if the server cannot start a
+    /// run (a warning on stderr; training goes on without). The MLflow run is named after the
+    /// folder and gets the configuration (plus `run_dir` and `num_params`) as params,
+    /// `config.json` as a file, and `history`'s events (a resumed run's curves so far).
+    /// Hand it to the trainer ([`Trainer::track`]): [`Run::train`] then uploads the plots.
+    pub fn start_tracking(&self, uri: Option<&str>, num_params: usize, history: &History) -> Option<Tracker> {
+        let name = self.dir.file_name().map(|n| n.to_string_lossy().into_owned());
+        let tracker = match uri {
+            Some(uri) => Tracker::start_or_warn(uri, track::DEFAULT_EXPERIMENT, name.as_deref()),
+            None => Tracker::from_env(track::DEFAULT_EXPERIMENT, name.as_deref()),
+        }?;
+        let mut params = track::params_of(&self.config);
+        params.push(("run_dir".into(), absolute(&self.dir).display().to_string()));
+        params.push(("num_params".into(), num_params.to_string()));
+        tracker.log_params(&params);
+        if let Ok(bytes) = std::fs::read(self.dir.join(CONFIG_FILE)) {
+            tracker.log_artifact(CONFIG_FILE, bytes);
+        }
+        history_events(history).iter().for_each(|event| tracker.log_event(event));
+        self.upload_plots(&tracker);
+        Some(tracker)
+    }
+
+    /// Upload `loss.png` and `lr.png`, as they are now, to the MLflow run.
+    fn upload_plots(&self, tracker: &Tracker) {
+        for name in [LOSS_PLOT, LR_PLOT] {
+            if let Ok(bytes) = std::fs::read(self.dir.join(name)) {
+                tracker.log_artifact(name, bytes);
+            }
+        }
     }
 
     /// Redraw `loss.png` and `lr.png` from the history.
@@ -660,7 +686,8 @@ impl Run {
     /// Train `model` with `trainer` until its configured steps are done, in pieces of
     /// `eval_interval` steps. After each piece: `checkpoints/latest` is saved (atomically),
     /// `checkpoints/best` too when the validation loss is the lowest so far, and the plots
-    /// are redrawn; every log line and estimate goes to `metrics.jsonl` as it happens.
+    /// are redrawn (and uploaded to the trainer's MLflow run, if it has one); every log line
+    /// and estimate goes to `metrics.jsonl` as it happens.
     ///
     /// `on_event` sees the trainer's events; `after_step` is called after every optimizer
     /// step and may stop the run there with `ControlFlow::Break(())`. An interrupt (Ctrl-C,
@@ -711,6 +738,9 @@ impl Run {
             }
             if !evals.is_empty() {
                 self.plot(trainer.history())?;
+                if let Some(tracker) = trainer.tracker() {
+                    self.upload_plots(tracker);
+                }
             }
             if trainer.step() >= c.steps {
                 return Ok(true);
@@ -722,6 +752,23 @@ impl Run {
             }
         }
     }
+}
+
+/// A history's log lines and estimates in the order they happened: a log line of step `s`
+/// (from 0) comes after `s + 1` steps, an estimate at step `s` after `s` steps.
+fn history_events(history: &History) -> Vec<TrainEvent> {
+    let mut events: Vec<TrainEvent> = history
+        .logs
+        .iter()
+        .map(|l| TrainEvent::Log(l.clone()))
+        .chain(history.points.iter().map(|p| TrainEvent::Eval(p.clone())))
+        .collect();
+    events.sort_by_key(|e| match e {
+        TrainEvent::Log(l) => (l.step + 1, 0),
+        TrainEvent::Eval(p) => (p.step, 1),
+        TrainEvent::Stopped { step, .. } => (*step, 2),
+    });
+    events
 }
 
 /// The lowest validation loss of a history, if it has any estimate.

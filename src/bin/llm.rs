@@ -13,6 +13,7 @@ use llm_from_scratch::run::{self, Run, RunSpec};
 use llm_from_scratch::tokenizer::{
     AnyTokenizer, BpeConfig, BpeTokenizer, Specials, Tokenizer, GPT2_PATTERN, GPT4_PATTERN,
 };
+use llm_from_scratch::track::RunStatus;
 use llm_from_scratch::train::{Checkpoint, TrainEvent, Trainer};
 use llm_from_scratch::{device, interrupt, model::Gpt};
 use std::io::{IsTerminal, Write};
@@ -255,6 +256,10 @@ struct TrainArgs {
     /// A TOML or JSON file with any of the flags below (n_layer = 4, lr = 1e-3, ...).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Log the settings, curves and plots to the MLflow server at this URI, e.g.
+    /// http://127.0.0.1:5000 (`make mlflow` starts one). Default: $MLFLOW_TRACKING_URI, if set.
+    #[arg(long, value_name = "URI")]
+    mlflow: Option<String>,
     #[command(flatten)]
     spec: SpecArgs,
 }
@@ -530,6 +535,8 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
         c.train.steps,
         model.var_store().device()
     );
+    // MLflow, if asked for: the trainer sends it the events, the run folder the plots.
+    trainer.track(run.start_tracking(args.mlflow.as_deref(), model.num_params(), trainer.history()));
 
     // Ctrl-C or SIGTERM: the trainer finishes the step (the library's interrupt flag), the
     // run saves, and we exit. A second one exits at once.
@@ -551,7 +558,7 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
             .with_position(trainer.step() as u64)
             .with_style(style)
     });
-    let finished = run.train(
+    let result = run.train(
         &model,
         &mut trainer,
         &plan.data,
@@ -572,10 +579,18 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
             }
             ControlFlow::Continue(())
         },
-    )?;
+    );
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
+    if let Some(tracker) = trainer.tracker() {
+        tracker.finish(match result {
+            Ok(true) => RunStatus::Finished,
+            Ok(false) => RunStatus::Killed,
+            Err(_) => RunStatus::Failed,
+        });
+    }
+    let finished = result?;
     if finished {
         let best = trainer.history().points.iter().map(|p| p.val_loss).fold(f64::INFINITY, f64::min);
         eprintln!(

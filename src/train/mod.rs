@@ -45,6 +45,7 @@ pub use schedule::{LrDecay, LrSchedule};
 use crate::data::{Split, TokenData};
 use crate::model::LanguageModel;
 use crate::tokenizer::Tokenizer;
+use crate::track::{self, Tracker};
 use crate::{Error, Result};
 use std::ops::ControlFlow;
 use std::path::Path;
@@ -406,6 +407,10 @@ pub struct Trainer {
     optimizer: AdamW,
     step: usize,
     history: History,
+    /// An MLflow run that also gets the events (see [`Trainer::track`]).
+    tracker: Option<Tracker>,
+    /// Whether the next training call reads `MLFLOW_TRACKING_URI` for a tracker.
+    tracker_from_env: bool,
 }
 
 impl Trainer {
@@ -414,7 +419,14 @@ impl Trainer {
         config.validate()?;
         check_block_size(model, &config)?;
         let optimizer = AdamW::new(model.var_store(), config.adamw())?;
-        Ok(Self { config, optimizer, step: 0, history: History::default() })
+        Ok(Self {
+            config,
+            optimizer,
+            step: 0,
+            history: History::default(),
+            tracker: None,
+            tracker_from_env: true,
+        })
     }
 
     /// Continue the run saved in `checkpoint` with `model`, whose weights must already be
@@ -463,6 +475,18 @@ impl Trainer {
         self.config.lr_at(self.step)
     }
 
+    /// Send every event to this MLflow run too ([`crate::track`]); `None` for no tracking at
+    /// all. Without this call, the first training call starts a run of the server that
+    /// `MLFLOW_TRACKING_URI` names, if it is set, with the training settings as its params.
+    pub fn track(&mut self, tracker: Option<Tracker>) {
+        (self.tracker, self.tracker_from_env) = (tracker, false);
+    }
+
+    /// The MLflow run the events go to, if any.
+    pub fn tracker(&self) -> Option<&Tracker> {
+        self.tracker.as_ref()
+    }
+
     /// Train until `config.steps` steps are done.
     pub fn run(
         &mut self,
@@ -502,6 +526,9 @@ impl Trainer {
         mut after_step: impl FnMut(usize) -> ControlFlow<()>,
     ) -> Result<()> {
         check_block_size(model, &self.config)?;
+        if std::mem::take(&mut self.tracker_from_env) {
+            self.tracker = track::trainer_run(&self.config, model.num_params());
+        }
         self.optimizer.attach(model.var_store())?;
         crate::interrupt::start()?;
         let device = model.var_store().device();
@@ -515,8 +542,11 @@ impl Trainer {
             if self.eval_due(s) {
                 let tokens_per_sec = throughput(device, eval_clock, s, c.tokens_per_step());
                 let grad_norm = last_norm.take().map(|n| n.f_double_value(&[])).transpose()?;
-                let point = self.estimate(model, data, tokens_per_sec, grad_norm)?;
-                on_event(&TrainEvent::Eval(point));
+                let event = TrainEvent::Eval(self.estimate(model, data, tokens_per_sec, grad_norm)?);
+                if let Some(tracker) = &self.tracker {
+                    tracker.log_event(&event);
+                }
+                on_event(&event);
                 (eval_clock, log_clock) = ((s, Instant::now()), (s, Instant::now()));
                 // estimates are not training time
             }
@@ -546,7 +576,11 @@ impl Trainer {
                 let tokens_per_sec = throughput(device, log_clock, self.step, c.tokens_per_step());
                 let line = LogPoint { step: s, loss, lr, grad_norm, tokens_per_sec };
                 self.history.logs.push(line.clone());
-                on_event(&TrainEvent::Log(line));
+                let event = TrainEvent::Log(line);
+                if let Some(tracker) = &self.tracker {
+                    tracker.log_event(&event);
+                }
+                on_event(&event);
                 log_clock = (self.step, Instant::now());
             }
             last_norm = norm;
