@@ -39,8 +39,8 @@ pub use error::{Error, Result};
 pub mod prelude {
     pub use crate::data::{self, Split, TokenData};
     pub use crate::device::{self, seed};
-    pub use crate::interrupt;
     pub use crate::generate::{self, Sampling};
+    pub use crate::interrupt;
     pub use crate::model::{self, Bigram, Gpt, GptConfig, LanguageModel};
     pub use crate::plot::{self, Figure};
     pub use crate::tokenizer::{AnyTokenizer, CharTokenizer, Tokenizer, WordTokenizer};

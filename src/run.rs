@@ -433,7 +433,6 @@ fn apply_training(train: &mut TrainConfig, spec: &RunSpec) -> Result<()> {
     Ok(())
 }
 
-
 /// Everything `llm train` needs, checked, before anything is written.
 pub struct Plan {
     pub config: RunConfig,

@@ -222,16 +222,8 @@ fn bad_inputs_are_rejected_before_any_work() {
 
 /// Start a long `llm train` in the background, saving a checkpoint every 2 steps.
 fn start_long_run(dir: &TempDir, input: &str) -> Child {
-    let args = train_args(&[
-        "--input",
-        input,
-        "--max-steps",
-        "1000000",
-        "--eval-interval",
-        "2",
-        "--run-dir",
-        "run",
-    ]);
+    let args =
+        train_args(&["--input", input, "--max-steps", "1000000", "--eval-interval", "2", "--run-dir", "run"]);
     command(dir.path(), &args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("start llm train")
 }
 

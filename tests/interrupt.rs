@@ -5,17 +5,18 @@
 
 mod tiny_model;
 
+use llm_from_scratch::device;
 use llm_from_scratch::generate::{generate, Sampling};
 use llm_from_scratch::interrupt;
 use llm_from_scratch::tokenizer::Tokenizer;
 use llm_from_scratch::train::{TrainConfig, TrainEvent, Trainer};
-use llm_from_scratch::device;
 use tiny_model::{text_data, weights, TinyModel};
 
 #[test]
 fn an_interrupt_stops_training_and_sampling_and_keeps_everything() {
     let (tok, data) = text_data();
-    let config = TrainConfig { steps: 60, eval_interval: 20, log_interval: Some(5), ..TrainConfig::default() };
+    let config =
+        TrainConfig { steps: 60, eval_interval: 20, log_interval: Some(5), ..TrainConfig::default() };
     let fresh = || {
         device::seed(3);
         let model = TinyModel::new(tok.vocab_size(), 16, 0.1);

@@ -573,7 +573,8 @@ fn every_field_is_validated_with_a_message_naming_it() {
 #[test]
 fn config_round_trips_through_json() {
     for lr_decay in [LrDecay::None, LrDecay::Cosine, LrDecay::CosineUntil(1500)] {
-        let config = TrainConfig { grad_clip: None, log_interval: None, lr_decay, ..TrainConfig::cpu_small() };
+        let config =
+            TrainConfig { grad_clip: None, log_interval: None, lr_decay, ..TrainConfig::cpu_small() };
         let json = serde_json::to_string(&config).unwrap();
         assert_eq!(serde_json::from_str::<TrainConfig>(&json).unwrap(), config);
     }
@@ -585,7 +586,9 @@ fn configs_saved_before_lr_decay_still_load() {
     let mut old = serde_json::to_value(TrainConfig::cpu_small()).unwrap();
     let fields = old.as_object_mut().unwrap();
     fields.remove("lr_decay");
-    for (saved, decay) in [(serde_json::json!(2000), LrDecay::CosineUntil(2000)), (serde_json::json!(null), LrDecay::None)] {
+    for (saved, decay) in
+        [(serde_json::json!(2000), LrDecay::CosineUntil(2000)), (serde_json::json!(null), LrDecay::None)]
+    {
         fields.insert("lr_decay_steps".into(), saved);
         let config: TrainConfig = serde_json::from_value(serde_json::Value::Object(fields.clone())).unwrap();
         assert_eq!(config.lr_decay, decay);
@@ -600,7 +603,7 @@ fn the_schedule_follows_a_shortened_run() {
     assert_eq!(short.lr_at(500), short.min_lr); // the rate after the last step
     assert!((short.lr_at(499) - short.min_lr).abs() < 2e-8, "{}", short.lr_at(499)); // the last step
     assert!((short.lr_at(300) - (1e-4 + 0.5 * 9e-4)).abs() < 1e-12); // halfway down the cosine
-    // An explicit decay length stays possible.
+                                                                     // An explicit decay length stays possible.
     let fixed = TrainConfig { steps: 500, lr_decay: LrDecay::CosineUntil(2000), ..TrainConfig::cpu_small() };
     assert_eq!(fixed.lr_at(500), TrainConfig::cpu_small().lr_at(500));
     // Warmup as long as the run is refused with a message, never silently dropped.
@@ -611,7 +614,8 @@ fn the_schedule_follows_a_shortened_run() {
     let (tok, data) = text_data();
     device::seed(1);
     let model = TinyModel::new(tok.vocab_size(), 16, 0.0);
-    let mut trainer = Trainer::new(&model, TrainConfig { steps: 30, eval_interval: 10, ..tiny_config() }).unwrap();
+    let mut trainer =
+        Trainer::new(&model, TrainConfig { steps: 30, eval_interval: 10, ..tiny_config() }).unwrap();
     trainer.run(&model, &data, |_| {}).unwrap();
     let last = trainer.history().last().unwrap();
     assert_eq!((last.step, last.lr), (30, 1e-3));
