@@ -208,9 +208,12 @@ impl Tracker {
 
     /// A training event as metrics at its step: a loss estimate as `train_loss`, `val_loss`,
     /// `lr` (and `tokens_per_sec`, `grad_norm` when known), a log line as `loss`, `lr`,
-    /// `grad_norm` (and `tokens_per_sec`).
+    /// `grad_norm` (and `tokens_per_sec`); an early stop is no metric.
     pub fn log_event(&self, event: &TrainEvent) {
-        self.enqueue(Job::Metrics(event_metrics(event, now_ms())));
+        let metrics = event_metrics(event, now_ms());
+        if !metrics.is_empty() {
+            self.enqueue(Job::Metrics(metrics));
+        }
     }
 
     /// Upload `bytes` as the run's file `path` (`loss.png`, or `plots/loss.png`); a file

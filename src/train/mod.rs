@@ -542,11 +542,8 @@ impl Trainer {
             if self.eval_due(s) {
                 let tokens_per_sec = throughput(device, eval_clock, s, c.tokens_per_step());
                 let grad_norm = last_norm.take().map(|n| n.f_double_value(&[])).transpose()?;
-                let event = TrainEvent::Eval(self.estimate(model, data, tokens_per_sec, grad_norm)?);
-                if let Some(tracker) = &self.tracker {
-                    tracker.log_event(&event);
-                }
-                on_event(&event);
+                let point = self.estimate(model, data, tokens_per_sec, grad_norm)?;
+                self.report(&TrainEvent::Eval(point), &mut on_event);
                 (eval_clock, log_clock) = ((s, Instant::now()), (s, Instant::now()));
                 // estimates are not training time
             }
@@ -576,22 +573,26 @@ impl Trainer {
                 let tokens_per_sec = throughput(device, log_clock, self.step, c.tokens_per_step());
                 let line = LogPoint { step: s, loss, lr, grad_norm, tokens_per_sec };
                 self.history.logs.push(line.clone());
-                let event = TrainEvent::Log(line);
-                if let Some(tracker) = &self.tracker {
-                    tracker.log_event(&event);
-                }
-                on_event(&event);
+                self.report(&TrainEvent::Log(line), &mut on_event);
                 log_clock = (self.step, Instant::now());
             }
             last_norm = norm;
             if crate::interrupt::requested().is_some() {
-                on_event(&TrainEvent::Stopped { step: self.step, until });
+                self.report(&TrainEvent::Stopped { step: self.step, until }, &mut on_event);
                 return Ok(());
             }
             if after_step(self.step).is_break() {
                 return Ok(());
             }
         }
+    }
+
+    /// Hand `event` to the MLflow run, if there is one, and to the caller.
+    fn report(&self, event: &TrainEvent, on_event: &mut impl FnMut(&TrainEvent)) {
+        if let Some(tracker) = &self.tracker {
+            tracker.log_event(event);
+        }
+        on_event(event);
     }
 
     /// Estimate the losses now (seeded from `(seed, step)`, so it is repeatable), record the
