@@ -1,4 +1,5 @@
-//! Line charts (loss and learning-rate curves) drawn with `plotters`.
+//! Line charts (loss and learning-rate curves) and heatmaps (attention weights, position
+//! encodings) drawn with `plotters`.
 //!
 //! A [`Figure`] is a PNG image in memory. As the last value of a notebook cell it displays
 //! inline: evcxr calls [`Figure::evcxr_display`], which hands Jupyter an `image/png`, the
@@ -10,8 +11,10 @@
 
 use crate::{Error, Result};
 use base64::Engine;
+use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::path::Path;
+use tch::{Device, Kind, Tensor};
 
 /// One labelled line of `(x, y)` points.
 #[derive(Debug, Clone)]
@@ -204,6 +207,237 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) 
     encode_png(&rgb, WIDTH, HEIGHT)
 }
 
+/// One panel of a heatmap figure: a matrix of values, row 0 at the top, with names for its
+/// columns and rows.
+#[derive(Debug, Clone)]
+pub struct Heatmap {
+    pub title: String,
+    /// `values[row][column]`; every row as long as the first.
+    pub values: Vec<Vec<f64>>,
+    /// What the columns and the rows are ("key position", "channel"): the axes' captions.
+    pub x_desc: String,
+    pub y_desc: String,
+    /// A name for each column (left to right) and each row (top to bottom); empty to number
+    /// them from 0.
+    pub x_labels: Vec<String>,
+    pub y_labels: Vec<String>,
+}
+
+impl Heatmap {
+    /// A panel showing the 2-D tensor `matrix` `[rows, columns]` (on any device, any float
+    /// kind), its rows and columns numbered.
+    pub fn new(title: impl Into<String>, matrix: &Tensor) -> Result<Self> {
+        let (rows, cols) = match matrix.size()[..] {
+            [r, c] if r > 0 && c > 0 => (r as usize, c as usize),
+            _ => {
+                return Err(Error::Plot(format!(
+                    "a heatmap needs a non-empty 2-D tensor, got {:?}",
+                    matrix.size()
+                )))
+            }
+        };
+        let flat = matrix.f_to_device(Device::Cpu)?.f_to_kind(Kind::Double)?.f_contiguous()?.f_view([-1])?;
+        let flat = Vec::<f64>::try_from(&flat)?;
+        let values = flat.chunks(cols).map(<[f64]>::to_vec).collect::<Vec<_>>();
+        debug_assert_eq!(values.len(), rows);
+        let (x_desc, y_desc) = (String::new(), String::new());
+        Ok(Self { title: title.into(), values, x_desc, y_desc, x_labels: Vec::new(), y_labels: Vec::new() })
+    }
+
+    /// Caption the axes: what the columns are, and what the rows are.
+    pub fn axes(mut self, x_desc: &str, y_desc: &str) -> Self {
+        (self.x_desc, self.y_desc) = (x_desc.into(), y_desc.into());
+        self
+    }
+
+    /// Name each column and each row (instead of numbering them).
+    pub fn labels<S: Into<String>>(
+        mut self,
+        x: impl IntoIterator<Item = S>,
+        y: impl IntoIterator<Item = S>,
+    ) -> Self {
+        self.x_labels = x.into_iter().map(Into::into).collect();
+        self.y_labels = y.into_iter().map(Into::into).collect();
+        self
+    }
+
+    fn shape(&self) -> Result<(usize, usize)> {
+        let (rows, cols) = (self.values.len(), self.values.first().map_or(0, Vec::len));
+        let bad = |what: String| Err(Error::Plot(format!("heatmap '{}': {what}", self.title)));
+        if rows == 0 || cols == 0 {
+            return bad("no values".into());
+        }
+        if let Some(r) = self.values.iter().position(|row| row.len() != cols) {
+            return bad(format!("row {r} has {} values, row 0 has {cols}", self.values[r].len()));
+        }
+        for (axis, labels, n) in [("column", &self.x_labels, cols), ("row", &self.y_labels, rows)] {
+            if !labels.is_empty() && labels.len() != n {
+                return bad(format!("{} {axis} labels for {n} {axis}s", labels.len()));
+            }
+        }
+        Ok((rows, cols))
+    }
+}
+
+/// Each character of `text` as an axis label, with the invisible ones made visible: a
+/// newline is `⏎`, a space `␣`, a tab `⇥`.
+pub fn char_labels(text: &str) -> Vec<String> {
+    let visible = |c: char| match c {
+        '\n' => "⏎".to_owned(),
+        ' ' => "␣".to_owned(),
+        '\t' => "⇥".to_owned(),
+        c => c.to_string(),
+    };
+    text.chars().map(visible).collect()
+}
+
+/// A heatmap figure: `panels` side by side, `columns` to a row, under one `title`, on one
+/// colour scale (viridis, dark violet lowest to yellow highest: the bar on the right), so
+/// the panels compare at a glance.
+pub fn heatmaps(title: &str, panels: &[Heatmap], columns: usize) -> Result<Figure> {
+    register_fonts()?;
+    let shapes = panels.iter().map(Heatmap::shape).collect::<Result<Vec<_>>>()?;
+    if panels.is_empty() || columns == 0 {
+        return Err(Error::Plot(format!("'{title}': no panels, or no columns to put them in")));
+    }
+    let finite = panels.iter().flat_map(|p| p.values.iter().flatten()).copied().filter(|v| v.is_finite());
+    let (lo, hi) = finite.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    let (lo, hi) = match (lo, hi) {
+        (lo, hi) if lo > hi => (0.0, 1.0), // nothing finite: every cell is drawn grey
+        (lo, hi) if hi - lo < 1e-12 => (lo - 0.5, hi + 0.5),
+        range => range,
+    };
+
+    // Panel sizes: one panel gets the width of a line chart; several, a third of it each.
+    // The height follows the matrix's shape, within reason.
+    let columns = columns.min(panels.len());
+    let panel_rows = panels.len().div_ceil(columns);
+    let panel_width: u32 = if panels.len() == 1 { 800 } else { 320 };
+    let aspect = shapes.iter().map(|&(r, c)| r as f64 / c as f64).fold(0.0, f64::max).clamp(0.35, 1.0);
+    let panel_height = (panel_width as f64 * aspect) as u32 + 60;
+    const BAR: u32 = 100;
+    const TITLE: u32 = 50;
+    let (width, height) = (columns as u32 * panel_width + BAR, TITLE + panel_rows as u32 * panel_height);
+
+    let mut rgb = vec![255u8; (width * height * 3) as usize];
+    {
+        let err = |e: &dyn std::fmt::Display| Error::Plot(format!("'{title}': {e}"));
+        let root = BitMapBackend::with_buffer(&mut rgb, (width, height)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| err(&e))?;
+        let root = root.titled(title, (FONT, 24).into_font().style(FontStyle::Bold)).map_err(|e| err(&e))?;
+        let (grid, bar) = root.split_horizontally(width - BAR);
+        let cells = grid.split_evenly((panel_rows, columns));
+        for ((panel, &shape), area) in panels.iter().zip(&shapes).zip(&cells) {
+            draw_heatmap(area, panel, shape, (lo, hi)).map_err(|e| err(&e))?;
+        }
+        draw_colour_bar(&bar, (lo, hi)).map_err(|e| err(&e))?;
+        root.present().map_err(|e| err(&e))?;
+    }
+    encode_png(&rgb, width, height)
+}
+
+/// [`heatmaps`] of one panel.
+pub fn heatmap(panel: &Heatmap) -> Result<Figure> {
+    heatmaps(&panel.title, &[Heatmap { title: String::new(), ..panel.clone() }], 1)
+}
+
+type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
+type DrawResult = std::result::Result<(), Box<dyn std::error::Error + 'static>>;
+
+fn colour(v: f64, (lo, hi): (f64, f64)) -> RGBColor {
+    match v.is_finite() {
+        true => ViridisRGB.get_color_normalized(v as f32, lo as f32, hi as f32),
+        false => RGBColor(200, 200, 200),
+    }
+}
+
+/// One panel: a cell per value, the column and row names at the cells' centres (about ten
+/// of each when there are many).
+fn draw_heatmap(area: &Area, panel: &Heatmap, (rows, cols): (usize, usize), range: (f64, f64)) -> DrawResult {
+    use plotters::coord::ranged1d::SegmentValue::{self, CenterOf, Exact};
+    let (r, c) = (rows as i32, cols as i32);
+    let mut chart = ChartBuilder::on(area)
+        .caption(&panel.title, (FONT, 17))
+        .margin(6)
+        .margin_right(14)
+        .x_label_area_size(if panel.x_desc.is_empty() { 26 } else { 44 })
+        .y_label_area_size(if panel.y_desc.is_empty() { 34 } else { 52 })
+        .build_cartesian_2d((0..c - 1).into_segmented(), (0..r - 1).into_segmented())?;
+    // Row 0 is drawn at the top: the row of y index i is r - 1 - i. Every cell is a key point;
+    // the label of every `step`-th (counted from the top left) is drawn, no tick marks.
+    let (x_step, y_step) = (label_step(cols, &panel.x_labels), label_step(rows, &panel.y_labels));
+    let name = |labels: &[String], i: usize, step: usize| match i % step {
+        0 => labels.get(i).cloned().unwrap_or_else(|| i.to_string()),
+        _ => String::new(),
+    };
+    let x_label = |v: &SegmentValue<i32>| match v {
+        CenterOf(i) | Exact(i) if (0..c).contains(i) => name(&panel.x_labels, *i as usize, x_step),
+        _ => String::new(),
+    };
+    let y_label = |v: &SegmentValue<i32>| match v {
+        CenterOf(i) | Exact(i) if (0..r).contains(i) => name(&panel.y_labels, (r - 1 - i) as usize, y_step),
+        _ => String::new(),
+    };
+    chart
+        .configure_mesh()
+        .disable_mesh()
+        .set_all_tick_mark_size(0)
+        .x_desc(&panel.x_desc)
+        .y_desc(&panel.y_desc)
+        .axis_desc_style((FONT, 15))
+        .label_style((FONT, 13))
+        .x_labels(cols)
+        .y_labels(rows)
+        .x_label_formatter(&x_label)
+        .y_label_formatter(&y_label)
+        .draw()?;
+    let cells = panel.values.iter().enumerate().flat_map(|(row, values)| {
+        let y = r - 1 - row as i32;
+        values.iter().enumerate().map(move |(col, &v)| {
+            let x = col as i32;
+            Rectangle::new([(Exact(x), Exact(y)), (Exact(x + 1), Exact(y + 1))], colour(v, range).filled())
+        })
+    });
+    chart.draw_series(cells)?;
+    Ok(())
+}
+
+/// Label every how many cells: each one up to 40 names, else a round step leaving about ten
+/// labels (numbers, or names of a long axis).
+fn label_step(n: usize, names: &[String]) -> usize {
+    if !names.is_empty() && n <= 40 {
+        return 1;
+    }
+    let steps = [1, 2, 5].into_iter().cycle().zip((0..).flat_map(|e| [10usize.pow(e); 3]));
+    steps.map(|(m, p)| m * p).find(|&step| n.div_ceil(step) <= 10).unwrap_or(n)
+}
+
+/// The colour scale: a vertical bar from the lowest value (bottom) to the highest.
+fn draw_colour_bar(area: &Area, (lo, hi): (f64, f64)) -> DrawResult {
+    let mut chart = ChartBuilder::on(area)
+        .margin_top(40)
+        .margin_bottom(60)
+        .margin_right(8)
+        .right_y_label_area_size(56)
+        .build_cartesian_2d(0.0..1.0, lo..hi)?;
+    chart
+        .configure_mesh()
+        .disable_mesh()
+        .disable_x_axis()
+        .label_style((FONT, 13))
+        .y_labels(6)
+        .y_label_formatter(&|y| format_tick(*y))
+        .draw()?;
+    const STEPS: usize = 100;
+    let step = (hi - lo) / STEPS as f64;
+    let bands = (0..STEPS).map(|k| {
+        let y = lo + step * k as f64;
+        Rectangle::new([(0.0, y), (1.0, y + step)], colour(y + step / 2.0, (lo, hi)).filled())
+    });
+    chart.draw_series(bands)?;
+    Ok(())
+}
+
 /// Axis numbers without needless decimals: `3000`, `2.45`, `1e-4`.
 fn format_tick(v: f64) -> String {
     let a = v.abs();
@@ -224,4 +458,57 @@ fn encode_png(rgb: &[u8], width: u32, height: u32) -> Result<Figure> {
     let result = encoder.write_header().and_then(|mut w| w.write_image_data(rgb));
     result.map_err(|e| Error::Plot(format!("PNG encoding: {e}")))?;
     Ok(Figure { png })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn png_size(figure: &Figure) -> (u32, u32) {
+        let info = png::Decoder::new(figure.png()).read_info().expect("a PNG").info().clone();
+        (info.width, info.height)
+    }
+
+    #[test]
+    fn heatmaps_draw_one_panel_per_matrix_on_one_scale() {
+        let m = Tensor::arange(12, (Kind::Float, Device::Cpu)).view([3, 4]);
+        let panel = Heatmap::new("m", &m).unwrap();
+        assert_eq!(
+            panel.values,
+            vec![vec![0.0, 1.0, 2.0, 3.0], vec![4.0, 5.0, 6.0, 7.0], vec![8.0, 9.0, 10.0, 11.0]]
+        );
+        let named = panel.clone().axes("key", "query").labels(["a", "b", "c", "d"], ["x", "y", "z"]);
+        assert_eq!((named.x_labels.len(), named.y_desc.as_str()), (4, "query"));
+        let one = heatmap(&named).unwrap();
+        let four = heatmaps("four", &vec![panel; 4], 2).unwrap();
+        let ((w1, _), (w4, h4)) = (png_size(&one), png_size(&four));
+        assert_eq!((w1, w4), (800 + 100, 2 * 320 + 100));
+        assert!(h4 > 2 * 200, "two rows of panels: {h4} px");
+    }
+
+    #[test]
+    fn bad_heatmaps_are_errors() {
+        let err = |r: Result<Figure>| r.unwrap_err().to_string();
+        assert!(Heatmap::new("v", &Tensor::ones([5], (Kind::Float, Device::Cpu)))
+            .unwrap_err()
+            .to_string()
+            .contains("2-D"));
+        let panel = Heatmap::new("m", &Tensor::ones([2, 3], (Kind::Float, Device::Cpu))).unwrap();
+        assert!(err(heatmap(&panel.clone().labels(["a", "b"], ["x", "y"])))
+            .contains("2 column labels for 3 columns"));
+        let ragged = Heatmap { values: vec![vec![1.0, 2.0], vec![3.0]], ..panel.clone() };
+        assert!(err(heatmap(&ragged)).contains("row 1 has 1 values"));
+        assert!(err(heatmaps("none", &[], 2)).contains("no panels"));
+        // Non-finite values are drawn grey, not refused.
+        let nan = Heatmap { values: vec![vec![f64::NAN, 1.0]], ..panel };
+        heatmap(&nan).unwrap();
+    }
+
+    #[test]
+    fn labels_make_whitespace_visible_and_thin_out_long_axes() {
+        assert_eq!(char_labels("a b\n"), ["a", "␣", "b", "⏎"]);
+        let names = |n: usize| (0..n).map(|i| i.to_string()).collect::<Vec<_>>();
+        assert_eq!((label_step(16, &names(16)), label_step(16, &[])), (1, 2));
+        assert_eq!((label_step(64, &[]), label_step(128, &[]), label_step(100, &names(100))), (10, 20, 10));
+    }
 }

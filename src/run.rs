@@ -28,7 +28,7 @@
 //! the last evaluation.
 
 use crate::data::{self, TokenData};
-use crate::model::{Gpt, GptConfig, LanguageModel};
+use crate::model::{Gpt, GptConfig, LanguageModel, Position};
 use crate::plot::{self, Series};
 use crate::tokenizer::{AnyTokenizer, BpeConfig, BpeTokenizer, CharTokenizer, Tokenizer, WordTokenizer};
 use crate::track::{self, Tracker};
@@ -85,6 +85,8 @@ pub struct RunSpec {
     pub block_size: Option<usize>,
     pub dropout: Option<f64>,
     pub vocab_size: Option<usize>,
+    pub d_ff: Option<usize>,
+    pub position: Option<Position>,
     // The tokenizer.
     pub tokenizer: Option<String>,
     pub tokenizer_path: Option<PathBuf>,
@@ -145,6 +147,8 @@ impl RunSpec {
             block_size,
             dropout,
             vocab_size,
+            d_ff,
+            position,
             tokenizer,
             tokenizer_path,
             dataset,
@@ -263,6 +267,12 @@ impl RunConfig {
         if let Some(v) = spec.vocab_size {
             model.vocab_size = v;
         }
+        if let Some(v) = spec.d_ff {
+            model.d_ff = Some(v);
+        }
+        if let Some(v) = spec.position {
+            model.position = v;
+        }
         train.block_size = model.block_size;
         apply_training(&mut train, spec)?;
         let data =
@@ -319,6 +329,8 @@ impl RunConfig {
         differs("block_size", spec.block_size.map(|v| v.to_string()), m.block_size.to_string());
         differs("dropout", spec.dropout.map(|v| v.to_string()), m.dropout.to_string());
         differs("vocab_size", spec.vocab_size.map(|v| v.to_string()), m.vocab_size.to_string());
+        differs("d_ff", spec.d_ff.map(|v| v.to_string()), m.mlp_width().to_string());
+        differs("position", spec.position.map(|v| v.to_string()), m.position.to_string());
         differs("tokenizer", spec.tokenizer.clone(), self.tokenizer.clone());
         let path = |p: &Option<PathBuf>| p.as_deref().map(|p| absolute(p).display().to_string());
         differs("tokenizer_path", path(&spec.tokenizer_path), path(&self.tokenizer_path).unwrap_or_default());
@@ -902,6 +914,20 @@ mod tests {
     }
 
     #[test]
+    fn position_and_d_ff_come_from_the_flags_and_a_config_file() {
+        let config = RunConfig::from_spec(&spec()).unwrap();
+        assert_eq!((config.model.position, config.model.d_ff), (Position::Learned, None));
+        let flags = RunSpec { position: Some(Position::Sinusoidal), d_ff: Some(256), ..spec() };
+        let config = RunConfig::from_spec(&flags).unwrap();
+        assert_eq!((config.model.position, config.model.mlp_width()), (Position::Sinusoidal, 256));
+        let file: RunSpec = toml::from_str("position = \"sinusoidal\"\nd_ff = 64").unwrap();
+        assert_eq!((file.position, file.d_ff), (Some(Position::Sinusoidal), Some(64)));
+        assert!(toml::from_str::<RunSpec>("position = \"rotary\"").is_err());
+        let err = RunConfig::from_spec(&RunSpec { d_ff: Some(0), ..spec() }).unwrap_err().to_string();
+        assert!(err.contains("d_ff must be at least 1"), "{err}");
+    }
+
+    #[test]
     fn bad_settings_name_the_flag() {
         let err = |s: RunSpec| RunConfig::from_spec(&s).unwrap_err().to_string();
         assert!(err(RunSpec { n_embd: Some(30), n_head: Some(4), ..spec() }).contains("divisible by n_head"));
@@ -926,6 +952,12 @@ mod tests {
         let e =
             saved.resumed_with(&RunSpec { n_layer: Some(7), ..RunSpec::default() }).unwrap_err().to_string();
         assert!(e.contains("--n-layer 7 (the run has 4)"), "{e}");
+        let other = RunSpec { position: Some(Position::Sinusoidal), d_ff: Some(100), ..RunSpec::default() };
+        let e = saved.resumed_with(&other).unwrap_err().to_string();
+        assert!(e.contains("--position sinusoidal (the run has learned)"), "{e}");
+        assert!(e.contains("--d-ff 100 (the run has 512)"), "{e}");
+        let same = RunSpec { position: Some(Position::Learned), d_ff: Some(512), ..RunSpec::default() };
+        assert_eq!(saved.resumed_with(&same).unwrap(), saved);
         let e =
             saved.resumed_with(&RunSpec { input: Some("a.txt".into()), ..RunSpec::default() }).unwrap_err();
         assert!(e.to_string().contains("--input"), "{e}");

@@ -145,16 +145,43 @@ fn a_config_file_is_read_and_flags_override_it() {
     std::fs::write(
         dir.join("run.toml"),
         "input = \"corpus.txt\"\nn_layer = 1\nn_head = 2\nn_embd = 16\nblock_size = 16\nbatch_size = 4\n\
-         eval_iters = 2\nmax_steps = 100\nwarmup = 0\neval_interval = 3\ndevice = \"cpu\"\n",
+         eval_iters = 2\nmax_steps = 100\nwarmup = 0\neval_interval = 3\ndevice = \"cpu\"\nd_ff = 40\n",
     )
     .unwrap();
-    let out = llm(dir.path(), &["train", "--config", "run.toml", "--max-steps", "3", "--run-dir", "run"]);
+    let out = llm(
+        dir.path(),
+        &[
+            "train",
+            "--config",
+            "run.toml",
+            "--max-steps",
+            "3",
+            "--position",
+            "sinusoidal",
+            "--run-dir",
+            "run",
+        ],
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let config: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("run/config.json")).unwrap()).unwrap();
+    assert!(text(&out.stderr).contains("(sinusoidal positions)"), "{}", text(&out.stderr));
+    let json = |path: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(dir.join(path)).unwrap()).unwrap()
+    };
+    let config = json("run/config.json");
     assert_eq!(config["train"]["steps"], 3);
     assert_eq!(config["train"]["eval_interval"], 3);
     assert_eq!(config["data"]["input"], dir.join("corpus.txt").display().to_string());
+    // The model's choices are in the run's config and in its checkpoint.
+    assert_eq!((&config["model"]["position"], &config["model"]["d_ff"]), (&"sinusoidal".into(), &40.into()));
+    let checkpoint = json("run/checkpoints/latest/checkpoint.json");
+    assert_eq!(checkpoint["model_config"]["position"], "sinusoidal");
+    let out = llm(dir.path(), &["train", "--run-dir", "run", "--resume", "--position", "learned"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("--position learned (the run has sinusoidal)"),
+        "{}",
+        text(&out.stderr)
+    );
 
     std::fs::write(dir.join("typo.json"), r#"{"n_layers": 2}"#).unwrap();
     let out = llm(dir.path(), &["train", "--config", "typo.json", "--run-dir", "run2"]);

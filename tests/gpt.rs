@@ -1,8 +1,17 @@
 //! Chapters 4 and 5: self-attention in its three forms, and the GPT built from it.
 
+mod common;
+mod tiny_model;
+
 use llm_from_scratch::model::gpt::Activation;
-use llm_from_scratch::model::{CausalSelfAttention, Gpt, GptConfig, Head, LanguageModel, MultiHeadAttention};
+use llm_from_scratch::model::{
+    sinusoidal_positions, Block, CausalSelfAttention, Gpt, GptConfig, Head, LanguageModel,
+    MultiHeadAttention, Position,
+};
+use llm_from_scratch::tokenizer::Tokenizer;
+use llm_from_scratch::train::{Checkpoint, TrainConfig, Trainer};
 use llm_from_scratch::{device, Error};
+use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
@@ -105,6 +114,7 @@ fn validate_says_what_to_change() {
         ("n_layer", GptConfig { n_layer: 0, ..GptConfig::cpu_small() }),
         ("n_head", GptConfig { n_head: 0, ..GptConfig::cpu_small() }),
         ("n_embd", GptConfig { n_embd: 0, ..GptConfig::cpu_small() }),
+        ("d_ff", GptConfig { d_ff: Some(0), ..GptConfig::cpu_small() }),
     ] {
         let m = message(config);
         assert!(m.contains(name) && m.contains("at least 1"), "{m}");
@@ -116,6 +126,217 @@ fn validate_says_what_to_change() {
     // Gpt::new refuses what validate refuses.
     let bad = GptConfig { n_embd: 100, n_head: 3, ..GptConfig::cpu_small() };
     assert!(matches!(Gpt::new(bad, Device::Cpu), Err(Error::Config(_))));
+}
+
+// --- Positions and the MLP's width ----------------------------------------------------------
+
+#[test]
+fn sinusoidal_positions_follow_the_formula() {
+    let _lock = rng_lock();
+    for (t, c) in [(64usize, 128usize), (7, 5)] {
+        let pe = sinusoidal_positions(t, c, Device::Cpu);
+        assert_eq!(pe.size(), [t as i64, c as i64]);
+        assert_eq!(pe.requires_grad(), false, "a fixed table, not a parameter");
+        for p in 0..t {
+            for j in 0..c {
+                let theta = p as f64 / 10_000f64.powf((j - j % 2) as f64 / c as f64);
+                let want = if j % 2 == 0 { theta.sin() } else { theta.cos() };
+                let got = pe.double_value(&[p as i64, j as i64]);
+                assert!((got - want).abs() < 1e-5, "PE[{p}, {j}] = {got}, the formula gives {want}");
+            }
+        }
+    }
+}
+
+#[test]
+fn parameter_counts_follow_the_position_encoding_and_d_ff() {
+    let _lock = rng_lock();
+    let small = GptConfig::cpu_small();
+    let sinusoidal =
+        Gpt::new(GptConfig { position: Position::Sinusoidal, ..small.clone() }, Device::Cpu).unwrap();
+    // No wpe variable: sinusoidal positions add no parameters.
+    assert_eq!(sinusoidal.num_params(), 795_904);
+    assert_eq!(sinusoidal.num_params_non_embedding(), 795_904);
+    assert!(!sinusoidal.vs.variables().contains_key("transformer.wpe.weight"));
+    assert!(sinusoidal.wpe.equal(&sinusoidal_positions(64, 128, Device::Cpu)));
+    let learned = Gpt::new(small.clone(), Device::Cpu).unwrap();
+    assert_eq!(learned.num_params(), 795_904 + 64 * 128);
+
+    // d_ff 256 instead of 4 · 128 = 512: each of the 4 MLPs loses 2 · 128 · 256 weights.
+    assert_eq!(small.mlp_width(), 512);
+    let narrow = Gpt::new(GptConfig { d_ff: Some(256), ..small.clone() }, Device::Cpu).unwrap();
+    assert_eq!(narrow.num_params_non_embedding(), 795_904 - 4 * 2 * 128 * 256);
+    assert_eq!(narrow.vs.variables()["transformer.h.0.mlp.c_fc.weight"].size(), [256, 128]);
+    assert_eq!(narrow.vs.variables()["transformer.h.0.mlp.c_proj.weight"].size(), [128, 256]);
+    // Unset, d_ff follows n_embd.
+    assert_eq!(GptConfig { n_embd: 64, ..small }.mlp_width(), 256);
+}
+
+#[test]
+fn a_config_saved_before_positions_and_d_ff_loads_as_learned_and_4_n_embd() {
+    let _lock = rng_lock();
+    let mut json = serde_json::to_value(GptConfig::cpu_small()).unwrap();
+    let fields = json.as_object_mut().unwrap();
+    assert_eq!(fields.remove("position"), Some(serde_json::json!("learned")));
+    assert_eq!(fields.remove("d_ff"), Some(serde_json::Value::Null));
+    let old: GptConfig = serde_json::from_value(json).unwrap();
+    assert_eq!(old, GptConfig::cpu_small());
+    assert_eq!((old.position, old.mlp_width()), (Position::Learned, 512));
+    let sinusoidal = GptConfig { position: Position::Sinusoidal, d_ff: Some(96), ..GptConfig::cpu_small() };
+    let json = serde_json::to_string(&sinusoidal).unwrap();
+    assert!(json.contains("\"position\":\"sinusoidal\"") && json.contains("\"d_ff\":96"), "{json}");
+    assert_eq!(serde_json::from_str::<GptConfig>(&json).unwrap(), sinusoidal);
+}
+
+#[test]
+fn a_sinusoidal_model_checkpoint_round_trips_and_resumes() {
+    let _lock = rng_lock();
+    let (tok, data) = tiny_model::text_data();
+    let config = GptConfig { position: Position::Sinusoidal, d_ff: Some(48), ..tiny(tok.vocab_size(), 0.0) };
+    let train = TrainConfig {
+        steps: 40,
+        batch_size: 4,
+        block_size: 16,
+        warmup_steps: 0,
+        eval_interval: 20,
+        eval_iters: 2,
+        log_interval: None,
+        seed: 5,
+        ..TrainConfig::cpu_small()
+    };
+    let run = |steps: usize| {
+        device::seed(5);
+        let model = Gpt::new(config.clone(), Device::Cpu).unwrap();
+        let mut trainer = Trainer::new(&model, train.clone()).unwrap();
+        trainer.train_until(&model, &data, steps, |_| {}).unwrap();
+        (model, trainer)
+    };
+    let (straight, _) = run(40);
+    let dir = common::TempDir::new("gpt_sinusoidal_ckpt");
+    let (half, trainer) = run(20);
+    trainer.save_checkpoint(dir.join("ckpt"), &half, &config, &tok).unwrap();
+
+    let ckpt = Checkpoint::load(dir.join("ckpt")).unwrap();
+    let saved: GptConfig = ckpt.model_config().unwrap();
+    assert_eq!((saved.position, saved.mlp_width()), (Position::Sinusoidal, 48));
+    device::seed(99);
+    let mut model = Gpt::new(saved, Device::Cpu).unwrap();
+    ckpt.load_weights(&mut model).unwrap();
+    let x = Tensor::arange(16, (Kind::Int64, Device::Cpu)).remainder(tok.vocab_size() as i64).view([1, 16]);
+    let logits = |m: &Gpt| m.forward(&x, None, false).unwrap().0;
+    assert_eq!(max_abs_diff(&logits(&model), &logits(&half)), 0.0, "the restored model is the saved one");
+    let mut trainer = ckpt.resume(&mut model).unwrap();
+    trainer.train_until(&model, &data, 40, |_| {}).unwrap();
+    assert_eq!(tiny_model::weights(&model), tiny_model::weights(&straight), "20 + 20 steps are 40 steps");
+}
+
+// --- The GPT built by hand, from the weights by name (chapter 5's cells) ----------------------
+
+/// LayerNorm written out: each position's channels to mean 0 and variance 1 (the biased
+/// variance, as PyTorch's), then the gain and the bias.
+fn layer_norm(x: &Tensor, w: &HashMap<String, Tensor>, name: &str) -> Tensor {
+    let mean = x.mean_dim(-1, true, Kind::Float); // [B, T, 1]
+    let var = (x - &mean).square().mean_dim(-1, true, Kind::Float); // [B, T, 1]
+    let x_hat = (x - mean) / (var + 1e-5).sqrt(); // [B, T, C]
+    let y = x_hat * &w[&format!("{name}.weight")];
+    match w.get(&format!("{name}.bias")) {
+        Some(b) => y + b,
+        None => y,
+    }
+}
+
+fn dense(x: &Tensor, w: &HashMap<String, Tensor>, name: &str) -> Tensor {
+    x.linear(&w[&format!("{name}.weight")], w.get(&format!("{name}.bias")))
+}
+
+/// One block by hand: attention (the fused form of chapter 4) and the MLP, each added to the
+/// residual stream after a LayerNorm.
+fn block_by_hand(x: &Tensor, w: &HashMap<String, Tensor>, h: &str, config: &GptConfig) -> Tensor {
+    let (b, t, c) = x.size3().unwrap();
+    let nh = config.n_head as i64;
+    let qkv = dense(&layer_norm(x, w, &format!("{h}.ln_1")), w, &format!("{h}.attn.c_attn")); // [B, T, 3C]
+    let heads = |z: &Tensor| z.view([b, t, nh, c / nh]).transpose(1, 2); // [B, nh, T, hs]
+    let (q, k, v) =
+        (heads(&qkv.narrow(2, 0, c)), heads(&qkv.narrow(2, c, c)), heads(&qkv.narrow(2, 2 * c, c)));
+    let att = q.matmul(&k.transpose(-2, -1)) / ((c / nh) as f64).sqrt(); // [B, nh, T, T]
+    let future = Tensor::ones([t, t], (Kind::Bool, Device::Cpu)).triu(1); // [T, T]
+    let att = att.masked_fill(&future, f64::NEG_INFINITY).softmax(-1, Kind::Float);
+    let y = att.matmul(&v).transpose(1, 2).contiguous().view([b, t, c]); // [B, T, C]
+    let x = x + dense(&y, w, &format!("{h}.attn.c_proj"));
+    let hidden = config.activation.apply(&dense(
+        &layer_norm(&x, w, &format!("{h}.ln_2")),
+        w,
+        &format!("{h}.mlp.c_fc"),
+    ));
+    &x + dense(&hidden, w, &format!("{h}.mlp.c_proj"))
+}
+
+#[test]
+fn the_block_built_by_hand_equals_the_library_block() {
+    let _lock = rng_lock();
+    device::seed(21);
+    for config in [GptConfig::lecture(), GptConfig { d_ff: Some(80), ..GptConfig::cpu_small() }] {
+        let config = GptConfig { n_layer: 2, n_embd: 48, n_head: 4, ..config };
+        let vs = nn::VarStore::new(Device::Cpu);
+        let block = Block::new(&(vs.root() / "h"), &config).unwrap();
+        // Biases start at zero; give them values so a missing one would show.
+        tch::no_grad(|| vs.variables().values().for_each(|v| drop(v.shallow_clone().normal_(0.0, 0.1))));
+        let w = vs.variables();
+        let x = Tensor::randn([3, 10, 48], (Kind::Float, Device::Cpu));
+        let by_hand = block_by_hand(&x, &w, "h", &config);
+        let library = block.forward(&x, false).unwrap();
+        assert!(
+            max_abs_diff(&by_hand, &library) < 1e-5,
+            "{:?}: {}",
+            config.activation,
+            max_abs_diff(&by_hand, &library)
+        );
+    }
+}
+
+#[test]
+fn the_gpt_built_by_hand_gives_the_library_logits_and_loss() {
+    let _lock = rng_lock();
+    device::seed(22);
+    for position in [Position::Learned, Position::Sinusoidal] {
+        let config = GptConfig { position, ..tiny(11, 0.0) };
+        let gpt = Gpt::new(config.clone(), Device::Cpu).unwrap();
+        let w = gpt.vs.variables();
+        let idx = Tensor::randint(11, [2, 12], (Kind::Int64, Device::Cpu));
+        let targets = Tensor::randint(11, [2, 12], (Kind::Int64, Device::Cpu));
+        let pos = match position {
+            Position::Learned => w["transformer.wpe.weight"].narrow(0, 0, 12),
+            Position::Sinusoidal => sinusoidal_positions(12, config.n_embd, Device::Cpu),
+        };
+        let mut x = w["transformer.wte.weight"].index_select(0, &idx.view([-1])).view([2, 12, -1]) + pos;
+        for i in 0..config.n_layer {
+            x = block_by_hand(&x, &w, &format!("transformer.h.{i}"), &config);
+        }
+        let logits = layer_norm(&x, &w, "transformer.ln_f").matmul(&w["transformer.wte.weight"].tr()); // tied
+        let loss = logits.view([-1, 11]).cross_entropy_for_logits(&targets.view([-1]));
+        let (lib_logits, lib_loss) = gpt.forward(&idx, Some(&targets), false).unwrap();
+        assert!(max_abs_diff(&logits, &lib_logits) < 1e-5, "{position}");
+        assert!(max_abs_diff(&loss, &lib_loss.unwrap()) < 1e-5, "{position}");
+    }
+}
+
+#[test]
+fn attention_weights_are_causal_rows_that_sum_to_one() {
+    let _lock = rng_lock();
+    device::seed(23);
+    let gpt = Gpt::new(tiny(9, 0.0), Device::Cpu).unwrap();
+    let idx = Tensor::randint(9, [2, 7], (Kind::Int64, Device::Cpu));
+    let maps = gpt.attention_weights(&idx).unwrap();
+    assert_eq!(maps.len(), 2);
+    for att in &maps {
+        assert_eq!(att.size(), [2, 2, 7, 7]);
+        let sums = att.sum_dim_intlist(-1, false, Kind::Float);
+        assert!(max_abs_diff(&sums, &Tensor::ones([2, 2, 7], (Kind::Float, Device::Cpu))) < 1e-6);
+        assert_eq!(att.triu(1).abs().max().double_value(&[]), 0.0, "no weight on the future");
+    }
+    // The first position can only look at itself.
+    assert!((maps[0].double_value(&[0, 0, 0, 0]) - 1.0).abs() < 1e-6);
+    assert!(gpt.attention_weights(&Tensor::zeros([1, 17], (Kind::Int64, Device::Cpu))).is_err());
 }
 
 // --- Forward ----------------------------------------------------------------------------------

@@ -499,11 +499,12 @@ fn presets_are_the_documented_runs() {
     assert_eq!((c.beta1, c.beta2, c.weight_decay), (0.9, 0.99, 0.1));
     assert_eq!((c.warmup_steps, c.lr_decay, c.min_lr), (100, LrDecay::Cosine, 1e-4));
     assert_eq!(c.schedule().decay_steps, Some(2000));
-    assert_eq!((c.grad_clip, c.eval_interval, c.eval_iters, c.grad_accum), (Some(1.0), 250, 200, 1));
+    assert_eq!((c.grad_clip, c.eval_interval, c.eval_iters, c.grad_accum), (Some(1.0), 250, 20, 1));
     assert_eq!(c.tokens_per_step(), 12 * 64);
 
     let g = TrainConfig::shakespeare_char();
     assert_eq!((g.steps, g.batch_size, g.block_size, g.schedule().decay_steps), (5000, 64, 256, Some(5000)));
+    assert_eq!(g.eval_iters, 200);
     let l = TrainConfig::lecture();
     assert_eq!((l.steps, l.batch_size, l.block_size, l.lr, l.eval_interval), (5000, 64, 256, 3e-4, 500));
     assert_eq!((l.warmup_steps, l.lr_decay, l.grad_clip), (0, LrDecay::None, None));

@@ -151,6 +151,14 @@ struct SpecArgs {
     /// --tokenizer bpe and no --tokenizer-path: the size of the BPE vocabulary to learn (512).
     #[arg(long, help_heading = "Model")]
     vocab_size: Option<usize>,
+    /// Hidden width of each block's MLP (default: 4 × --n-embd).
+    #[arg(long, help_heading = "Model")]
+    d_ff: Option<usize>,
+    /// How the model knows where each token is: learned (a trained table of position
+    /// embeddings, GPT-2's and the presets') or sinusoidal (the fixed sines and cosines of
+    /// "Attention Is All You Need", no parameters).
+    #[arg(long, value_parser = ["learned", "sinusoidal"], help_heading = "Model")]
+    position: Option<String>,
 
     /// How text becomes tokens: char (one per character), word, or bpe (byte-level BPE learned
     /// from the training text, --vocab-size tokens).
@@ -221,6 +229,8 @@ impl SpecArgs {
             block_size: self.block_size,
             dropout: self.dropout,
             vocab_size: self.vocab_size,
+            d_ff: self.d_ff,
+            position: self.position.as_deref().and_then(|p| p.parse().ok()), // clap allows only the two names
             tokenizer: self.tokenizer.clone(),
             tokenizer_path: self.tokenizer_path.clone(),
             dataset: self.dataset.clone(),
@@ -526,9 +536,10 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
     };
     let c = &plan.config;
     eprintln!(
-        "run {}: {} parameters, {} tokenizer ({} tokens), {} training tokens, {} steps on {:?}",
+        "run {}: {} parameters ({} positions), {} tokenizer ({} tokens), {} training tokens, {} steps on {:?}",
         dir.display(),
         model.num_params(),
+        c.model.position,
         c.tokenizer,
         plan.tokenizer.vocab_size(),
         plan.data.train.size()[0],

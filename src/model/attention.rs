@@ -218,13 +218,17 @@ impl CausalSelfAttention {
     pub fn forward_manual(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let (b, t, c) = check_input(x, self.n_embd, None)?;
         let (q, k, v) = self.qkv(x, b, t, c); // each [B, nh, T, hs]
-        let hs = (c / self.n_head as i64) as f64;
-        let att = q.matmul(&k.transpose(-2, -1)) * (1.0 / hs.sqrt()); // [B, nh, T, T]
-        let future = Tensor::ones([t, t], (Kind::Bool, x.device())).tril(0).logical_not(); // [T, T]
-        let att = att.masked_fill(&future, f64::NEG_INFINITY); // [B, nh, T, T]
-        let att = att.softmax(-1, Kind::Float).dropout(self.dropout, train); // [B, nh, T, T]
+        let att = causal_softmax(&q, &k).dropout(self.dropout, train); // [B, nh, T, T]
         let y = att.matmul(&v); // [B, nh, T, T] @ [B, nh, T, hs] -> [B, nh, T, hs]
         Ok(self.out(&y, b, t, c, train)) // [B, T, C]
+    }
+
+    /// The attention weights `[B, nh, T, T]` for `x` `[B, T, C]`, without dropout: row `t` of
+    /// head `h` is how much position `t` reads each position `0..=t` (it sums to 1).
+    pub fn weights(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, t, c) = check_input(x, self.n_embd, None)?;
+        let (q, k, _v) = self.qkv(x, b, t, c); // each [B, nh, T, hs]
+        Ok(causal_softmax(&q, &k)) // [B, nh, T, T]
     }
 
     /// The fused projection, split into q, k, v and each reshaped so heads are a batch dim.
@@ -240,6 +244,14 @@ impl CausalSelfAttention {
         let y = y.transpose(1, 2).contiguous().view([b, t, c]); // [B, T, nh, hs] -> [B, T, C]
         y.apply(&self.c_proj).dropout(self.dropout, train) // [B, T, C]
     }
+}
+
+/// `softmax(q kᵀ / √hs)` with the future masked out: `q`, `k` `[B, nh, T, hs]` to `[B, nh, T, T]`.
+fn causal_softmax(q: &Tensor, k: &Tensor) -> Tensor {
+    let (t, hs) = (q.size()[2], q.size()[3]);
+    let att = q.matmul(&k.transpose(-2, -1)) * (1.0 / (hs as f64).sqrt()); // [B, nh, T, T]
+    let future = Tensor::ones([t, t], (Kind::Bool, q.device())).tril(0).logical_not(); // [T, T]
+    att.masked_fill(&future, f64::NEG_INFINITY).softmax(-1, Kind::Float) // [B, nh, T, T]
 }
 
 /// `n_embd / n_head`, or an error saying how to make it whole.

@@ -8,6 +8,11 @@
 //! Block: x = x + attn(ln_1(x));  x = x + mlp(ln_2(x))      (pre-LayerNorm, residual stream)
 //! ```
 //!
+//! **Positions** enter as a second embedding added to the tokens'. GPT-2 (and every preset)
+//! learns it: `wpe` is a trained `[block_size, C]` table. [`Position::Sinusoidal`] uses instead
+//! the fixed table of "Attention Is All You Need" ([`sinusoidal_positions`]): nothing to train,
+//! so such a model has `block_size · C` fewer parameters.
+//!
 //! One [`GptConfig`] describes both famous runs. [`GptConfig::lecture`] is the model at the
 //! end of Karpathy's "Let's build GPT" (ReLU, biases everywhere but in the query/key/value
 //! projections, a biased and untied LM head: 10,788,929 parameters);
@@ -31,7 +36,7 @@ use super::attention::{linear, CausalSelfAttention, INIT_STD};
 use super::{cross_entropy, LanguageModel};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
-use tch::{nn, Device, Tensor};
+use tch::{nn, Device, Kind, Tensor};
 
 /// The non-linearity between the two layers of each block's MLP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,6 +55,56 @@ impl Activation {
             Activation::Gelu => x.gelu("none"),
         }
     }
+}
+
+/// How the model knows where each token is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Position {
+    /// A trained embedding `wpe` `[block_size, C]`: GPT-2's, nanoGPT's and the lecture's.
+    #[default]
+    Learned,
+    /// The fixed sine and cosine table of "Attention Is All You Need", not trained.
+    Sinusoidal,
+}
+
+impl std::str::FromStr for Position {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "learned" => Ok(Position::Learned),
+            "sinusoidal" => Ok(Position::Sinusoidal),
+            other => Err(Error::Config(format!(
+                "unknown position encoding '{other}' (known: learned, sinusoidal)"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for Position {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Position::Learned => "learned",
+            Position::Sinusoidal => "sinusoidal",
+        })
+    }
+}
+
+/// The sinusoidal position encoding `[block_size, n_embd]` of "Attention Is All You Need"
+/// (section 3.5): for position `p` and pair `i` of channels, with `θ = p / 10000^(2i / n_embd)`,
+/// channel `2i` is `sin θ` and channel `2i + 1` is `cos θ`. Each pair turns at its own speed,
+/// from once every 2π positions (`i = 0`) to almost never, so every position gets its own
+/// pattern, and the encoding of `p + k` is a rotation of that of `p`.
+pub fn sinusoidal_positions(block_size: usize, n_embd: usize, device: Device) -> Tensor {
+    let (t, c) = (block_size as i64, n_embd as i64);
+    let pairs = (c + 1) / 2; // an odd width ends on a sine
+    let p = Tensor::arange(t, (Kind::Float, device)).unsqueeze(1); // [T, 1]
+    let two_i = Tensor::arange(pairs, (Kind::Float, device)) * 2.0; // [C/2]: 0, 2, 4, ...
+    let inv_freq = (two_i * (-(10_000f64.ln()) / c as f64)).exp(); // [C/2]: 10000^(-2i/C)
+    let theta = p * inv_freq.unsqueeze(0); // [T, C/2]
+    let pe = Tensor::stack(&[theta.sin(), theta.cos()], -1); // [T, C/2, 2]: sin, cos of each pair
+    pe.reshape([t, 2 * pairs]).narrow(1, 0, c) // [T, C]: sin θ₀, cos θ₀, sin θ₁, cos θ₁, ...
 }
 
 /// Every size and switch of a GPT.
@@ -78,6 +133,13 @@ pub struct GptConfig {
     pub tie_weights: bool,
     /// A bias on the LM head (the lecture has one, nanoGPT not).
     pub lm_head_bias: bool,
+    /// The MLP's hidden width; `None` is GPT's `4 · n_embd` (as in Hugging Face's GPT-2
+    /// `n_inner`), which follows a changed `n_embd` (see [`GptConfig::mlp_width`]).
+    #[serde(default)]
+    pub d_ff: Option<usize>,
+    /// Learned or sinusoidal positions. A config saved before there was a choice has learned.
+    #[serde(default)]
+    pub position: Position,
 }
 
 impl GptConfig {
@@ -96,6 +158,8 @@ impl GptConfig {
             activation: Activation::Relu,
             tie_weights: false,
             lm_head_bias: true,
+            d_ff: None,
+            position: Position::Learned,
         }
     }
 
@@ -118,6 +182,11 @@ impl GptConfig {
         Self { n_layer: 4, n_head: 4, n_embd: 128, block_size: 64, dropout: 0.0, ..Self::shakespeare_char() }
     }
 
+    /// The MLP's hidden width: `d_ff`, or `4 · n_embd`.
+    pub fn mlp_width(&self) -> usize {
+        self.d_ff.unwrap_or(4 * self.n_embd)
+    }
+
     /// Check the sizes fit together; the error says what to change.
     pub fn validate(&self) -> Result<()> {
         let sizes = [
@@ -126,6 +195,7 @@ impl GptConfig {
             ("n_layer", self.n_layer),
             ("n_head", self.n_head),
             ("n_embd", self.n_embd),
+            ("d_ff", self.mlp_width()),
         ];
         if let Some((name, _)) = sizes.iter().find(|(_, v)| *v == 0) {
             return Err(Error::Config(format!("{name} must be at least 1")));
@@ -168,28 +238,30 @@ impl LayerNorm {
     }
 }
 
-/// The feed-forward part of a block: each position on its own, `C -> 4C -> C`.
+/// The feed-forward part of a block: each position on its own, `C -> d_ff -> C` (`d_ff` is
+/// `4C` unless the config says otherwise).
 #[derive(Debug)]
 pub struct Mlp {
-    pub c_fc: nn::Linear,   // C -> 4C
-    pub c_proj: nn::Linear, // 4C -> C, scaled init
+    pub c_fc: nn::Linear,   // C -> d_ff
+    pub c_proj: nn::Linear, // d_ff -> C, scaled init
     pub activation: Activation,
     pub dropout: f64,
 }
 
 impl Mlp {
     pub fn new(vs: &nn::Path, config: &GptConfig) -> Self {
-        let (c, proj_std) = (config.n_embd, INIT_STD / (2.0 * config.n_layer as f64).sqrt());
+        let (c, d_ff) = (config.n_embd, config.mlp_width());
+        let proj_std = INIT_STD / (2.0 * config.n_layer as f64).sqrt();
         Self {
-            c_fc: linear(vs / "c_fc", c, 4 * c, config.bias, INIT_STD),
-            c_proj: linear(vs / "c_proj", 4 * c, c, config.bias, proj_std),
+            c_fc: linear(vs / "c_fc", c, d_ff, config.bias, INIT_STD),
+            c_proj: linear(vs / "c_proj", d_ff, c, config.bias, proj_std),
             activation: config.activation,
             dropout: config.dropout,
         }
     }
 
     pub fn forward(&self, x: &Tensor, train: bool) -> Tensor {
-        let h = self.activation.apply(&x.apply(&self.c_fc)); // [B, T, 4C]
+        let h = self.activation.apply(&x.apply(&self.c_fc)); // [B, T, d_ff]
         h.apply(&self.c_proj).dropout(self.dropout, train) // [B, T, C]
     }
 }
@@ -218,6 +290,12 @@ impl Block {
         let x = x + self.attn.forward(&self.ln_1.forward(x), train)?; // [B, T, C]
         Ok(&x + self.mlp.forward(&self.ln_2.forward(&x), train)) // [B, T, C]
     }
+
+    /// The block's output, and its attention weights `[B, nh, T, T]` (evaluation: no dropout).
+    fn forward_with_weights(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        let weights = self.attn.weights(&self.ln_1.forward(x))?; // [B, nh, T, T]
+        Ok((self.forward(x, false)?, weights))
+    }
 }
 
 /// A GPT language model. Owns its parameters (`vs`), so a notebook can keep it across cells.
@@ -227,7 +305,9 @@ pub struct Gpt {
     pub config: GptConfig,
     /// Token embedding `[V, C]`.
     pub wte: Tensor,
-    /// Position embedding `[block_size, C]`.
+    /// Position embedding `[block_size, C]`: a trained variable, or with
+    /// [`Position::Sinusoidal`] the fixed [`sinusoidal_positions`] (a buffer: not in `vs`, so
+    /// neither trained nor saved).
     pub wpe: Tensor,
     pub blocks: Vec<Block>,
     pub ln_f: LayerNorm,
@@ -247,7 +327,10 @@ impl Gpt {
         let init = nn::Init::Randn { mean: 0.0, stdev: INIT_STD };
         let tr = vs.root() / "transformer";
         let wte = (&tr / "wte").var("weight", &[v, c], init); // [V, C]
-        let wpe = (&tr / "wpe").var("weight", &[b, c], init); // [block_size, C]
+        let wpe = match config.position {
+            Position::Learned => (&tr / "wpe").var("weight", &[b, c], init), // [block_size, C]
+            Position::Sinusoidal => sinusoidal_positions(config.block_size, config.n_embd, device),
+        };
         let blocks =
             (0..config.n_layer).map(|i| Block::new(&(&tr / "h" / i), &config)).collect::<Result<Vec<_>>>()?;
         let ln_f = LayerNorm::new(&(&tr / "ln_f"), config.n_embd, config.bias);
@@ -261,19 +344,32 @@ impl Gpt {
     }
 
     /// nanoGPT's `get_num_params(non_embedding=True)`: the trainable parameters less the
-    /// position embeddings. (The token embedding stays in: tied, it is also the LM head.)
+    /// learned position embeddings. (The token embedding stays in: tied, it is also the LM
+    /// head.) With sinusoidal positions there is nothing to take away.
     pub fn num_params_non_embedding(&self) -> usize {
-        self.num_params() - self.wpe.numel()
+        match self.config.position {
+            Position::Learned => self.num_params() - self.wpe.numel(),
+            Position::Sinusoidal => self.num_params(),
+        }
     }
-}
 
-impl LanguageModel for Gpt {
-    fn forward(
-        &self,
-        idx: &Tensor,
-        targets: Option<&Tensor>,
-        train: bool,
-    ) -> Result<(Tensor, Option<Tensor>)> {
+    /// The attention weights of every block for `idx` `[B, T]`, in evaluation mode: one
+    /// `[B, nh, T, T]` per layer, row `t` saying how much position `t` reads each position
+    /// `0..=t` (each row sums to 1).
+    pub fn attention_weights(&self, idx: &Tensor) -> Result<Vec<Tensor>> {
+        let _no_grad = tch::no_grad_guard();
+        let mut x = self.embed(idx, false)?; // [B, T, C]
+        let mut maps = Vec::with_capacity(self.blocks.len());
+        for block in &self.blocks {
+            let (next, weights) = block.forward_with_weights(&x)?;
+            maps.push(weights);
+            x = next;
+        }
+        Ok(maps)
+    }
+
+    /// Token plus position embeddings `[B, T, C]` of `idx` `[B, T]`, after dropout.
+    fn embed(&self, idx: &Tensor, train: bool) -> Result<Tensor> {
         let t = match idx.size()[..] {
             [_, t] if (1..=self.config.block_size as i64).contains(&t) => t,
             [_, t] if t >= 1 => {
@@ -292,7 +388,18 @@ impl LanguageModel for Gpt {
         // The fallible lookup: an id outside 0..V is an error from libtorch, not a crash.
         let tok_emb = Tensor::f_embedding(&self.wte, idx, -1, false, false)?; // [B, T, C]
         let pos_emb = self.wpe.narrow(0, 0, t); // [T, C]: positions 0..T
-        let mut x = (tok_emb + pos_emb).dropout(self.config.dropout, train); // [B, T, C]
+        Ok((tok_emb + pos_emb).dropout(self.config.dropout, train)) // [B, T, C]
+    }
+}
+
+impl LanguageModel for Gpt {
+    fn forward(
+        &self,
+        idx: &Tensor,
+        targets: Option<&Tensor>,
+        train: bool,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let mut x = self.embed(idx, train)?; // [B, T, C]
         for block in &self.blocks {
             x = block.forward(&x, train)?; // [B, T, C]
         }

@@ -10,7 +10,7 @@ pub mod gpt;
 
 pub use attention::{CausalSelfAttention, Head, MultiHeadAttention};
 pub use bigram::Bigram;
-pub use gpt::{Activation, Block, Gpt, GptConfig};
+pub use gpt::{sinusoidal_positions, Activation, Block, Gpt, GptConfig, Position};
 
 use crate::{Error, Result};
 use tch::{nn, Tensor};

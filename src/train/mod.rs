@@ -128,7 +128,8 @@ impl TrainConfig {
     /// nanoGPT's `train_shakespeare_char` run scaled for a laptop CPU (its README's CPU
     /// command): 2000 steps of 12 × 64 tokens, lr 1e-3 warmed up over 100 steps and decayed
     /// to 1e-4 at the last step, β2 0.99, weight decay 0.1, gradients clipped at norm 1, losses
-    /// every 250 steps over 200 batches, a log line every 10 steps.
+    /// every 250 steps over 20 batches (the CPU command's `--eval_iters=20`: 200, the GPU
+    /// config's, would make evaluation half the run), a log line every 10 steps.
     pub fn cpu_small() -> Self {
         Self {
             steps: 2000,
@@ -142,17 +143,17 @@ impl TrainConfig {
             beta2: 0.99,
             grad_clip: Some(1.0),
             eval_interval: 250,
-            eval_iters: 200,
+            eval_iters: 20,
             log_interval: Some(10),
             ..Self::default()
         }
     }
 
     /// nanoGPT's `train_shakespeare_char` run as it is on a GPU: 5000 steps of 64 × 256
-    /// tokens (val loss ≈ 1.47 with `GptConfig::shakespeare_char()`), otherwise as
-    /// [`TrainConfig::cpu_small`].
+    /// tokens (val loss ≈ 1.47 with `GptConfig::shakespeare_char()`), losses over 200 batches,
+    /// otherwise as [`TrainConfig::cpu_small`].
     pub fn shakespeare_char() -> Self {
-        Self { steps: 5000, batch_size: 64, block_size: 256, ..Self::cpu_small() }
+        Self { steps: 5000, batch_size: 64, block_size: 256, eval_iters: 200, ..Self::cpu_small() }
     }
 
     /// The run at the end of "Let's build GPT" (`gpt.py`): 5000 steps of 64 × 256 tokens at a
