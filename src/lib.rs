@@ -10,11 +10,11 @@
 //! | [`data`]      | 1–2     | download a corpus, split it, sample `(x, y)` batches      |
 //! | [`model`]     | 3–5     | the bigram model, self-attention, the GPT                 |
 //! | [`train`]     | 3, 5    | the training loop, AdamW, schedules, history, checkpoints |
-//! | [`plot`]      | 3       | loss curves, inline in the notebook or saved as PNG       |
+//! | [`plot`]      | 3, 5    | loss curves and heatmaps, inline or saved as PNG          |
 //! | [`generate`]  | 5       | sampling: greedy, temperature, top-k, top-p               |
 //! | [`device`]    | all     | CPU or CUDA, and seeding                                  |
 //! | [`interrupt`] | all     | ■ / Ctrl-C stops training and sampling, keeping the model |
-//! | [`run`]       | CLI     | run folders: config, checkpoints, metrics, plots (`llm`)  |
+//! | [`run`]       | CLI     | run folders: config, checkpoints, metrics, plots (`llm`; feature `cli`) |
 //! | [`track`]     | any     | optional: the curves live in MLflow's UI (REST API)       |
 //!
 //! Every fallible call returns [`Result`] with an [`Error`] that says what went wrong and
@@ -26,6 +26,7 @@ pub mod generate;
 pub mod interrupt;
 pub mod model;
 pub mod plot;
+#[cfg(feature = "cli")]
 pub mod run;
 pub mod tokenizer;
 pub mod track;
@@ -47,5 +48,5 @@ pub mod prelude {
     pub use crate::train::{self, Checkpoint, History, TrainConfig, TrainEvent, Trainer};
     pub use crate::{Error, Result};
     pub use tch::nn::OptimizerConfig;
-    pub use tch::{nn, Device, Kind, Tensor};
+    pub use tch::{self, nn, Device, Kind, Tensor};
 }

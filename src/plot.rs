@@ -227,8 +227,8 @@ impl Heatmap {
     /// A panel showing the 2-D tensor `matrix` `[rows, columns]` (on any device, any float
     /// kind), its rows and columns numbered.
     pub fn new(title: impl Into<String>, matrix: &Tensor) -> Result<Self> {
-        let (rows, cols) = match matrix.size()[..] {
-            [r, c] if r > 0 && c > 0 => (r as usize, c as usize),
+        let cols = match matrix.size()[..] {
+            [r, c] if r > 0 && c > 0 => c as usize,
             _ => {
                 return Err(Error::Plot(format!(
                     "a heatmap needs a non-empty 2-D tensor, got {:?}",
@@ -238,8 +238,7 @@ impl Heatmap {
         };
         let flat = matrix.f_to_device(Device::Cpu)?.f_to_kind(Kind::Double)?.f_contiguous()?.f_view([-1])?;
         let flat = Vec::<f64>::try_from(&flat)?;
-        let values = flat.chunks(cols).map(<[f64]>::to_vec).collect::<Vec<_>>();
-        debug_assert_eq!(values.len(), rows);
+        let values = flat.chunks(cols).map(<[f64]>::to_vec).collect(); // one Vec per row
         let (x_desc, y_desc) = (String::new(), String::new());
         Ok(Self { title: title.into(), values, x_desc, y_desc, x_labels: Vec::new(), y_labels: Vec::new() })
     }
@@ -308,11 +307,13 @@ pub fn heatmaps(title: &str, panels: &[Heatmap], columns: usize) -> Result<Figur
         range => range,
     };
 
-    // Panel sizes: one panel gets the width of a line chart; several, a third of it each.
-    // The height follows the matrix's shape, within reason.
+    // Panel sizes: one panel gets the width of a line chart; several, a third of it each, or
+    // more when every column is named (about 15 px a name). The height follows the matrix's
+    // shape, within reason.
     let columns = columns.min(panels.len());
     let panel_rows = panels.len().div_ceil(columns);
-    let panel_width: u32 = if panels.len() == 1 { 800 } else { 320 };
+    let named_columns = panels.iter().map(|p| p.x_labels.len()).max().unwrap_or(0).min(40) as u32;
+    let panel_width: u32 = if panels.len() == 1 { 800 } else { 320.max(15 * named_columns + 80) };
     let aspect = shapes.iter().map(|&(r, c)| r as f64 / c as f64).fold(0.0, f64::max).clamp(0.35, 1.0);
     let panel_height = (panel_width as f64 * aspect) as u32 + 60;
     const BAR: u32 = 100;

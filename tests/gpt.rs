@@ -230,6 +230,36 @@ fn a_sinusoidal_model_checkpoint_round_trips_and_resumes() {
     assert_eq!(tiny_model::weights(&model), tiny_model::weights(&straight), "20 + 20 steps are 40 steps");
 }
 
+#[test]
+fn a_checkpoint_saved_before_positions_and_d_ff_loads_as_learned_and_4_n_embd() {
+    let _lock = rng_lock();
+    let (tok, data) = tiny_model::text_data();
+    let config = tiny(tok.vocab_size(), 0.0);
+    device::seed(6);
+    let model = Gpt::new(config.clone(), Device::Cpu).unwrap();
+    let train =
+        TrainConfig { steps: 5, warmup_steps: 0, eval_iters: 1, block_size: 16, ..TrainConfig::cpu_small() };
+    let mut trainer = Trainer::new(&model, train).unwrap();
+    trainer.train_until(&model, &data, 5, |_| {}).unwrap();
+    let dir = common::TempDir::new("gpt_old_ckpt");
+    trainer.save_checkpoint(dir.join("ckpt"), &model, &config, &tok).unwrap();
+    // The checkpoint as the course wrote it before: no "position", no "d_ff".
+    let meta = dir.join("ckpt").join(llm_from_scratch::train::checkpoint::META_FILE);
+    let mut json: serde_json::Value = serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
+    let fields = json["model_config"].as_object_mut().unwrap();
+    assert!(fields.remove("position").is_some() && fields.remove("d_ff").is_some());
+    std::fs::write(&meta, serde_json::to_vec(&json).unwrap()).unwrap();
+
+    let ckpt = Checkpoint::load(dir.join("ckpt")).unwrap();
+    let old: GptConfig = ckpt.model_config().unwrap();
+    assert_eq!((old.position, old.mlp_width()), (Position::Learned, 4 * 32));
+    let mut restored = Gpt::new(old, Device::Cpu).unwrap();
+    ckpt.load_weights(&mut restored).unwrap();
+    let x = Tensor::arange(16, (Kind::Int64, Device::Cpu)).remainder(tok.vocab_size() as i64).view([1, 16]);
+    let logits = |m: &Gpt| m.forward(&x, None, false).unwrap().0;
+    assert_eq!(max_abs_diff(&logits(&restored), &logits(&model)), 0.0);
+}
+
 // --- The GPT built by hand, from the weights by name (chapter 5's cells) ----------------------
 
 /// LayerNorm written out: each position's channels to mean 0 and variance 1 (the biased
@@ -308,7 +338,12 @@ fn the_gpt_built_by_hand_gives_the_library_logits_and_loss() {
             Position::Learned => w["transformer.wpe.weight"].narrow(0, 0, 12),
             Position::Sinusoidal => sinusoidal_positions(12, config.n_embd, Device::Cpu),
         };
-        let mut x = w["transformer.wte.weight"].index_select(0, &idx.view([-1])).view([2, 12, -1]) + pos;
+        let tok = w["transformer.wte.weight"].index_select(0, &idx.view([-1])).view([2, 12, -1]);
+        let tok = match position {
+            Position::Learned => tok,
+            Position::Sinusoidal => tok * (config.n_embd as f64).sqrt(), // the paper's scale
+        };
+        let mut x = tok + pos;
         for i in 0..config.n_layer {
             x = block_by_hand(&x, &w, &format!("transformer.h.{i}"), &config);
         }

@@ -97,7 +97,7 @@ def check(ok, what, detail=""):
 def main():
     k = Kernel()
     try:
-        reply, out = k.run(f':dep llm_from_scratch = {{ path = "{ROOT}" }}')
+        reply, out = k.run(f':dep llm_from_scratch = {{ path = "{ROOT}", default-features = false }}')
         check(reply["status"] == "ok", "the library loads", text(out))
         reply, out = k.run(
             "use llm_from_scratch::prelude::*;\n"

@@ -6,9 +6,11 @@
 //!   `.txt` files.
 //! - [`TokenData`] holds a token stream split 90/10 into train and validation, and samples
 //!   `(x, y)` batches from either, `y` being `x` shifted by one token.
-//! - [`wiki`] turns a Wikipedia XML dump (bz2 or not) into plain article text, streaming.
+//! - `wiki` turns a Wikipedia XML dump (bz2 or not) into plain article text, streaming (with the
+//!   `cli` feature, the default).
 
 mod download;
+#[cfg(feature = "cli")]
 pub mod wiki;
 
 pub use download::{cache_dir, dataset, datasets, download, fetch, Dataset, DATA_DIR_ENV, MIRROR_ENV};

@@ -10,8 +10,9 @@
 //!
 //! **Positions** enter as a second embedding added to the tokens'. GPT-2 (and every preset)
 //! learns it: `wpe` is a trained `[block_size, C]` table. [`Position::Sinusoidal`] uses instead
-//! the fixed table of "Attention Is All You Need" ([`sinusoidal_positions`]): nothing to train,
-//! so such a model has `block_size · C` fewer parameters.
+//! the fixed table of "Attention Is All You Need" ([`sinusoidal_positions`]), with the token
+//! embeddings scaled by `√C` as in the paper: nothing to train, so such a model has
+//! `block_size · C` fewer parameters.
 //!
 //! One [`GptConfig`] describes both famous runs. [`GptConfig::lecture`] is the model at the
 //! end of Karpathy's "Let's build GPT" (ReLU, biases everywhere but in the query/key/value
@@ -64,7 +65,10 @@ pub enum Position {
     /// A trained embedding `wpe` `[block_size, C]`: GPT-2's, nanoGPT's and the lecture's.
     #[default]
     Learned,
-    /// The fixed sine and cosine table of "Attention Is All You Need", not trained.
+    /// The fixed sine and cosine table of "Attention Is All You Need", not trained. As in the
+    /// paper (section 3.4), the token embeddings are multiplied by `√n_embd` before it is
+    /// added: they start at a standard deviation of 0.02, and the table's values reach ±1, so
+    /// without the factor the tokens would be drowned by their positions.
     Sinusoidal,
 }
 
@@ -387,6 +391,10 @@ impl Gpt {
         };
         // The fallible lookup: an id outside 0..V is an error from libtorch, not a crash.
         let tok_emb = Tensor::f_embedding(&self.wte, idx, -1, false, false)?; // [B, T, C]
+        let tok_emb = match self.config.position {
+            Position::Learned => tok_emb,
+            Position::Sinusoidal => tok_emb * (self.config.n_embd as f64).sqrt(), // the paper's √C
+        };
         let pos_emb = self.wpe.narrow(0, 0, t); // [T, C]: positions 0..T
         Ok((tok_emb + pos_emb).dropout(self.config.dropout, train)) // [B, T, C]
     }
