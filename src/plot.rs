@@ -103,8 +103,7 @@ impl LiveFigure {
 /// `sparkline(&[4.2, 3.1, 2.6, 2.4])` is `"█▄▂▁"`. Empty for no values.
 pub fn sparkline(values: &[f64]) -> String {
     const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
-    let finite = values.iter().copied().filter(|v| v.is_finite());
-    let (lo, hi) = finite.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    let (lo, hi) = finite_range(values.iter().copied());
     values
         .iter()
         .map(|&v| match v {
@@ -113,6 +112,13 @@ pub fn sparkline(values: &[f64]) -> String {
             v => BARS[(((v - lo) / (hi - lo)) * 7.0).round() as usize],
         })
         .collect()
+}
+
+/// The lowest and highest finite value; `(∞, -∞)` when there is none.
+fn finite_range(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    values
+        .filter(|v| v.is_finite())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)))
 }
 
 const WIDTH: u32 = 900;
@@ -299,9 +305,7 @@ pub fn heatmaps(title: &str, panels: &[Heatmap], columns: usize) -> Result<Figur
     if panels.is_empty() || columns == 0 {
         return Err(Error::Plot(format!("'{title}': no panels, or no columns to put them in")));
     }
-    let finite = panels.iter().flat_map(|p| p.values.iter().flatten()).copied().filter(|v| v.is_finite());
-    let (lo, hi) = finite.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
-    let (lo, hi) = match (lo, hi) {
+    let (lo, hi) = match finite_range(panels.iter().flat_map(|p| p.values.iter().flatten()).copied()) {
         (lo, hi) if lo > hi => (0.0, 1.0), // nothing finite: every cell is drawn grey
         (lo, hi) if hi - lo < 1e-12 => (lo - 0.5, hi + 0.5),
         range => range,

@@ -216,19 +216,18 @@ impl CausalSelfAttention {
 
     /// The same as [`CausalSelfAttention::forward`], written out step by step.
     pub fn forward_manual(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let (b, t, c) = check_input(x, self.n_embd, None)?;
-        let (q, k, v) = self.qkv(x, b, t, c); // each [B, nh, T, hs]
-        let att = causal_softmax(&q, &k).dropout(self.dropout, train); // [B, nh, T, T]
-        let y = att.matmul(&v); // [B, nh, T, T] @ [B, nh, T, hs] -> [B, nh, T, hs]
-        Ok(self.out(&y, b, t, c, train)) // [B, T, C]
+        Ok(self.forward_with_weights(x, train)?.0)
     }
 
-    /// The attention weights `[B, nh, T, T]` for `x` `[B, T, C]`, without dropout: row `t` of
-    /// head `h` is how much position `t` reads each position `0..=t` (it sums to 1).
-    pub fn weights(&self, x: &Tensor) -> Result<Tensor> {
+    /// [`CausalSelfAttention::forward_manual`]'s output `[B, T, C]`, and the attention weights
+    /// `[B, nh, T, T]` it used (before dropout): row `t` of head `h` is how much position `t`
+    /// reads each position `0..=t` (it sums to 1).
+    pub fn forward_with_weights(&self, x: &Tensor, train: bool) -> Result<(Tensor, Tensor)> {
         let (b, t, c) = check_input(x, self.n_embd, None)?;
-        let (q, k, _v) = self.qkv(x, b, t, c); // each [B, nh, T, hs]
-        Ok(causal_softmax(&q, &k)) // [B, nh, T, T]
+        let (q, k, v) = self.qkv(x, b, t, c); // each [B, nh, T, hs]
+        let att = causal_softmax(&q, &k); // [B, nh, T, T]
+        let y = att.dropout(self.dropout, train).matmul(&v); // [B, nh, T, T] @ [B, nh, T, hs] -> [B, nh, T, hs]
+        Ok((self.out(&y, b, t, c, train), att)) // [B, T, C], [B, nh, T, T]
     }
 
     /// The fused projection, split into q, k, v and each reshaped so heads are a batch dim.

@@ -292,13 +292,19 @@ impl Block {
 
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let x = x + self.attn.forward(&self.ln_1.forward(x), train)?; // [B, T, C]
-        Ok(&x + self.mlp.forward(&self.ln_2.forward(&x), train)) // [B, T, C]
+        Ok(self.mlp_residual(&x, train)) // [B, T, C]
     }
 
-    /// The block's output, and its attention weights `[B, nh, T, T]` (evaluation: no dropout).
+    /// The block's output, and the attention weights `[B, nh, T, T]` it used (evaluation: no
+    /// dropout), through the attention written out instead of the fused kernel.
     fn forward_with_weights(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
-        let weights = self.attn.weights(&self.ln_1.forward(x))?; // [B, nh, T, T]
-        Ok((self.forward(x, false)?, weights))
+        let (att, weights) = self.attn.forward_with_weights(&self.ln_1.forward(x), false)?;
+        Ok((self.mlp_residual(&(x + att), false), weights))
+    }
+
+    /// The second residual addition: `x + mlp(ln_2(x))`.
+    fn mlp_residual(&self, x: &Tensor, train: bool) -> Tensor {
+        x + self.mlp.forward(&self.ln_2.forward(x), train) // [B, T, C]
     }
 }
 

@@ -129,7 +129,7 @@ impl TrainConfig {
     /// command): 2000 steps of 12 × 64 tokens, lr 1e-3 warmed up over 100 steps and decayed
     /// to 1e-4 at the last step, β2 0.99, weight decay 0.1, gradients clipped at norm 1, losses
     /// every 250 steps over 20 batches (the CPU command's `--eval_iters=20`: 200, the GPU
-    /// config's, would make evaluation half the run), a log line every 10 steps.
+    /// config's, would make evaluation over a third of the run), a log line every 10 steps.
     pub fn cpu_small() -> Self {
         Self {
             steps: 2000,
