@@ -94,31 +94,32 @@ fn train_resume_sample_and_eval() {
     assert_eq!(checkpoint_step(&run.join("checkpoints/latest")), 15);
     assert_eq!(eval_steps(&run), [0, 5, 10, 15]);
 
-    // The same seed samples the same text; another seed another.
-    let sample = |seed: &str| {
-        let out = llm(
-            dir.path(),
-            &[
-                "sample",
-                "--run-dir",
-                "run",
-                "--prompt",
-                "All:",
-                "--max-new-tokens",
-                "30",
-                "--seed",
-                seed,
-                "--device",
-                "cpu",
-            ],
-        );
+    // The same seed samples the same text; another seed another. The KV cache changes the
+    // speed, not the text (30 tokens go past the run's block of 16).
+    let sample = |seed: &str, extra: &[&str]| {
+        let mut args =
+            vec!["sample", "--run-dir", "run", "--prompt", "All:", "--max-new-tokens", "30", "--device", "cpu"];
+        args.extend_from_slice(&["--seed", seed]);
+        args.extend_from_slice(extra);
+        let out = llm(dir.path(), &args);
         assert!(out.status.success(), "{}", text(&out.stderr));
-        text(&out.stdout)
+        (text(&out.stdout), text(&out.stderr))
     };
-    let (a, b, c) = (sample("7"), sample("7"), sample("8"));
+    let (a, cached) = sample("7", &[]);
     assert!(a.starts_with("All:") && a.trim_end().chars().count() >= 30, "{a:?}");
+    assert!(cached.contains("30 tokens in") && cached.contains("tokens/s (KV cache)"), "{cached}");
+    let (b, uncached) = sample("7", &["--no-cache"]);
     assert_eq!(a, b);
-    assert_ne!(a, c);
+    assert!(uncached.contains("tokens/s (no cache)"), "{uncached}");
+    assert_ne!(a, sample("8", &[]).0);
+    // Three samples in one batch: sample i is the one seed 7 + i gives alone.
+    let (three, stderr) = sample("7", &["--num-samples", "3"]);
+    assert!(stderr.contains("90 tokens in"), "{stderr}");
+    let three: Vec<&str> = three.split("\n---------------\n").collect();
+    assert_eq!(three.len(), 3, "{three:?}");
+    for (i, seed) in ["7", "8", "9"].iter().enumerate() {
+        assert_eq!(three[i].trim_end(), sample(seed, &[]).0.trim_end(), "sample {i}");
+    }
 
     // Eval on the run's validation split and on a file: a loss near ln(vocab) this early.
     for extra in [&[][..], &["--input", "corpus.txt"][..]] {

@@ -1,6 +1,6 @@
 //! Sampling: greedy, temperature, top-k and top-p, the prompt window and streaming.
 
-use llm_from_scratch::generate::{generate, next_token, Sampling};
+use llm_from_scratch::generate::{generate, generate_batch, next_token, Cache, Rng, Sampling};
 use llm_from_scratch::model::{Gpt, GptConfig, LanguageModel};
 use llm_from_scratch::{device, Error, Result};
 use std::cell::RefCell;
@@ -228,16 +228,15 @@ fn the_same_seed_gives_the_same_sample() {
 /// Draw `n` tokens from fixed logits; return how often each id came up.
 fn histogram(logits: &Tensor, sampling: &Sampling, n: usize) -> Vec<usize> {
     let mut counts = vec![0; logits.size()[0] as usize];
+    let mut rng = Rng::new(2024);
     for _ in 0..n {
-        counts[next_token(logits, sampling).unwrap() as usize] += 1;
+        counts[next_token(logits, sampling, &mut rng).unwrap() as usize] += 1;
     }
     counts
 }
 
 #[test]
 fn sampling_follows_the_softmax_and_its_filters() {
-    let _lock = rng_lock();
-    device::seed(2024);
     // Probabilities 0.5, 0.3, 0.15, 0.05, in a shuffled order of ids.
     let logits = Tensor::from_slice(&[0.15f32, 0.5, 0.05, 0.3]).log(); // [4]
     let n = 4000;
@@ -262,9 +261,13 @@ fn sampling_follows_the_softmax_and_its_filters() {
     let hot = histogram(&logits, &Sampling { temperature: 5.0, ..Default::default() }, n);
     assert!(hot[2] as f64 / n as f64 > 0.15, "{hot:?}");
     // Greedy: the argmax, whatever the temperature.
-    assert_eq!(next_token(&logits, &Sampling { temperature: 100.0, ..Sampling::greedy() }).unwrap(), 1);
+    let mut rng = Rng::new(0);
+    assert_eq!(
+        next_token(&logits, &Sampling { temperature: 100.0, ..Sampling::greedy() }, &mut rng).unwrap(),
+        1
+    );
     // Logits must be one row.
-    assert!(next_token(&logits.view([2, 2]), &Sampling::default()).is_err());
+    assert!(next_token(&logits.view([2, 2]), &Sampling::default(), &mut rng).is_err());
 }
 
 #[test]
@@ -289,4 +292,129 @@ fn a_gpt_generates_from_its_vocabulary() {
     assert!(gpt.vs.trainable_variables().iter().all(|v| !v.grad().defined()));
     let greedy = run(&gpt, &prompt, 10, &Sampling::greedy());
     assert_eq!(greedy, run(&gpt, &prompt, 10, &Sampling::greedy()));
+}
+
+/// The GPT presets' architectures (biases or none, ReLU or GELU, tied or not, dropout that
+/// generation must switch off) and a tiny model with sinusoidal positions, at random init:
+/// the cache's arithmetic does not need a trained model. The presets keep their sizes but a
+/// shorter context, so that a test crosses `block_size` in a few tokens; `lecture` also runs
+/// at its full context of 256.
+fn cached_models() -> Vec<(&'static str, Gpt)> {
+    let _lock = rng_lock();
+    device::seed(11);
+    let short = |config: GptConfig| GptConfig { block_size: 24, ..config };
+    let tiny = GptConfig {
+        vocab_size: 13,
+        block_size: 8,
+        n_layer: 2,
+        n_head: 2,
+        n_embd: 16,
+        position: llm_from_scratch::model::Position::Sinusoidal,
+        ..GptConfig::cpu_small()
+    };
+    [
+        ("tiny sinusoidal", tiny),
+        ("cpu_small", short(GptConfig::cpu_small())),
+        ("shakespeare_char", short(GptConfig::shakespeare_char())),
+        ("lecture", short(GptConfig::lecture())),
+        ("lecture at 256", GptConfig::lecture()),
+    ]
+    .into_iter()
+    .map(|(name, config)| (name, Gpt::new(config, Device::Cpu).unwrap()))
+    .collect()
+}
+
+fn samplings() -> [Sampling; 4] {
+    [
+        Sampling::greedy(),
+        Sampling::default(),
+        Sampling { temperature: 0.8, top_k: Some(5), ..Default::default() },
+        Sampling { temperature: 1.3, top_p: Some(0.9), ..Default::default() },
+    ]
+}
+
+#[test]
+fn cached_and_uncached_generation_give_the_same_tokens_across_block_size() {
+    for (name, gpt) in cached_models() {
+        let block = gpt.config.block_size;
+        let vocab = gpt.config.vocab_size as u32;
+        // A prompt two tokens short of the block, then enough tokens to move the window on.
+        let prompt: Vec<u32> = (0..block as u32 - 2).map(|i| (7 * i + 3) % vocab).collect();
+        let n = if block > 100 { 6 } else { block + 6 };
+        for sampling in samplings() {
+            let with =
+                |cache| generate_batch(&gpt, &prompt, n, &sampling, &[42, 43], cache, |_| Ok(())).unwrap();
+            let cached = with(Cache::On);
+            assert_eq!(cached, with(Cache::Off), "{name}, {sampling:?}");
+            assert_eq!(cached[0].len(), n);
+            if !sampling.greedy {
+                assert_ne!(cached[0], cached[1], "{name}, {sampling:?}: two seeds gave the same tokens");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_batch_of_samples_is_the_samples_one_by_one() {
+    for (name, gpt) in cached_models().into_iter().take(2) {
+        let sampling = Sampling { temperature: 0.9, top_k: Some(8), ..Default::default() };
+        for cache in [Cache::On, Cache::Off] {
+            let seeds = [1337, 1338, 1339, 7];
+            let batch = generate_batch(&gpt, &[1, 2, 3], 30, &sampling, &seeds, cache, |_| Ok(())).unwrap();
+            for (seed, sample) in seeds.iter().zip(&batch) {
+                let alone =
+                    generate_batch(&gpt, &[1, 2, 3], 30, &sampling, &[*seed], cache, |_| Ok(())).unwrap();
+                assert_eq!(alone[0], *sample, "{name}, {cache:?}, seed {seed}");
+            }
+        }
+    }
+}
+
+#[test]
+fn the_cached_forward_gives_the_full_forward_logits() {
+    let _lock = rng_lock();
+    device::seed(5);
+    let gpt = Gpt::new(GptConfig { block_size: 16, ..GptConfig::cpu_small() }, Device::Cpu).unwrap();
+    let idx = Tensor::randint(65, [2, 16], (tch::Kind::Int64, Device::Cpu)); // [2, 16]
+    let (full, _) = tch::no_grad(|| gpt.forward(&idx, None, false)).unwrap(); // [2, 16, 65]
+                                                                              // A prefill of 5 positions, one of 3 (several queries against a non-empty cache), then one at a time.
+    let mut kv = gpt.kv_cache(2).unwrap().unwrap();
+    let mut parts = vec![gpt.forward_cached(&idx.narrow(1, 0, 5), &mut kv).unwrap()];
+    parts.push(gpt.forward_cached(&idx.narrow(1, 5, 3), &mut kv).unwrap());
+    for t in 8..16 {
+        parts.push(gpt.forward_cached(&idx.narrow(1, t, 1), &mut kv).unwrap());
+    }
+    assert_eq!(kv.len(), 16);
+    let cached = Tensor::cat(&parts, 1); // [2, 16, 65]
+    let diff = (cached - &full).abs().max().double_value(&[]);
+    assert!(diff < 1e-5, "cached logits differ from the full pass by {diff}");
+}
+
+#[test]
+fn the_cache_refuses_positions_beyond_what_it_holds() {
+    let _lock = rng_lock();
+    let gpt = Gpt::new(GptConfig { block_size: 8, ..GptConfig::cpu_small() }, Device::Cpu).unwrap();
+    let mut kv = gpt.kv_cache(1).unwrap().unwrap();
+    assert_eq!((kv.len(), kv.capacity(), kv.batch_size()), (0, 8, 1));
+    let ids = |t: i64| Tensor::zeros([1, t], (tch::Kind::Int64, Device::Cpu));
+    let m = config_error(gpt.forward_cached(&ids(9), &mut kv));
+    assert!(m.contains("would reach position 8, beyond the model's context"), "{m}");
+    assert!(kv.is_empty(), "a refused step must leave the cache as it was");
+    assert_eq!(gpt.forward_cached(&ids(6), &mut kv).unwrap().size(), [1, 6, 65]);
+    let m = config_error(gpt.forward_cached(&ids(3), &mut kv));
+    assert!(m.contains("holds positions 0..6 of at most 8: 3 more would reach position 8"), "{m}");
+    assert_eq!(gpt.forward_cached(&ids(2), &mut kv).unwrap().size(), [1, 2, 65]);
+    assert_eq!(kv.len(), 8);
+    assert!(config_error(gpt.forward_cached(&ids(1), &mut kv)).contains("beyond"));
+    // A cache made for another batch size is refused too.
+    let m = config_error(gpt.forward_cached(
+        &Tensor::zeros([2, 1], (tch::Kind::Int64, Device::Cpu)),
+        &mut gpt.kv_cache(1).unwrap().unwrap(),
+    ));
+    assert!(m.contains("a batch of 1, not 4 layers and a batch of 2"), "{m}");
+    // The bigram has no cache, and says so.
+    let bigram = llm_from_scratch::model::Bigram::new(5, Device::Cpu);
+    assert!(bigram.kv_cache(1).unwrap().is_none());
+    kv.clear();
+    assert!(config_error(bigram.forward_cached(&ids(1), &mut kv)).contains("no KV cache"));
 }

@@ -7,7 +7,7 @@
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use llm_from_scratch::data::{self, wiki};
-use llm_from_scratch::generate::{self, Sampling};
+use llm_from_scratch::generate::{self, Cache, Sampling};
 use llm_from_scratch::model::LanguageModel;
 use llm_from_scratch::run::{self, Run, RunSpec};
 use llm_from_scratch::tokenizer::{
@@ -334,12 +334,17 @@ struct SampleArgs {
     /// Draw only from the most likely tokens that make up this probability (nucleus sampling).
     #[arg(long)]
     top_p: Option<f64>,
-    /// The same seed gives the same text.
+    /// The same seed gives the same text. Sample i is drawn with seed + i, so it is the same
+    /// drawn alone (--seed S+i) or among others.
     #[arg(long, default_value_t = 1337)]
     seed: u64,
-    /// How many samples.
+    /// How many samples, generated side by side in one batch.
     #[arg(long, default_value_t = 1)]
     num_samples: usize,
+    /// Recompute the whole context for every token instead of keeping a KV cache (the same
+    /// text, slower: to compare).
+    #[arg(long)]
+    no_cache: bool,
 }
 
 #[derive(Args)]
@@ -646,30 +651,44 @@ fn sample(args: SampleArgs) -> Result<()> {
         greedy: false,
     };
     sampling.validate().context("sampling settings (--temperature, --top-k, --top-p)")?;
-    device::seed(args.seed);
+    if args.num_samples == 0 {
+        bail!("--num-samples must be at least 1");
+    }
+    let seeds: Vec<u64> = (0..args.num_samples as u64).map(|i| args.seed.wrapping_add(i)).collect();
+    let cache = if args.no_cache { Cache::Off } else { Cache::On };
     let mut out = std::io::stdout().lock();
-    for i in 0..args.num_samples {
-        if i > 0 {
-            writeln!(out, "\n---------------")?;
-        }
-        write!(out, "{prompt}")?;
-        // Stream: after each token, print what the decoded text has grown by.
-        let (mut new, mut printed) = (Vec::new(), 0usize);
-        generate::generate(&model, &ids, args.max_new_tokens, &sampling, |id| {
-            new.push(id);
-            let text = tokenizer.decode(&new)?;
-            let stable = stable_prefix(&text);
-            if stable.len() > printed {
-                let _ = out.write_all(stable[printed..].as_bytes()).and_then(|()| out.flush());
-                printed = stable.len();
+    write!(out, "{prompt}")?;
+    // One sample streams: after each token, print what the decoded text has grown by.
+    // Several are printed once they are done.
+    let (mut streamed, mut printed) = (Vec::new(), 0usize);
+    let start = std::time::Instant::now();
+    let samples =
+        generate::generate_batch(&model, &ids, args.max_new_tokens, &sampling, &seeds, cache, |step| {
+            if let [id] = step {
+                streamed.push(*id);
+                let text = tokenizer.decode(&streamed)?;
+                let stable = stable_prefix(&text);
+                if stable.len() > printed {
+                    let _ = out.write_all(stable[printed..].as_bytes()).and_then(|()| out.flush());
+                    printed = stable.len();
+                }
             }
             Ok(())
         })?;
-        writeln!(out, "{}", &tokenizer.decode(&new)?[printed..])?;
-        if interrupt::requested().is_some() {
-            break; // Ctrl-C ended this sample early; no more after it
+    let seconds = start.elapsed().as_secs_f64();
+    for (i, sample) in samples.iter().enumerate() {
+        if i > 0 {
+            write!(out, "\n---------------\n{prompt}")?;
         }
+        let skip = if i == 0 { printed } else { 0 };
+        writeln!(out, "{}", &tokenizer.decode(sample)?[skip..])?;
     }
+    let tokens: usize = samples.iter().map(Vec::len).sum();
+    eprintln!(
+        "{tokens} tokens in {seconds:.2} s: {:.0} tokens/s ({})",
+        tokens as f64 / seconds.max(1e-9),
+        if args.no_cache { "no cache" } else { "KV cache" }
+    );
     Ok(())
 }
 

@@ -21,6 +21,7 @@
 //! [`crate::model::gpt`]).
 
 use super::gpt::GptConfig;
+use super::kv_cache::KvCache;
 use crate::{Error, Result};
 use tch::{nn, Kind, Tensor};
 
@@ -212,6 +213,27 @@ impl CausalSelfAttention {
         // of v, in one kernel (no extra mask, the default scale 1/√hs, no grouped-query attention).
         let y = Tensor::f_scaled_dot_product_attention::<Tensor>(&q, &k, &v, None, p, true, None, false)?;
         Ok(self.out(&y, b, t, c, train)) // [B, T, C]
+    }
+
+    /// [`CausalSelfAttention::forward`] for the `T` positions `x` `[B, T, C]` that follow
+    /// those in `cache`, in evaluation mode: their keys and values are added to layer
+    /// `layer`'s entry, and each of their queries reads every cached position and the new
+    /// ones up to itself.
+    pub fn forward_cached(&self, x: &Tensor, cache: &mut KvCache, layer: usize) -> Result<Tensor> {
+        let (b, t, c) = check_input(x, self.n_embd, None)?;
+        let (q, k, v) = self.qkv(x, b, t, c); // each [B, nh, T, hs]
+        let past = cache.len() as i64;
+        let (k, v) = cache.append(layer, &k, &v)?; // each [B, nh, past + T, hs]
+        let y = if past == 0 {
+            // The prefill: exactly `forward`'s causal attention.
+            Tensor::f_scaled_dot_product_attention::<Tensor>(&q, &k, &v, None, 0.0, true, None, false)?
+        } else {
+            // Query i is position past + i: it may read keys 0..=past + i (for one new
+            // position, every key).
+            let allowed = Tensor::f_ones([t, past + t], (Kind::Bool, x.device()))?.f_tril(past)?; // [T, past + T]
+            Tensor::f_scaled_dot_product_attention(&q, &k, &v, Some(allowed), 0.0, false, None, false)?
+        }; // [B, nh, T, hs]
+        Ok(self.out(&y, b, t, c, false)) // [B, T, C]
     }
 
     /// The same as [`CausalSelfAttention::forward`], written out step by step.

@@ -34,6 +34,7 @@
 //! Variable names follow nanoGPT's `state_dict` (`transformer.h.0.attn.c_attn.weight`, …).
 
 use super::attention::{linear, CausalSelfAttention, INIT_STD};
+use super::kv_cache::KvCache;
 use super::{cross_entropy, LanguageModel};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -295,6 +296,13 @@ impl Block {
         Ok(self.mlp_residual(&x, train)) // [B, T, C]
     }
 
+    /// [`Block::forward`] in evaluation mode for the positions after those in `cache`
+    /// (layer `layer`'s entry).
+    fn forward_cached(&self, x: &Tensor, cache: &mut KvCache, layer: usize) -> Result<Tensor> {
+        let x = x + self.attn.forward_cached(&self.ln_1.forward(x), cache, layer)?; // [B, T, C]
+        Ok(self.mlp_residual(&x, false)) // [B, T, C]
+    }
+
     /// The block's output, and the attention weights `[B, nh, T, T]` it used (evaluation: no
     /// dropout), through the attention written out instead of the fused kernel.
     fn forward_with_weights(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
@@ -368,7 +376,7 @@ impl Gpt {
     /// `0..=t` (each row sums to 1).
     pub fn attention_weights(&self, idx: &Tensor) -> Result<Vec<Tensor>> {
         let _no_grad = tch::no_grad_guard();
-        let mut x = self.embed(idx, false)?; // [B, T, C]
+        let mut x = self.embed(idx, 0, false)?; // [B, T, C]
         let mut maps = Vec::with_capacity(self.blocks.len());
         for block in &self.blocks {
             let (next, weights) = block.forward_with_weights(&x)?;
@@ -378,14 +386,26 @@ impl Gpt {
         Ok(maps)
     }
 
-    /// Token plus position embeddings `[B, T, C]` of `idx` `[B, T]`, after dropout.
-    fn embed(&self, idx: &Tensor, train: bool) -> Result<Tensor> {
+    /// The last LayerNorm and the LM head: `[B, T, C]` to logits `[B, T, V]`.
+    fn head(&self, x: &Tensor) -> Tensor {
+        self.ln_f.forward(x).linear(&self.lm_head, self.lm_head_bias.as_ref())
+    }
+
+    /// Token plus position embeddings `[B, T, C]` of `idx` `[B, T]` at positions
+    /// `start..start + T`, after dropout.
+    fn embed(&self, idx: &Tensor, start: usize, train: bool) -> Result<Tensor> {
+        let block = self.config.block_size as i64;
         let t = match idx.size()[..] {
-            [_, t] if (1..=self.config.block_size as i64).contains(&t) => t,
+            [_, t] if t >= 1 && start as i64 + t <= block => t,
+            [_, t] if t >= 1 && start == 0 => {
+                return Err(Error::Config(format!(
+                    "a context of {t} tokens is longer than block_size {block}: crop it to the last {block} tokens"
+                )))
+            }
             [_, t] if t >= 1 => {
                 return Err(Error::Config(format!(
-                    "a context of {t} tokens is longer than block_size {}: crop it to the last {} tokens",
-                    self.config.block_size, self.config.block_size
+                    "positions {start}..{} are beyond block_size {block}",
+                    start as i64 + t
                 )))
             }
             _ => {
@@ -401,7 +421,7 @@ impl Gpt {
             Position::Learned => tok_emb,
             Position::Sinusoidal => tok_emb * (self.config.n_embd as f64).sqrt(), // the paper's √C
         };
-        let pos_emb = self.wpe.narrow(0, 0, t); // [T, C]: positions 0..T
+        let pos_emb = self.wpe.narrow(0, start as i64, t); // [T, C]: positions start..start + T
         Ok((tok_emb + pos_emb).dropout(self.config.dropout, train)) // [B, T, C]
     }
 }
@@ -413,14 +433,36 @@ impl LanguageModel for Gpt {
         targets: Option<&Tensor>,
         train: bool,
     ) -> Result<(Tensor, Option<Tensor>)> {
-        let mut x = self.embed(idx, train)?; // [B, T, C]
+        let mut x = self.embed(idx, 0, train)?; // [B, T, C]
         for block in &self.blocks {
             x = block.forward(&x, train)?; // [B, T, C]
         }
-        let x = self.ln_f.forward(&x); // [B, T, C]
-        let logits = x.linear(&self.lm_head, self.lm_head_bias.as_ref()); // [B, T, V]
+        let logits = self.head(&x); // [B, T, V]
         let loss = targets.map(|y| cross_entropy(&logits, y)).transpose()?; // []
         Ok((logits, loss))
+    }
+
+    fn kv_cache(&self, batch: usize) -> Result<Option<KvCache>> {
+        let c = &self.config;
+        let kind = (self.wte.kind(), self.wte.device());
+        KvCache::new(c.n_layer, batch, c.n_head, c.n_embd / c.n_head, c.block_size, kind).map(Some)
+    }
+
+    fn forward_cached(&self, idx: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
+        let (b, t) = match idx.size()[..] {
+            [b, t] => (b as usize, t as usize),
+            _ => {
+                return Err(Error::Config(format!("expected token ids [batch, time], got {:?}", idx.size())))
+            }
+        };
+        cache.check(self.blocks.len(), b, t)?;
+        let _no_grad = tch::no_grad_guard();
+        let mut x = self.embed(idx, cache.len(), false)?; // [B, T, C]
+        for (layer, block) in self.blocks.iter().enumerate() {
+            x = block.forward_cached(&x, cache, layer)?; // [B, T, C]
+        }
+        cache.advance(t);
+        Ok(self.head(&x)) // [B, T, V]
     }
 
     fn var_store(&self) -> &nn::VarStore {

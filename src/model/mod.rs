@@ -2,15 +2,17 @@
 //!
 //! Chapter 3's [`Bigram`] is the first; the [`Gpt`] of chapter 5 implements the same
 //! [`LanguageModel`] trait, so the training loop and the sampler work for both. Chapter 4's
-//! self-attention lives in [`attention`].
+//! self-attention lives in [`attention`]; chapter 7's cache of keys and values in [`kv_cache`].
 
 pub mod attention;
 mod bigram;
 pub mod gpt;
+pub mod kv_cache;
 
 pub use attention::{CausalSelfAttention, Head, MultiHeadAttention};
 pub use bigram::Bigram;
 pub use gpt::{sinusoidal_positions, Activation, Block, Gpt, GptConfig, Position};
+pub use kv_cache::KvCache;
 
 use crate::{Error, Result};
 use tch::{nn, Tensor};
@@ -41,6 +43,19 @@ pub trait LanguageModel {
     /// The longest context the model accepts, if it has a limit.
     fn block_size(&self) -> Option<usize> {
         None
+    }
+
+    /// A fresh, empty KV cache for `batch` sequences, if the model can use one (see
+    /// [`kv_cache`]); `None` for a model without one (the bigram reads one token anyway).
+    fn kv_cache(&self, _batch: usize) -> Result<Option<KvCache>> {
+        Ok(None)
+    }
+
+    /// Logits `[B, T, V]` of `idx` `[B, T]`, the positions that follow those held in `cache`,
+    /// in evaluation mode and without gradients; their keys and values are added to `cache`.
+    /// An error when they do not fit in it.
+    fn forward_cached(&self, _idx: &Tensor, _cache: &mut KvCache) -> Result<Tensor> {
+        Err(Error::Config("this model has no KV cache: generate without one".into()))
     }
 
     /// Number of trainable parameters.
