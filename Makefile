@@ -30,10 +30,12 @@ build: setup
 notebooks: setup
 	python scripts/run_notebooks.py --inplace
 
-## bench: training throughput and share of the matmul peak (examples/bench.rs), then BPE
-## training and encoding speed against tokenizers and tiktoken-rs (examples/bpe_bench.rs)
+## bench: training throughput and share of the matmul peak (examples/bench.rs), generation
+## with and without the KV cache (examples/generate_bench.rs), then BPE training and encoding
+## speed against tokenizers and tiktoken-rs (examples/bpe_bench.rs)
 bench: setup
 	cargo run --release --example bench
+	cargo run --release --example generate_bench
 	cargo run --release --example bpe_bench
 
 ## mlflow: MLflow's UI on http://127.0.0.1:5000, runs kept under runs/mlflow/ (installed into

@@ -24,10 +24,9 @@
 //! new token only. The tokens are the same as without it ([`Cache::Off`]): while the context
 //! fits in `block_size`, a step computes what the full pass computes for the last position
 //! (up to float rounding). Once it is full, the window moves by one token per step, and since
-//! positions are absolute (learned or sinusoidal), every key and value in it changes: the
-//! cache then starts again from the window each step (a prefill of `block_size` tokens), which
-//! is the uncached sampler's computation and its cost. So the cache makes tokens cheap up to
-//! `block_size` and costs nothing after.
+//! positions are absolute (learned or sinusoidal), every key and value in it changes: from
+//! then on each step runs the whole window, as the uncached sampler does. So the cache makes
+//! tokens cheaper up to `block_size`, and changes nothing after.
 
 use crate::model::LanguageModel;
 use crate::{Error, Result};
@@ -260,15 +259,14 @@ pub fn generate_batch(
         let len = rows[0].len();
         let window = model.block_size().map_or(0, |block| len.saturating_sub(block.max(1)));
         let logits = match kv.as_mut() {
-            // Without a cache: the whole window, every step.
-            None => model.forward(&columns(&rows, window, device)?, None, false)?.0,
-            // The prefill, or a full window moved by one: (again) the whole window.
-            Some(kv) if kv.is_empty() || kv.len() == kv.capacity() => {
-                kv.clear();
-                model.forward_cached(&columns(&rows, window, device)?, kv)?
+            // While the context fits, the cache holds every position but the newest (none
+            // at first): run the model on what it does not hold (the prompt, then one token).
+            Some(kv) if len <= kv.capacity() => {
+                model.forward_cached(&columns(&rows, kv.len(), device)?, kv)?
             }
-            // Otherwise the newest token only.
-            Some(kv) => model.forward_cached(&columns(&rows, len - 1, device)?, kv)?,
+            // Without a cache, or once the window has moved (every position in it shifted, so
+            // nothing cached is valid): the whole window.
+            _ => model.forward(&columns(&rows, window, device)?, None, false)?.0,
         }; // [B, T, V]
         let ids = next_tokens(&logits.f_select(1, -1)?, sampling, &mut rngs)?; // the last position's [B, V]
         for ((row, new), &id) in rows.iter_mut().zip(&mut new).zip(&ids) {

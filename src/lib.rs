@@ -8,10 +8,10 @@
 //! |---------------|---------|---------------------------------------------------------|
 //! | [`tokenizer`] | 1, 6    | text to integer ids and back (characters, words, BPE)    |
 //! | [`data`]      | 1–2     | download a corpus, split it, sample `(x, y)` batches      |
-//! | [`model`]     | 3–5     | the bigram model, self-attention, the GPT                 |
+//! | [`model`]     | 3–5, 7  | the bigram model, self-attention, the GPT, the KV cache   |
 //! | [`train`]     | 3, 5    | the training loop, AdamW, schedules, history, checkpoints |
-//! | [`plot`]      | 3, 5    | loss curves and heatmaps, inline or saved as PNG          |
-//! | [`generate`]  | 5       | sampling: greedy, temperature, top-k, top-p               |
+//! | [`plot`]      | 3, 5, 7 | loss curves, heatmaps, bar charts, inline or saved as PNG |
+//! | [`generate`]  | 5, 7    | sampling (greedy, temperature, top-k, top-p), batches of samples, cached |
 //! | [`device`]    | all     | CPU or CUDA, and seeding                                  |
 //! | [`interrupt`] | all     | ■ / Ctrl-C stops training and sampling, keeping the model |
 //! | [`run`]       | CLI     | run folders: config, checkpoints, metrics, plots (`llm`; feature `cli`) |

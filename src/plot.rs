@@ -1,5 +1,5 @@
-//! Line charts (loss and learning-rate curves) and heatmaps (attention weights, position
-//! encodings) drawn with `plotters`.
+//! Line charts (loss and learning-rate curves), heatmaps (attention weights, position
+//! encodings) and bar charts (next-token probabilities) drawn with `plotters`.
 //!
 //! A [`Figure`] is a PNG image in memory. As the last value of a notebook cell it displays
 //! inline: evcxr calls [`Figure::evcxr_display`], which hands Jupyter an `image/png`, the
@@ -24,9 +24,16 @@ pub struct Series {
 }
 
 /// A rendered chart, as PNG bytes.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Figure {
     png: Vec<u8>,
+}
+
+/// A size, not the bytes: where a figure is printed rather than displayed, a line of text.
+impl std::fmt::Debug for Figure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Figure (PNG, {} bytes)", self.png.len())
+    }
 }
 
 impl Figure {
@@ -346,6 +353,130 @@ pub fn heatmap(panel: &Heatmap) -> Result<Figure> {
     heatmaps(&panel.title, &[Heatmap { title: String::new(), ..panel.clone() }], 1)
 }
 
+/// One panel of a bar chart figure: a bar per category (the probability of each candidate
+/// next token, say), some of them greyed out (the ones a filter cut away).
+#[derive(Debug, Clone)]
+pub struct Bars {
+    pub title: String,
+    /// A name under each bar, left to right.
+    pub labels: Vec<String>,
+    pub values: Vec<f64>,
+    /// `true` for the bars drawn grey; empty for none.
+    pub greyed: Vec<bool>,
+    /// What the bars measure: the y axis's caption.
+    pub y_desc: String,
+}
+
+impl Bars {
+    /// A bar of height `values[i]` named `labels[i]`, for each `i`.
+    pub fn new<S: Into<String>>(
+        title: impl Into<String>,
+        labels: impl IntoIterator<Item = S>,
+        values: &[f64],
+    ) -> Self {
+        let labels = labels.into_iter().map(Into::into).collect();
+        Self {
+            title: title.into(),
+            labels,
+            values: values.to_vec(),
+            greyed: Vec::new(),
+            y_desc: String::new(),
+        }
+    }
+
+    /// Draw the bars where `greyed` is `true` in grey.
+    pub fn grey(mut self, greyed: impl IntoIterator<Item = bool>) -> Self {
+        self.greyed = greyed.into_iter().collect();
+        self
+    }
+
+    /// Caption the y axis.
+    pub fn axis(mut self, y_desc: &str) -> Self {
+        self.y_desc = y_desc.into();
+        self
+    }
+
+    fn check(&self) -> Result<()> {
+        let bad = |what: String| Err(Error::Plot(format!("bars '{}': {what}", self.title)));
+        match (self.values.len(), self.labels.len(), self.greyed.len()) {
+            (0, _, _) => bad("no values".into()),
+            (n, l, _) if l != n => bad(format!("{l} labels for {n} bars")),
+            (n, _, g) if g != 0 && g != n => bad(format!("{g} grey flags for {n} bars")),
+            _ if self.values.iter().any(|v| !v.is_finite()) => bad("a value is not finite".into()),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Bar charts side by side, `columns` to a row, under one `title`, on one y scale from 0 (so
+/// the panels compare at a glance).
+pub fn bar_charts(title: &str, panels: &[Bars], columns: usize) -> Result<Figure> {
+    register_fonts()?;
+    panels.iter().try_for_each(Bars::check)?;
+    if panels.is_empty() || columns == 0 {
+        return Err(Error::Plot(format!("'{title}': no panels, or no columns to put them in")));
+    }
+    let (lo, hi) = finite_range(panels.iter().flat_map(|p| p.values.iter()).copied());
+    let (lo, hi) = (lo.min(0.0), if hi > lo.min(0.0) { hi * 1.08 } else { 1.0 });
+    let columns = columns.min(panels.len());
+    let panel_rows = panels.len().div_ceil(columns);
+    let widest = panels.iter().map(|p| p.values.len()).max().unwrap_or(1) as u32;
+    let panel_width: u32 = 300.max(22 * widest + 90);
+    const PANEL_HEIGHT: u32 = 300;
+    const TITLE: u32 = 50;
+    let (width, height) = (columns as u32 * panel_width, TITLE + panel_rows as u32 * PANEL_HEIGHT);
+    let mut rgb = vec![255u8; (width * height * 3) as usize];
+    {
+        let err = |e: &dyn std::fmt::Display| Error::Plot(format!("'{title}': {e}"));
+        let root = BitMapBackend::with_buffer(&mut rgb, (width, height)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| err(&e))?;
+        let root = root.titled(title, (FONT, 24).into_font().style(FontStyle::Bold)).map_err(|e| err(&e))?;
+        for (panel, area) in panels.iter().zip(&root.split_evenly((panel_rows, columns))) {
+            draw_bars(area, panel, (lo, hi)).map_err(|e| err(&e))?;
+        }
+        root.present().map_err(|e| err(&e))?;
+    }
+    encode_png(&rgb, width, height)
+}
+
+fn draw_bars(area: &Area, panel: &Bars, (lo, hi): (f64, f64)) -> DrawResult {
+    use plotters::coord::ranged1d::SegmentValue::{CenterOf, Exact};
+    let n = panel.values.len() as i32;
+    let mut chart = ChartBuilder::on(area)
+        .caption(&panel.title, (FONT, 17))
+        .margin(6)
+        .margin_right(14)
+        .x_label_area_size(26)
+        .y_label_area_size(if panel.y_desc.is_empty() { 44 } else { 62 })
+        .build_cartesian_2d((0..n - 1).into_segmented(), lo..hi)?;
+    let name = |v: &plotters::coord::ranged1d::SegmentValue<i32>| match v {
+        CenterOf(i) | Exact(i) => panel.labels.get(*i as usize).cloned().unwrap_or_default(),
+        _ => String::new(),
+    };
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .set_all_tick_mark_size(0)
+        .y_desc(&panel.y_desc)
+        .axis_desc_style((FONT, 15))
+        .label_style((FONT, 13))
+        .x_labels(n as usize)
+        .y_labels(5)
+        .x_label_formatter(&name)
+        .y_label_formatter(&|y| format_tick(*y))
+        .light_line_style(RGBColor(235, 235, 235))
+        .draw()?;
+    let bars = panel.values.iter().enumerate().map(|(i, &v)| {
+        let grey = panel.greyed.get(i).copied().unwrap_or(false);
+        let fill = if grey { RGBColor(200, 200, 200) } else { COLORS[0] };
+        let mut bar = Rectangle::new([(Exact(i as i32), 0.0), (Exact(i as i32 + 1), v)], fill.filled());
+        bar.set_margin(0, 0, 3, 3);
+        bar
+    });
+    chart.draw_series(bars)?;
+    Ok(())
+}
+
 type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
 type DrawResult = std::result::Result<(), Box<dyn std::error::Error + 'static>>;
 
@@ -507,6 +638,20 @@ mod tests {
         // Non-finite values are drawn grey, not refused.
         let nan = Heatmap { values: vec![vec![f64::NAN, 1.0]], ..panel };
         heatmap(&nan).unwrap();
+    }
+
+    #[test]
+    fn bar_charts_share_one_scale_and_refuse_what_they_cannot_draw() {
+        let bars =
+            Bars::new("p", ["a", "b", "c"], &[0.5, 0.3, 0.2]).grey([false, false, true]).axis("probability");
+        let figure = bar_charts("three", &[bars.clone(), bars.clone(), bars.clone()], 2).unwrap();
+        assert_eq!(png_size(&figure), (2 * 300, 50 + 2 * 300));
+        let err = |b: Bars| bar_charts("x", &[b], 1).unwrap_err().to_string();
+        assert!(err(Bars::new("p", ["a"], &[0.5, 0.5])).contains("1 labels for 2 bars"));
+        assert!(err(bars.clone().grey([true])).contains("1 grey flags for 3 bars"));
+        assert!(err(Bars::new("p", ["a"], &[f64::NAN])).contains("not finite"));
+        assert!(err(Bars::new("p", Vec::<String>::new(), &[])).contains("no values"));
+        assert!(bar_charts("none", &[], 1).unwrap_err().to_string().contains("no panels"));
     }
 
     #[test]

@@ -97,8 +97,17 @@ fn train_resume_sample_and_eval() {
     // The same seed samples the same text; another seed another. The KV cache changes the
     // speed, not the text (30 tokens go past the run's block of 16).
     let sample = |seed: &str, extra: &[&str]| {
-        let mut args =
-            vec!["sample", "--run-dir", "run", "--prompt", "All:", "--max-new-tokens", "30", "--device", "cpu"];
+        let mut args = vec![
+            "sample",
+            "--run-dir",
+            "run",
+            "--prompt",
+            "All:",
+            "--max-new-tokens",
+            "30",
+            "--device",
+            "cpu",
+        ];
         args.extend_from_slice(&["--seed", seed]);
         args.extend_from_slice(extra);
         let out = llm(dir.path(), &args);

@@ -224,14 +224,20 @@ impl CausalSelfAttention {
         let (q, k, v) = self.qkv(x, b, t, c); // each [B, nh, T, hs]
         let past = cache.len() as i64;
         let (k, v) = cache.append(layer, &k, &v)?; // each [B, nh, past + T, hs]
-        let y = if past == 0 {
+        let y = match (past, t) {
             // The prefill: exactly `forward`'s causal attention.
-            Tensor::f_scaled_dot_product_attention::<Tensor>(&q, &k, &v, None, 0.0, true, None, false)?
-        } else {
-            // Query i is position past + i: it may read keys 0..=past + i (for one new
-            // position, every key).
-            let allowed = Tensor::f_ones([t, past + t], (Kind::Bool, x.device()))?.f_tril(past)?; // [T, past + T]
-            Tensor::f_scaled_dot_product_attention(&q, &k, &v, Some(allowed), 0.0, false, None, false)?
+            (0, _) => {
+                Tensor::f_scaled_dot_product_attention::<Tensor>(&q, &k, &v, None, 0.0, true, None, false)?
+            }
+            // One new position reads every key: nothing to mask.
+            (_, 1) => {
+                Tensor::f_scaled_dot_product_attention::<Tensor>(&q, &k, &v, None, 0.0, false, None, false)?
+            }
+            // Query i is position past + i: it may read keys 0..=past + i.
+            _ => {
+                let allowed = Tensor::f_ones([t, past + t], (Kind::Bool, x.device()))?.f_tril(past)?; // [T, past + T]
+                Tensor::f_scaled_dot_product_attention(&q, &k, &v, Some(allowed), 0.0, false, None, false)?
+            }
         }; // [B, nh, T, hs]
         Ok(self.out(&y, b, t, c, false)) // [B, T, C]
     }

@@ -10,8 +10,8 @@
 //! [`KvCache`] holds, for every layer, the keys and values `[B, nh, block_size, hs]` of the
 //! positions seen so far (the first [`KvCache::len`] of them), allocated once. It holds at most
 //! `block_size` positions, the model's context; a step that would go beyond is an error, not a
-//! silently wrong answer. [`crate::generate`] starts it again from the cropped context when the
-//! window moves (see there).
+//! silently wrong answer. Past `block_size`, [`crate::generate`] crops the context, which moves
+//! every position, so it stops using the cache there (see there).
 
 use crate::{Error, Result};
 use tch::{Device, Kind, Tensor};

@@ -1,0 +1,60 @@
+//! Generation speed with and without the KV cache, for the course's GPTs at random init (the
+//! cost of a token does not depend on what the weights are). Run with `make bench`
+//! (`cargo run --release --example generate_bench`).
+//!
+//! Each row draws one sample of 100, 500 or 1000 tokens (and `block_size - 1`, the most that
+//! fit in the context) after a one-token prompt, both ways,
+//! and checks the two gave the same tokens. While the context fits in `block_size`, a cached
+//! step runs the model on one position; past it, the window moves and every cached key and
+//! value changes, so a step costs a full window again (see `generate`'s docs).
+
+use llm_from_scratch::generate::{generate_batch, Cache, Sampling};
+use llm_from_scratch::prelude::*;
+use std::time::Instant;
+
+/// The tokens of `seeds.len()` samples of `n` tokens, and the seconds they took.
+fn timed(model: &Gpt, n: usize, seeds: &[u64], cache: Cache) -> Result<(Vec<Vec<u32>>, f64)> {
+    let sampling = Sampling { temperature: 0.8, top_k: Some(200), ..Sampling::default() };
+    let t0 = Instant::now();
+    let samples = generate_batch(model, &[0], n, &sampling, seeds, cache, |_| Ok(()))?;
+    Ok((samples, t0.elapsed().as_secs_f64()))
+}
+
+fn main() -> Result<()> {
+    println!("machine: {} libtorch threads; one sample after a one-token prompt", tch::get_num_threads());
+    println!(
+        "{:<10} {:>6} {:>10} {:>16} {:>16} {:>8}",
+        "model", "block", "new tokens", "no cache tok/s", "KV cache tok/s", "speedup"
+    );
+    for (name, config) in [("cpu_small", GptConfig::cpu_small()), ("lecture", GptConfig::lecture())] {
+        device::seed(1337);
+        let block = config.block_size;
+        let model = Gpt::new(config, Device::Cpu)?;
+        timed(&model, 20, &[0], Cache::On)?; // warm up
+                                             // The three lengths, and the longest that stays within the context.
+        let mut lengths = vec![block - 1, 100, 500, 1000];
+        lengths.sort();
+        for n in lengths {
+            let (uncached, slow) = timed(&model, n, &[1337], Cache::Off)?;
+            let (cached, fast) = timed(&model, n, &[1337], Cache::On)?;
+            assert_eq!(uncached, cached, "{name}, {n} tokens: the cache changed the tokens");
+            println!(
+                "{name:<10} {block:>6} {n:>10} {:>16.0} {:>16.0} {:>7.1}×",
+                n as f64 / slow,
+                n as f64 / fast,
+                slow / fast
+            );
+        }
+        // Side by side: 8 samples in one batch against one, within the context.
+        let n = block - 1;
+        let (_, one) = timed(&model, n, &[1337], Cache::On)?;
+        let seeds: Vec<u64> = (0..8).collect();
+        let (_, eight) = timed(&model, n, &seeds, Cache::On)?;
+        println!(
+            "{name:<10} {block:>6} {n:>10}   KV cache, 1 sample: {:.0} tok/s; 8 in one batch: {:.0} tok/s",
+            n as f64 / one,
+            8.0 * n as f64 / eight
+        );
+    }
+    Ok(())
+}
