@@ -12,12 +12,21 @@ use llm_from_scratch::generate::{generate_batch, Cache, Sampling};
 use llm_from_scratch::prelude::*;
 use std::time::Instant;
 
-/// The tokens of `seeds.len()` samples of `n` tokens, and the seconds they took.
+/// The tokens of `seeds.len()` samples of `n` tokens, and the seconds they took: the best of
+/// three runs, or of as many as fit in ten seconds (short runs are noisy on a shared machine).
 fn timed(model: &Gpt, n: usize, seeds: &[u64], cache: Cache) -> Result<(Vec<Vec<u32>>, f64)> {
     let sampling = Sampling { temperature: 0.8, top_k: Some(200), ..Sampling::default() };
-    let t0 = Instant::now();
-    let samples = generate_batch(model, &[0], n, &sampling, seeds, cache, |_| Ok(()))?;
-    Ok((samples, t0.elapsed().as_secs_f64()))
+    let (mut best, mut spent, mut samples) = (f64::INFINITY, 0.0, Vec::new());
+    for _ in 0..3 {
+        let t0 = Instant::now();
+        samples = generate_batch(model, &[0], n, &sampling, seeds, cache, |_| Ok(()))?;
+        let seconds = t0.elapsed().as_secs_f64();
+        (best, spent) = (best.min(seconds), spent + seconds);
+        if spent > 10.0 {
+            break;
+        }
+    }
+    Ok((samples, best))
 }
 
 fn main() -> Result<()> {

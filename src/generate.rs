@@ -138,7 +138,8 @@ pub fn distribution(logits: &Tensor, sampling: &Sampling) -> Result<Tensor> {
         let (sorted, order) = logits.sort(-1, true); // [.., V], most likely first
         let probs = sorted.softmax(-1, Kind::Float); // [.., V]
         let before = probs.cumsum(-1, Kind::Float) - &probs; // [.., V]: probability of the tokens ahead
-        let cut = before.ge(p).f_scatter(-1, &order, &before.ge(p))?; // [.., V], back in token order
+        let cut_sorted = before.ge(p); // [.., V], most likely first
+        let cut = cut_sorted.zeros_like().f_scatter(-1, &order, &cut_sorted)?; // [.., V], back in token order
         logits = logits.masked_fill(&cut, f64::NEG_INFINITY); // [.., V]
     }
     Ok(logits.softmax(-1, Kind::Float)) // [.., V]
