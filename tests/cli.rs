@@ -28,3 +28,12 @@ fn fetching_an_unknown_dataset_fails_with_a_clear_message() {
         "{stderr}"
     );
 }
+
+#[test]
+fn an_os_error_is_said_once() {
+    let out = llm(&["sample", "--checkpoint", "/no/such/checkpoint", "--device", "cpu"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("/no/such/checkpoint"), "{stderr}");
+    assert_eq!(stderr.matches("os error 2").count(), 1, "{stderr}");
+}

@@ -121,6 +121,15 @@ fn train_resume_sample_and_eval() {
     assert_eq!(a, b);
     assert!(uncached.contains("tokens/s (no cache)"), "{uncached}");
     assert_ne!(a, sample("8", &[]).0);
+    // --top-k keeps the k most likely tokens or `all` of them; 0 would keep none.
+    assert!(sample("7", &["--top-k", "all"]).0.starts_with("All:"));
+    let out = llm(dir.path(), &["sample", "--run-dir", "run", "--top-k", "0", "--device", "cpu"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("--top-k") && text(&out.stderr).contains("at least 1"),
+        "{}",
+        text(&out.stderr)
+    );
     // Three samples in one batch: sample i is the one seed 7 + i gives alone.
     let (three, stderr) = sample("7", &["--num-samples", "3"]);
     assert!(stderr.contains("90 tokens in"), "{stderr}");

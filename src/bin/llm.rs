@@ -328,9 +328,9 @@ struct SampleArgs {
     /// Below 1: safer, more repetitive text; above 1: wilder.
     #[arg(long, default_value_t = 0.8)]
     temperature: f64,
-    /// Draw only from the k most likely tokens (0: all of them).
-    #[arg(long, default_value_t = 200)]
-    top_k: usize,
+    /// Draw only from the k most likely tokens (`all`: from every token).
+    #[arg(long, default_value = "200")]
+    top_k: TopK,
     /// Draw only from the most likely tokens that make up this probability (nucleus sampling).
     #[arg(long)]
     top_p: Option<f64>,
@@ -385,8 +385,21 @@ fn main() -> ExitCode {
             .map_err(Into::into),
     };
     result.unwrap_or_else(|e| {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", error_chain(&e));
         ExitCode::FAILURE
+    })
+}
+
+/// An error and its causes on one line, `a: b: c`, leaving out a cause its parent already
+/// ends with (the library's `path: reason` errors carry their OS error as text and as cause).
+fn error_chain(e: &anyhow::Error) -> String {
+    e.chain().skip(1).fold(e.to_string(), |line, cause| {
+        let cause = cause.to_string();
+        if line.ends_with(&cause) {
+            line
+        } else {
+            format!("{line}: {cause}")
+        }
     })
 }
 
@@ -644,12 +657,8 @@ fn sample(args: SampleArgs) -> Result<()> {
             ids = vec![0];
         }
     }
-    let sampling = Sampling {
-        temperature: args.temperature,
-        top_k: (args.top_k > 0).then_some(args.top_k),
-        top_p: args.top_p,
-        greedy: false,
-    };
+    let sampling =
+        Sampling { temperature: args.temperature, top_k: args.top_k.0, top_p: args.top_p, greedy: false };
     sampling.validate().context("sampling settings (--temperature, --top-k, --top-p)")?;
     if args.num_samples == 0 {
         bail!("--num-samples must be at least 1");
@@ -690,6 +699,23 @@ fn sample(args: SampleArgs) -> Result<()> {
         if args.no_cache { "no cache" } else { "KV cache" }
     );
     Ok(())
+}
+
+/// `--top-k`: how many of the most likely tokens stay in the draw, or `all`.
+#[derive(Debug, Clone, Copy)]
+struct TopK(Option<usize>);
+
+impl std::str::FromStr for TopK {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match (s, s.parse::<usize>()) {
+            ("all", _) => Ok(TopK(None)),
+            (_, Ok(0)) => Err("must be at least 1 (or `all` to draw from every token)".into()),
+            (_, Ok(k)) => Ok(TopK(Some(k))),
+            (_, Err(_)) => Err(format!("expected a number of tokens or `all`, got {s:?}")),
+        }
+    }
 }
 
 /// The part of a streamed decode that later tokens cannot change: all but trailing U+FFFD.
