@@ -17,33 +17,28 @@ say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 command -v cargo >/dev/null || { echo "cargo not found: install Rust from https://rustup.rs" >&2; exit 1; }
 command -v python3 >/dev/null || { echo "python3 not found: install Python 3.10 or newer" >&2; exit 1; }
 
-# 1 and 2 run side by side on a fresh machine: the venv is mostly downloading (about 3 GB of
-# wheels), the kernel mostly compiling, so together they take little longer than the build.
-
 # 1. Python venv. The stamp records which requirements it was built from.
-venv_setup() {
-  local stamp=$venv/.requirements.sha256 want
-  want=$(sha256sum scripts/requirements.txt | cut -d' ' -f1)
-  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    say "creating .venv with torch and Jupyter (first time: a few minutes)"
-    [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-    "$venv/bin/python" -m pip install --quiet --upgrade pip
-    "$venv/bin/python" -m pip install --quiet -r scripts/requirements.txt
-    echo "$want" > "$stamp"
-  fi
-}
+stamp=$venv/.requirements.sha256
+want=$(sha256sum scripts/requirements.txt | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  say "creating .venv with torch and Jupyter (first time: a few minutes)"
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --upgrade pip
+  "$venv/bin/python" -m pip install --quiet -r scripts/requirements.txt
+  echo "$want" > "$stamp"
+fi
 
 # 2. The evcxr Jupyter kernel: the pinned release's source from crates.io (sha256-checked),
 #    with scripts/evcxr.patch applied (■ stops a cell without losing its variables, Run All
 #    stops at an error, live displays; the patch's header says what and why), built with the
 #    release's own Cargo.lock. The stamp records the version and the patch it was built from.
-kernel_setup() {
-  local stamp=$tools/.evcxr.sha256 want src=$tools/src
-  want=$( (echo "$EVCXR_VERSION"; cat scripts/evcxr.patch) | sha256sum | cut -d' ' -f1)
-  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! [ -x "$tools/bin/evcxr_jupyter" ]; then
-    say "building evcxr_jupyter $EVCXR_VERSION with scripts/evcxr.patch (first time: several minutes)"
-    rm -rf "$src"
-    python3 - "$src" "$EVCXR_VERSION" <<'PY'
+stamp=$tools/.evcxr.sha256
+want=$( (echo "$EVCXR_VERSION"; cat scripts/evcxr.patch) | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! [ -x "$tools/bin/evcxr_jupyter" ]; then
+  say "building evcxr_jupyter $EVCXR_VERSION with scripts/evcxr.patch (first time: several minutes)"
+  src=$tools/src
+  rm -rf "$src"
+  "$venv/bin/python" - "$src" "$EVCXR_VERSION" <<'PY'
 import hashlib, io, sys, tarfile, urllib.request
 dest, version = sys.argv[1], sys.argv[2]
 crates = {  # the registry's checksums of the pinned release
@@ -57,19 +52,11 @@ for name, sha256 in crates.items():
         sys.exit(f"{url}: sha256 mismatch (expected {sha256})")
     tarfile.open(fileobj=io.BytesIO(data)).extractall(dest, filter="data")
 PY
-    git apply --directory="${src#"$root"/}" scripts/evcxr.patch
-    cargo install --quiet --locked --force --root "$tools" --target-dir "$tools/build" \
-      --path "$src/evcxr_jupyter-$EVCXR_VERSION"
-    echo "$want" > "$stamp"
-  fi
-}
-
-kernel_setup &
-kernel_pid=$!
-trap 'kill "$kernel_pid" 2>/dev/null || true' EXIT
-venv_setup
-wait "$kernel_pid" || { echo "[setup] building the evcxr kernel failed (see above)" >&2; exit 1; }
-trap - EXIT
+  git apply --directory="${src#"$root"/}" scripts/evcxr.patch
+  cargo install --quiet --locked --force --root "$tools" --target-dir "$tools/build" \
+    --path "$src/evcxr_jupyter-$EVCXR_VERSION"
+  echo "$want" > "$stamp"
+fi
 
 # 3. The kernel spec. Its env gives the kernel what `cargo build` gets from the Makefile:
 #    the venv's python (torch-sys asks it where libtorch is), libtorch's lib folder for the

@@ -10,6 +10,7 @@
 //!   checkpoints/best/     the checkpoint with the lowest validation loss so far
 //!   metrics.jsonl         one JSON line per log line and per loss estimate
 //!   loss.png, lr.png      the loss and learning-rate curves, redrawn at every evaluation
+//!   train.lock            the PID of the process training in it, locked while it does
 //! ```
 //!
 //! With an MLflow server ([`crate::track`]; `llm train --mlflow URI` or `MLFLOW_TRACKING_URI`),
@@ -39,6 +40,13 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use tch::Device;
 
+/// Proof that this process alone trains in a run folder ([`Run::lock`]); dropping it (or
+/// the process ending) lets another in.
+#[derive(Debug)]
+pub struct RunLock {
+    _file: std::fs::File,
+}
+
 /// The resolved configuration.
 pub const CONFIG_FILE: &str = "config.json";
 /// The run's tokenizer.
@@ -49,6 +57,8 @@ pub const METRICS_FILE: &str = "metrics.jsonl";
 pub const LOSS_PLOT: &str = "loss.png";
 /// The learning rate against the step.
 pub const LR_PLOT: &str = "lr.png";
+/// Held (an exclusive `flock`) by the process that trains in the folder; holds its PID.
+pub const LOCK_FILE: &str = "train.lock";
 /// The most recent checkpoint, relative to the run folder.
 pub const LATEST: &str = "checkpoints/latest";
 /// The checkpoint with the lowest validation loss.
@@ -609,6 +619,47 @@ impl Run {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Make this process the only one training in the folder, for as long as the returned
+    /// lock lives: an exclusive `flock` on `train.lock`, which the system releases when the
+    /// process ends in any way (also `kill -9`). If another process holds it, the error names
+    /// its PID.
+    pub fn lock(&self) -> Result<RunLock> {
+        use std::io::{Read, Seek};
+        use std::os::fd::AsRawFd;
+        let path = self.dir.join(LOCK_FILE);
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        // SAFETY: flock on a descriptor this function owns; it touches no memory.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let err = std::io::Error::last_os_error();
+            if err.kind() != std::io::ErrorKind::WouldBlock {
+                return Err(Error::io(&path, err));
+            }
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            return Err(Error::Run {
+                path: self.dir.clone(),
+                reason: format!(
+                    "another process (PID {}) is training in it: wait for it to finish, or stop it first",
+                    pid.trim()
+                ),
+            });
+        }
+        let write_pid = |file: &mut std::fs::File| {
+            file.set_len(0)?;
+            file.rewind()?;
+            write!(file, "{}", std::process::id())?;
+            file.flush()
+        };
+        write_pid(&mut file).map_err(|e| Error::io(&path, e))?;
+        Ok(RunLock { _file: file })
     }
 
     /// `checkpoints/latest`, whether or not it exists yet.

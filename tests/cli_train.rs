@@ -298,11 +298,17 @@ fn kill_9_loses_at_most_the_steps_since_the_last_checkpoint() {
     let latest = dir.join("run/checkpoints/latest");
     let mut child = start_long_run(&dir, &input);
     let seen = wait_for_checkpoint(&mut child, &latest, 6);
+    // A second process on the folder is refused while the first trains in it, and says which.
+    let out = llm(dir.path(), &["train", "--resume", "--run-dir", "run", "--max-steps", "2000000"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let busy = format!("another process (PID {}) is training in it", child.id());
+    assert!(text(&out.stderr).contains(&busy), "{}", text(&out.stderr));
     std::thread::sleep(Duration::from_millis(30)); // into a later step
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
 
-    // The last checkpoint is whole and loads; resume continues from its step.
+    // The last checkpoint is whole and loads; resume continues from its step (the killed
+    // process's lock went with it).
     let step = checkpoint_step(&latest);
     assert!(step >= seen && step % 2 == 0, "step {step}");
     let target = (step + 4).to_string();
@@ -313,6 +319,33 @@ fn kill_9_loses_at_most_the_steps_since_the_last_checkpoint() {
     // metrics.jsonl was rewritten from the checkpoint: every estimate once, in order.
     let steps = eval_steps(&dir.join("run"));
     assert_eq!(steps, (0..=step + 4).step_by(2).collect::<Vec<_>>());
+}
+
+#[test]
+fn resuming_a_folder_without_a_checkpoint_starts_as_a_fresh_run_would() {
+    let dir = TempDir::new("cli-train-no-checkpoint");
+    let input = corpus(&dir);
+    for run in ["fresh", "resumed"] {
+        let out = llm(dir.path(), &train_args(&["--input", &input, "--max-steps", "4", "--run-dir", run]));
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    // As a run killed before its first checkpoint leaves it.
+    std::fs::remove_dir_all(dir.join("resumed/checkpoints")).unwrap();
+    std::fs::create_dir(dir.join("resumed/checkpoints")).unwrap();
+    let out = llm(dir.path(), &["train", "--resume", "--run-dir", "resumed"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("at step 0"), "{}", text(&out.stderr));
+    let weights = |run: &str| {
+        let path = dir.join(run).join("checkpoints/latest/model.safetensors");
+        let mut named = tch::Tensor::read_safetensors(&path).unwrap();
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        named
+    };
+    let (fresh, resumed) = (weights("fresh"), weights("resumed"));
+    assert_eq!(fresh.len(), resumed.len());
+    for ((name, a), (_, b)) in fresh.iter().zip(&resumed) {
+        assert!(a.equal(b), "{name} differs: the resumed run did not start from the seeded weights");
+    }
 }
 
 #[test]

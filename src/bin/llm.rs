@@ -525,10 +525,12 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
 
     // Everything is checked before anything is written: a rejected start leaves no folder.
     let resuming = args.resume || Run::exists(&dir);
-    let (run, plan, model, mut trainer) = if resuming {
+    let (run, _lock, plan, model, mut trainer) = if resuming {
         let (mut run, tokenizer) = Run::open(&dir)?;
+        let lock = run.lock()?; // before anything in the folder is read to be rewritten
         let plan = run::plan_resumed(&run.config, tokenizer, &spec)?;
         let device = device::parse(&plan.config.device)?;
+        device::seed(plan.config.train.seed); // the initial weights, if there is no checkpoint yet
         let mut model = Gpt::new(plan.config.model.clone(), device)?;
         let trainer = if run.latest().exists() {
             let checkpoint = Checkpoint::load(run.latest())?;
@@ -542,7 +544,7 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
         run.save_config()?;
         run.rewrite_metrics(trainer.history())?;
         eprintln!("resuming {} at step {}", dir.display(), trainer.step());
-        (run, plan, model, trainer)
+        (run, lock, plan, model, trainer)
     } else {
         let plan = run::plan(&spec)?;
         let device = device::parse(&plan.config.device)?;
@@ -550,7 +552,8 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
         let model = Gpt::new(plan.config.model.clone(), device)?;
         let trainer = Trainer::new(&model, plan.config.train.clone())?;
         let run = Run::create(&dir, &plan.config, &plan.tokenizer)?;
-        (run, plan, model, trainer)
+        let lock = run.lock()?;
+        (run, lock, plan, model, trainer)
     };
     let c = &plan.config;
     eprintln!(
