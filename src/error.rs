@@ -51,6 +51,9 @@ pub enum Error {
     #[error("checkpoint {path}: {reason}")]
     Checkpoint { path: PathBuf, reason: String },
 
+    #[error("Hugging Face model {path}: {reason}")]
+    Hf { path: PathBuf, reason: String },
+
     #[error("plot: {0}")]
     Plot(String),
 

@@ -263,13 +263,13 @@ pub fn generate_batch(
             // While the context fits, the cache holds every position but the newest (none
             // at first): run the model on what it does not hold (the prompt, then one token).
             Some(kv) if len <= kv.capacity() => {
-                model.forward_cached(&columns(&rows, kv.len(), device)?, kv)?
+                model.next_logits(&columns(&rows, kv.len(), device)?, Some(kv))?
             }
             // Without a cache, or once the window has moved (every position in it shifted, so
             // nothing cached is valid): the whole window.
-            _ => model.forward(&columns(&rows, window, device)?, None, false)?.0,
-        }; // [B, T, V]
-        let ids = next_tokens(&logits.f_select(1, -1)?, sampling, &mut rngs)?; // the last position's [B, V]
+            _ => model.next_logits(&columns(&rows, window, device)?, None)?,
+        }; // [B, V]: the last position's
+        let ids = next_tokens(&logits, sampling, &mut rngs)?;
         for ((row, new), &id) in rows.iter_mut().zip(&mut new).zip(&ids) {
             row.push(id as i64);
             new.push(id);

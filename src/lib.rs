@@ -12,6 +12,7 @@
 //! | [`train`]     | 3, 5    | the training loop, AdamW, schedules, history, checkpoints |
 //! | [`plot`]      | 3, 5, 7 | loss curves, heatmaps, bar charts, inline or saved as PNG |
 //! | [`generate`]  | 5, 7    | sampling (greedy, temperature, top-k, top-p), batches of samples, cached |
+//! | [`hf`]        | 8       | GPT-2's weights in, our models out, in the Hugging Face format |
 //! | [`device`]    | all     | CPU or CUDA, and seeding                                  |
 //! | [`interrupt`] | all     | ■ / Ctrl-C stops training and sampling, keeping the model |
 //! | [`run`]       | CLI     | run folders: config, checkpoints, metrics, plots (`llm`; feature `cli`) |
@@ -23,6 +24,7 @@
 pub mod data;
 pub mod device;
 pub mod generate;
+pub mod hf;
 pub mod interrupt;
 pub mod model;
 pub mod plot;

@@ -75,10 +75,7 @@ pub fn fetch(name: &str) -> Result<PathBuf> {
 }
 
 fn matches_checksum(path: &Path, sha256: &str) -> Result<bool> {
-    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut hasher = Sha256::new();
-    std::io::copy(&mut file, &mut hasher).map_err(|e| Error::io(path, e))?;
-    Ok(hex(&hasher.finalize()) == sha256.to_ascii_lowercase())
+    Ok(crate::io::sha256_file(path)? == sha256.to_ascii_lowercase())
 }
 
 /// Copy `source` (an `http(s)://` URL or a local path) to `dest`, checking its size (when
@@ -120,7 +117,7 @@ pub fn download(source: &str, dest: &Path, size: Option<u64>, sha256: &str) -> R
     if let Some(size) = size.filter(|&s| s != bytes) {
         return Err(fail(format!("expected {size} bytes, got {bytes}")));
     }
-    let actual = hex(&hasher.finalize());
+    let actual = crate::io::hex(&hasher.finalize());
     if actual != sha256.to_ascii_lowercase() {
         return Err(Error::Checksum { url: source.into(), expected: sha256.into(), actual, bytes });
     }
@@ -143,8 +140,4 @@ impl Drop for TempFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

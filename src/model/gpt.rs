@@ -46,8 +46,14 @@ use tch::{nn, Device, Kind, Tensor};
 pub enum Activation {
     /// `max(0, x)`: the lecture's.
     Relu,
-    /// The exact (erf) GELU: nanoGPT's and GPT-2's.
+    /// The exact (erf) GELU: nanoGPT's.
     Gelu,
+    /// GELU through its tanh approximation, `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`:
+    /// GPT-2's (Hugging Face's `gelu_new`). It differs from the exact one by up to ~1e-3 per
+    /// value, enough to change GPT-2's logits visibly: loaded weights need the one they were
+    /// trained with.
+    #[serde(rename = "gelu_tanh")]
+    GeluTanh,
 }
 
 impl Activation {
@@ -55,6 +61,7 @@ impl Activation {
         match self {
             Activation::Relu => x.relu(),
             Activation::Gelu => x.gelu("none"),
+            Activation::GeluTanh => x.gelu("tanh"),
         }
     }
 }
@@ -185,6 +192,64 @@ impl GptConfig {
     /// 795,904 parameters besides the position embeddings.
     pub fn cpu_small() -> Self {
         Self { n_layer: 4, n_head: 4, n_embd: 128, block_size: 64, dropout: 0.0, ..Self::shakespeare_char() }
+    }
+
+    /// OpenAI's GPT-2 (the 124M model, Hugging Face's `openai-community/gpt2`): 12 blocks of
+    /// 12 heads, 768 channels, 1,024 tokens of context, the 50,257 tokens of its byte-level
+    /// BPE, biases everywhere, the tanh GELU and the LM head tied to the token embedding;
+    /// 124,439,808 parameters. Dropout is 0 (nanoGPT's choice for loading it; the published
+    /// config trained with 0.1). Load its weights with [`crate::model::hf::load`].
+    pub fn gpt2() -> Self {
+        Self {
+            vocab_size: 50_257,
+            block_size: 1024,
+            n_layer: 12,
+            n_head: 12,
+            n_embd: 768,
+            dropout: 0.0,
+            bias: true,
+            qkv_bias: true,
+            activation: Activation::GeluTanh,
+            tie_weights: true,
+            lm_head_bias: false,
+            d_ff: None,
+            position: Position::Learned,
+        }
+    }
+
+    /// GPT-2 medium: 24 layers, 16 heads, 1,024 channels; 354,823,168 parameters.
+    pub fn gpt2_medium() -> Self {
+        Self { n_layer: 24, n_head: 16, n_embd: 1024, ..Self::gpt2() }
+    }
+
+    /// GPT-2 large: 36 layers, 20 heads, 1,280 channels; 774,030,080 parameters.
+    pub fn gpt2_large() -> Self {
+        Self { n_layer: 36, n_head: 20, n_embd: 1280, ..Self::gpt2() }
+    }
+
+    /// GPT-2 XL: 48 layers, 25 heads, 1,600 channels; 1,557,611,200 parameters.
+    pub fn gpt2_xl() -> Self {
+        Self { n_layer: 48, n_head: 25, n_embd: 1600, ..Self::gpt2() }
+    }
+
+    /// The trainable parameters a [`Gpt`] of this config has, counted from the sizes alone
+    /// (nothing is allocated: the count of a model too big to build is known beforehand).
+    pub fn num_params(&self) -> usize {
+        let (v, t, c, f) = (self.vocab_size, self.block_size, self.n_embd, self.mlp_width());
+        let bias = |n: usize, on: bool| if on { n } else { 0 };
+        let layer_norm = c + bias(c, self.bias);
+        let block = layer_norm                              // ln_1
+            + 3 * c * c + bias(3 * c, self.qkv_bias)        // attn.c_attn
+            + c * c + bias(c, self.bias)                    // attn.c_proj
+            + layer_norm                                    // ln_2
+            + c * f + bias(f, self.bias)                    // mlp.c_fc
+            + f * c + bias(c, self.bias); //                   mlp.c_proj
+        let positions = match self.position {
+            Position::Learned => t * c,
+            Position::Sinusoidal => 0,
+        };
+        let head = if self.tie_weights { 0 } else { v * c } + bias(v, self.lm_head_bias);
+        v * c + positions + self.n_layer * block + layer_norm + head
     }
 
     /// The MLP's hidden width: `d_ff`, or `4 · n_embd`.
@@ -386,7 +451,34 @@ impl Gpt {
         Ok(maps)
     }
 
-    /// The last LayerNorm and the LM head: `[B, T, C]` to logits `[B, T, V]`.
+    /// Everything before the head: the embeddings and every block, `[B, T]` to `[B, T, C]`.
+    fn trunk(&self, idx: &Tensor, train: bool) -> Result<Tensor> {
+        let mut x = self.embed(idx, 0, train)?; // [B, T, C]
+        for block in &self.blocks {
+            x = block.forward(&x, train)?; // [B, T, C]
+        }
+        Ok(x)
+    }
+
+    /// [`Gpt::trunk`] for the positions after those held in `cache`, adding theirs to it.
+    fn trunk_cached(&self, idx: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
+        let (b, t) = match idx.size()[..] {
+            [b, t] => (b as usize, t as usize),
+            _ => {
+                return Err(Error::Config(format!("expected token ids [batch, time], got {:?}", idx.size())))
+            }
+        };
+        cache.check(self.blocks.len(), b, t)?;
+        let _no_grad = tch::no_grad_guard();
+        let mut x = self.embed(idx, cache.len(), false)?; // [B, T, C]
+        for (layer, block) in self.blocks.iter().enumerate() {
+            x = block.forward_cached(&x, cache, layer)?; // [B, T, C]
+        }
+        cache.advance(t);
+        Ok(x)
+    }
+
+    /// The last LayerNorm and the LM head: `[..., C]` to logits `[..., V]`.
     fn head(&self, x: &Tensor) -> Tensor {
         self.ln_f.forward(x).linear(&self.lm_head, self.lm_head_bias.as_ref())
     }
@@ -433,11 +525,7 @@ impl LanguageModel for Gpt {
         targets: Option<&Tensor>,
         train: bool,
     ) -> Result<(Tensor, Option<Tensor>)> {
-        let mut x = self.embed(idx, 0, train)?; // [B, T, C]
-        for block in &self.blocks {
-            x = block.forward(&x, train)?; // [B, T, C]
-        }
-        let logits = self.head(&x); // [B, T, V]
+        let logits = self.head(&self.trunk(idx, train)?); // [B, T, V]
         let loss = targets.map(|y| cross_entropy(&logits, y)).transpose()?; // []
         Ok((logits, loss))
     }
@@ -449,20 +537,18 @@ impl LanguageModel for Gpt {
     }
 
     fn forward_cached(&self, idx: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
-        let (b, t) = match idx.size()[..] {
-            [b, t] => (b as usize, t as usize),
-            _ => {
-                return Err(Error::Config(format!("expected token ids [batch, time], got {:?}", idx.size())))
-            }
-        };
-        cache.check(self.blocks.len(), b, t)?;
+        Ok(self.head(&self.trunk_cached(idx, cache)?)) // [B, T, V]
+    }
+
+    fn next_logits(&self, idx: &Tensor, cache: Option<&mut KvCache>) -> Result<Tensor> {
         let _no_grad = tch::no_grad_guard();
-        let mut x = self.embed(idx, cache.len(), false)?; // [B, T, C]
-        for (layer, block) in self.blocks.iter().enumerate() {
-            x = block.forward_cached(&x, cache, layer)?; // [B, T, C]
-        }
-        cache.advance(t);
-        Ok(self.head(&x)) // [B, T, V]
+        let x = match cache {
+            Some(cache) => self.trunk_cached(idx, cache)?,
+            None => self.trunk(idx, false)?,
+        }; // [B, T, C]
+           // The head on the last position only: with GPT-2's 50,257 tokens, the logits of a
+           // whole window of 1,024 would be 200 MB per step, all but the last row thrown away.
+        Ok(self.head(&x.f_select(1, -1)?)) // [B, V]
     }
 
     fn var_store(&self) -> &nn::VarStore {

@@ -58,6 +58,21 @@ pub trait LanguageModel {
         Err(Error::Config("this model has no KV cache: generate without one".into()))
     }
 
+    /// The next-token logits `[B, V]` of `idx` `[B, T]` (its last position's), in evaluation
+    /// mode and without gradients: through `cache` ([`LanguageModel::forward_cached`]) when
+    /// given, else the whole of `idx`. The sampler's call; a model may skip work for the
+    /// other positions.
+    fn next_logits(&self, idx: &Tensor, cache: Option<&mut KvCache>) -> Result<Tensor> {
+        let logits = match cache {
+            Some(cache) => self.forward_cached(idx, cache)?,
+            None => {
+                let _no_grad = tch::no_grad_guard();
+                self.forward(idx, None, false)?.0
+            }
+        }; // [B, T, V]
+        Ok(logits.f_select(1, -1)?)
+    }
+
     /// Number of trainable parameters.
     fn num_params(&self) -> usize {
         self.var_store().trainable_variables().iter().map(|t| t.numel()).sum()

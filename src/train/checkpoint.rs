@@ -62,7 +62,6 @@ use super::{History, TrainConfig, Trainer};
 use crate::model::LanguageModel;
 use crate::tokenizer::{AnyTokenizer, Tokenizer};
 use crate::{Error, Result};
-use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use tch::{Device, Tensor};
@@ -182,7 +181,7 @@ impl Checkpoint {
                     info.bytes
                 )));
             }
-            if sha256_file(&file)? != info.sha256 {
+            if crate::io::sha256_file(&file)? != info.sha256 {
                 return Err(fail(format!(
                     "{name} is corrupt: its SHA-256 differs from the one recorded at save"
                 )));
@@ -281,13 +280,6 @@ fn check_vocab(
     }
 }
 
-fn sha256_file(path: &Path) -> Result<String> {
-    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut hasher = Sha256::new();
-    std::io::copy(&mut file, &mut hasher).map_err(|e| Error::io(path, e))?;
-    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
-}
-
 /// Write `tensors` as a safetensors file (from the CPU, contiguous), synced to disk, and
 /// return its size and digest.
 fn write_tensors(path: &Path, mut tensors: Vec<(String, Tensor)>) -> Result<FileInfo> {
@@ -300,7 +292,7 @@ fn write_tensors(path: &Path, mut tensors: Vec<(String, Tensor)>) -> Result<File
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     file.sync_all().map_err(|e| Error::io(path, e))?;
     let bytes = file.metadata().map_err(|e| Error::io(path, e))?.len();
-    Ok(FileInfo { bytes, sha256: sha256_file(path)? })
+    Ok(FileInfo { bytes, sha256: crate::io::sha256_file(path)? })
 }
 
 /// Save `trainer`'s state and `model` as a checkpoint directory at `path`, atomically (see
@@ -336,13 +328,13 @@ pub fn save(
         .map_err(|e| fail(format!("the tokenizer could not be loaded back: {}", json_reason(&e))))?;
     check_vocab(&model_config, tokenizer).map_err(fail)?;
 
-    let tmp = TempDir::create(crate::io::temp_path_for(path))?;
+    let tmp = crate::io::TempDir::create(crate::io::temp_path_for(path))?;
     let weights: Vec<(String, Tensor)> = model.var_store().variables().into_iter().collect();
     let mut files = BTreeMap::new();
-    files.insert(MODEL_FILE.to_owned(), write_tensors(&tmp.0.join(MODEL_FILE), weights)?);
+    files.insert(MODEL_FILE.to_owned(), write_tensors(&tmp.path().join(MODEL_FILE), weights)?);
     files.insert(
         OPTIMIZER_FILE.to_owned(),
-        write_tensors(&tmp.0.join(OPTIMIZER_FILE), trainer.optimizer().state_tensors())?,
+        write_tensors(&tmp.path().join(OPTIMIZER_FILE), trainer.optimizer().state_tensors())?,
     );
     let config = trainer.config().clone();
     let meta = Meta {
@@ -358,95 +350,11 @@ pub fn save(
     };
     let text = serde_json::to_string_pretty(&meta)
         .map_err(|source| Error::Json { context: "checkpoint.json".into(), source })?;
-    crate::io::write_atomic(&tmp.0.join(META_FILE), text.as_bytes())?;
-    sync_dir(&tmp.0);
+    crate::io::write_atomic(&tmp.path().join(META_FILE), text.as_bytes())?;
+    crate::io::sync_dir(tmp.path());
     tmp.swap_into(path)?;
     if let Some(parent) = path.parent() {
-        sync_dir(if parent.as_os_str().is_empty() { Path::new(".") } else { parent });
+        crate::io::sync_dir(if parent.as_os_str().is_empty() { Path::new(".") } else { parent });
     }
     Ok(())
-}
-
-/// Flush a directory's entries to disk (best effort: some filesystems refuse).
-fn sync_dir(dir: &Path) {
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-}
-
-/// A directory removed with everything in it when dropped (after a swap, that is the old
-/// checkpoint).
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn create(path: PathBuf) -> Result<Self> {
-        std::fs::create_dir(&path).map_err(|e| Error::io(&path, e))?;
-        Ok(Self(path))
-    }
-
-    /// Put this directory at `dest`. If `dest` exists it is exchanged atomically with this
-    /// one where the platform can, and the old contents are deleted when `self` drops.
-    fn swap_into(self, dest: &Path) -> Result<()> {
-        if !dest.exists() {
-            return std::fs::rename(&self.0, dest).map_err(|e| Error::io(dest, e));
-            // `self` drops: the temporary name no longer exists, nothing to remove.
-        }
-        if exchange(&self.0, dest).is_ok() {
-            return Ok(()); // `self` now names the old checkpoint, removed on drop
-        }
-        // No atomic exchange here: move the old one aside, the new one in, then drop the old.
-        let aside = crate::io::temp_path_for(dest);
-        std::fs::rename(dest, &aside).map_err(|e| Error::io(dest, e))?;
-        if let Err(e) = std::fs::rename(&self.0, dest) {
-            let _ = std::fs::rename(&aside, dest);
-            return Err(Error::io(dest, e));
-        }
-        let _ = std::fs::remove_dir_all(&aside);
-        Ok(())
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-#[cfg(any(target_os = "linux", target_vendor = "apple"))]
-fn c_path(path: &Path) -> std::io::Result<std::ffi::CString> {
-    use std::os::unix::ffi::OsStrExt;
-    std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "path contains a NUL byte"))
-}
-
-/// Atomically exchange two paths (both must exist).
-#[cfg(target_os = "linux")]
-fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
-    let (a, b) = (c_path(a)?, c_path(b)?);
-    // SAFETY: two valid NUL-terminated paths; renameat2 only reads them.
-    let rc = unsafe {
-        libc::renameat2(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), libc::RENAME_EXCHANGE)
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
-#[cfg(target_vendor = "apple")]
-fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
-    let (a, b) = (c_path(a)?, c_path(b)?);
-    // SAFETY: two valid NUL-terminated paths; renamex_np only reads them.
-    let rc = unsafe { libc::renamex_np(a.as_ptr(), b.as_ptr(), libc::RENAME_SWAP) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
-#[cfg(not(any(target_os = "linux", target_vendor = "apple")))]
-fn exchange(_: &Path, _: &Path) -> std::io::Result<()> {
-    Err(std::io::Error::new(std::io::ErrorKind::Unsupported, "no atomic exchange on this platform"))
 }

@@ -1,0 +1,460 @@
+//! GPT-2 and the Hugging Face format (chapter 8): OpenAI's weights in, our models out.
+//!
+//! A model in the Hugging Face layout is a folder:
+//!
+//! ```text
+//! gpt2/
+//!   config.json          GPT2Config: n_layer, n_head, n_embd, n_positions, vocab_size, ...
+//!   model.safetensors    GPT2LMHeadModel's tensors, by name
+//!   tokenizer.json       (ours: byte-level BPE models) the tokenizer, for AutoTokenizer
+//!   llm_tokenizer.json   (ours: every model) the tokenizer in this course's format
+//! ```
+//!
+//! **The name map.** Our variables already carry GPT-2's names (nanoGPT kept them:
+//! `transformer.h.0.attn.c_attn.weight`, ...), so three things differ:
+//!
+//! - OpenAI's own file (`openai-community/gpt2`) has no `transformer.` prefix (`h.0.ln_1.weight`);
+//!   files that `transformers` saves have it. [`load`] accepts both.
+//! - GPT-2 wrote its projections as `Conv1D`, which keeps the weight as `[in, out]`; ours
+//!   are `nn.Linear`'s `[out, in]`. The four per block (`attn.c_attn`, `attn.c_proj`,
+//!   `mlp.c_fc`, `mlp.c_proj`) are transposed on the way in and out ([`is_conv1d`]).
+//! - The file has buffers that are not weights (`attn.bias`, the causal mask, and
+//!   `attn.masked_bias` in old files): skipped. It has no `lm_head.weight` when the head is
+//!   tied to `wte` (GPT-2's is).
+//!
+//! Every tensor is checked by name and shape before anything is copied: a file that is not a
+//! GPT-2 of the configured size is an error naming the first tensor that does not fit.
+
+use crate::model::{Activation, Gpt, GptConfig, Position};
+use crate::tokenizer::{AnyTokenizer, BpeTokenizer, Tokenizer};
+use crate::{Error, Result};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use tch::{Device, Kind, Tensor};
+
+/// The model's configuration in a Hugging Face folder.
+pub const CONFIG_FILE: &str = "config.json";
+/// The weights in a Hugging Face folder.
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+/// The tokenizer for `transformers` (`AutoTokenizer`), written for byte-level BPE models.
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+/// The tokenizer in this course's format, written for every model, so `llm` reads it back.
+pub const LLM_TOKENIZER_FILE: &str = "llm_tokenizer.json";
+
+/// The layer norms' epsilon: GPT-2's, and the only one our [`crate::model::gpt::LayerNorm`] uses.
+const LAYER_NORM_EPSILON: f64 = 1e-5;
+
+fn fail(path: &Path, reason: impl Into<String>) -> Error {
+    Error::Hf { path: path.to_owned(), reason: reason.into() }
+}
+
+/// Whether GPT-2 keeps this weight as a `Conv1D`, `[in, out]`: the transpose of ours.
+pub fn is_conv1d(name: &str) -> bool {
+    ["attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight"]
+        .iter()
+        .any(|suffix| name.ends_with(suffix))
+}
+
+/// The [`GptConfig`] of a `GPT2Config` (`config.json`). Fields it does not give take
+/// `GPT2Config`'s defaults; settings our GPT does not have (another layer-norm epsilon,
+/// attention scaled by layer, ...) are refused, naming the field.
+pub fn config_from_hf(hf: &Value) -> Result<GptConfig> {
+    let field = |name: &str| hf.get(name).filter(|v| !v.is_null());
+    let size = |name: &str, default: usize| -> Result<usize> {
+        match field(name) {
+            None => Ok(default),
+            Some(v) => v
+                .as_u64()
+                .map(|n| n as usize)
+                .ok_or_else(|| Error::Config(format!("config.json: {name} must be a whole number, got {v}"))),
+        }
+    };
+    let flag = |name: &str, default: bool| field(name).and_then(Value::as_bool).unwrap_or(default);
+    if let Some(kind) = field("model_type").and_then(Value::as_str).filter(|&k| k != "gpt2") {
+        return Err(Error::Config(format!("config.json: model_type is {kind:?}, not a GPT-2 (\"gpt2\")")));
+    }
+    let activation = match field("activation_function").and_then(Value::as_str).unwrap_or("gelu_new") {
+        "gelu_new" | "gelu_pytorch_tanh" => Activation::GeluTanh,
+        "gelu" => Activation::Gelu,
+        "relu" => Activation::Relu,
+        other => {
+            return Err(Error::Config(format!(
+                "config.json: activation_function {other:?} is not one of ours (gelu_new, gelu, relu)"
+            )))
+        }
+    };
+    let eps = field("layer_norm_epsilon").and_then(Value::as_f64).unwrap_or(LAYER_NORM_EPSILON);
+    if (eps - LAYER_NORM_EPSILON).abs() > 1e-12 {
+        return Err(Error::Config(format!("config.json: layer_norm_epsilon {eps} (ours is 1e-5)")));
+    }
+    for (name, ours) in [
+        ("scale_attn_weights", true),
+        ("scale_attn_by_inverse_layer_idx", false),
+        ("reorder_and_upcast_attn", false),
+    ] {
+        if flag(name, ours) != ours {
+            return Err(Error::Config(format!("config.json: {name} must be {ours} for our attention")));
+        }
+    }
+    let n_embd = size("n_embd", 768)?;
+    let config = GptConfig {
+        vocab_size: size("vocab_size", 50_257)?,
+        block_size: size("n_positions", 1024)?,
+        n_layer: size("n_layer", 12)?,
+        n_head: size("n_head", 12)?,
+        n_embd,
+        dropout: field("resid_pdrop").and_then(Value::as_f64).unwrap_or(0.1),
+        bias: true,
+        qkv_bias: true,
+        activation,
+        tie_weights: flag("tie_word_embeddings", true),
+        lm_head_bias: false,
+        d_ff: field("n_inner").map(|_| size("n_inner", 4 * n_embd)).transpose()?,
+        position: Position::Learned,
+    };
+    config.validate()?;
+    Ok(config)
+}
+
+/// The `GPT2Config` (`config.json`) of a [`GptConfig`], for `GPT2LMHeadModel`. What GPT-2
+/// cannot express is refused, naming the setting. `eos` is the id of `<|endoftext|>`, if the
+/// tokenizer has one (GPT-2's `bos_token_id` and `eos_token_id`).
+pub fn config_to_hf(config: &GptConfig, eos: Option<u32>) -> Result<Value> {
+    config.validate()?;
+    if config.position != Position::Learned {
+        return Err(Error::Config(format!(
+            "position = {}: GPT-2 has learned positions only (a wpe table); train with --position learned to export",
+            config.position
+        )));
+    }
+    if config.lm_head_bias {
+        return Err(Error::Config(
+            "lm_head_bias = true: GPT-2's LM head has no bias (the lecture's model has one); \
+             train without it to export"
+                .into(),
+        ));
+    }
+    let activation = match config.activation {
+        Activation::GeluTanh => "gelu_new",
+        Activation::Gelu => "gelu",
+        Activation::Relu => "relu",
+    };
+    Ok(json!({
+        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2",
+        "vocab_size": config.vocab_size,
+        "n_positions": config.block_size,
+        "n_ctx": config.block_size,
+        "n_embd": config.n_embd,
+        "n_layer": config.n_layer,
+        "n_head": config.n_head,
+        "n_inner": config.d_ff,
+        "activation_function": activation,
+        "resid_pdrop": config.dropout,
+        "embd_pdrop": config.dropout,
+        "attn_pdrop": config.dropout,
+        "layer_norm_epsilon": LAYER_NORM_EPSILON,
+        "initializer_range": 0.02,
+        "scale_attn_weights": true,
+        "tie_word_embeddings": config.tie_weights,
+        "bos_token_id": eos,
+        "eos_token_id": eos,
+        "torch_dtype": "float32",
+    }))
+}
+
+/// The weights file and config of `path`: a Hugging Face folder, or its `.safetensors` file.
+fn files(path: &Path) -> (PathBuf, PathBuf) {
+    match path.is_dir() {
+        true => (path.join(WEIGHTS_FILE), path.join(CONFIG_FILE)),
+        false => (path.to_owned(), path.with_file_name(CONFIG_FILE)),
+    }
+}
+
+/// Read a `config.json` as a [`GptConfig`].
+pub fn load_config(path: &Path) -> Result<GptConfig> {
+    let (_, config) = files(path);
+    let hf: Value = crate::io::read_json(&config)?;
+    config_from_hf(&hf).map_err(|e| fail(&config, e.to_string()))
+}
+
+/// A GPT-2 in the Hugging Face layout: `path` is its folder (or its `model.safetensors`, with
+/// `config.json` beside it), as `transformers` saves it or as [`export`] writes it.
+pub fn load(path: impl AsRef<Path>, device: Device) -> Result<Gpt> {
+    let path = path.as_ref();
+    let config = load_config(path)?;
+    let mut model = Gpt::new(config, device)?;
+    load_weights(&mut model, &files(path).0)?;
+    Ok(model)
+}
+
+/// Copy a `GPT2LMHeadModel` weights file into `model`, after checking every tensor's name and
+/// shape against it (see the module docs for the name map).
+pub fn load_weights(model: &mut Gpt, weights: &Path) -> Result<()> {
+    let tensors = Tensor::read_safetensors(weights).map_err(|e| fail(weights, e.to_string()))?;
+    let mut by_name: HashMap<String, Tensor> = tensors
+        .into_iter()
+        .map(|(name, t)| (name.strip_prefix("transformer.").unwrap_or(&name).to_owned(), t))
+        .filter(|(name, _)| !(name.ends_with(".attn.bias") || name.ends_with(".attn.masked_bias")))
+        .collect();
+    if model.config.tie_weights {
+        by_name.remove("lm_head.weight"); // some files keep the tied copy: it is wte
+    }
+    let c = &model.config;
+    let size = format!(
+        "n_layer {}, n_embd {}, vocab_size {}, n_positions {}",
+        c.n_layer, c.n_embd, c.vocab_size, c.block_size
+    );
+    let mut variables: Vec<(String, Tensor)> = model.vs.variables().into_iter().collect();
+    variables.sort_by_key(|(name, _)| natural_key(name));
+    let mut sources = Vec::with_capacity(variables.len());
+    for (name, var) in &variables {
+        let file_name = name.strip_prefix("transformer.").unwrap_or(name);
+        let mut want = var.size();
+        if is_conv1d(name) {
+            want.reverse();
+        }
+        let Some(t) = by_name.remove(file_name) else {
+            return Err(fail(
+                weights,
+                format!("no tensor {file_name} {want:?}: not a GPT-2 of this size ({size})"),
+            ));
+        };
+        if t.size() != want {
+            return Err(fail(
+                weights,
+                format!(
+                    "{file_name} is {:?} where a GPT-2 of this size ({size}) has {want:?}: is config.json \
+                     the one of these weights?",
+                    t.size()
+                ),
+            ));
+        }
+        let t = if is_conv1d(name) { t.f_transpose(0, 1)? } else { t };
+        sources.push((var.shallow_clone(), t));
+    }
+    if let Some(extra) = by_name.keys().min_by_key(|name| natural_key(name)) {
+        return Err(fail(weights, format!("unexpected tensor {extra}: not a GPT-2 of this size ({size})")));
+    }
+    tch::no_grad(|| -> Result<()> {
+        for (mut var, t) in sources {
+            var.f_copy_(&t.f_to_kind(var.kind())?)?;
+        }
+        Ok(())
+    })
+}
+
+/// `h.10.ln_1.weight` after `h.9.ln_1.weight`: numbers in names compared as numbers.
+fn natural_key(name: &str) -> Vec<(u64, String)> {
+    name.split('.')
+        .map(|part| part.parse().map_or((u64::MAX, part.to_owned()), |n| (n, String::new())))
+        .collect()
+}
+
+/// Every tensor of `model` under its `GPT2LMHeadModel` name, Conv1D weights transposed,
+/// contiguous, on the CPU. Biases our model does not have (`bias = false`, `qkv_bias =
+/// false`) are zeros, which is what they compute.
+pub fn hf_tensors(model: &Gpt) -> Result<Vec<(String, Tensor)>> {
+    let c = &model.config;
+    let zeros = |n: usize| Tensor::zeros([n as i64], (Kind::Float, Device::Cpu));
+    let mut out: Vec<(String, Tensor)> = Vec::new();
+    let mut put = |name: String, t: &Tensor| -> Result<()> {
+        let t = t.f_detach()?.f_to_device(Device::Cpu)?.f_to_kind(Kind::Float)?;
+        let t = if is_conv1d(&name) { t.f_transpose(0, 1)? } else { t };
+        out.push((name, t.f_contiguous()?));
+        Ok(())
+    };
+    let bias = |b: &Option<Tensor>, n: usize| b.as_ref().map_or_else(|| zeros(n), Tensor::shallow_clone);
+    put("transformer.wte.weight".into(), &model.wte)?;
+    put("transformer.wpe.weight".into(), &model.wpe)?;
+    for (i, block) in model.blocks.iter().enumerate() {
+        let h = format!("transformer.h.{i}");
+        let (attn, mlp) = (&block.attn, &block.mlp);
+        put(format!("{h}.ln_1.weight"), &block.ln_1.weight)?;
+        put(format!("{h}.ln_1.bias"), &bias(&block.ln_1.bias, c.n_embd))?;
+        put(format!("{h}.attn.c_attn.weight"), &attn.c_attn.ws)?;
+        put(format!("{h}.attn.c_attn.bias"), &bias(&attn.c_attn.bs, 3 * c.n_embd))?;
+        put(format!("{h}.attn.c_proj.weight"), &attn.c_proj.ws)?;
+        put(format!("{h}.attn.c_proj.bias"), &bias(&attn.c_proj.bs, c.n_embd))?;
+        put(format!("{h}.ln_2.weight"), &block.ln_2.weight)?;
+        put(format!("{h}.ln_2.bias"), &bias(&block.ln_2.bias, c.n_embd))?;
+        put(format!("{h}.mlp.c_fc.weight"), &mlp.c_fc.ws)?;
+        put(format!("{h}.mlp.c_fc.bias"), &bias(&mlp.c_fc.bs, c.mlp_width()))?;
+        put(format!("{h}.mlp.c_proj.weight"), &mlp.c_proj.ws)?;
+        put(format!("{h}.mlp.c_proj.bias"), &bias(&mlp.c_proj.bs, c.n_embd))?;
+    }
+    put("transformer.ln_f.weight".into(), &model.ln_f.weight)?;
+    put("transformer.ln_f.bias".into(), &bias(&model.ln_f.bias, c.n_embd))?;
+    if !c.tie_weights {
+        put("lm_head.weight".into(), &model.lm_head)?;
+    }
+    Ok(out)
+}
+
+/// Write `model` (and `tokenizer`) to the folder `dir` in the layout that
+/// `transformers.GPT2LMHeadModel.from_pretrained(dir)` loads (and `AutoTokenizer`, for a
+/// byte-level BPE tokenizer): see the module docs. Written beside `dir` first and swapped into
+/// place, so a failed export leaves what was there; an existing `dir` must be an export
+/// (it has a `config.json`), anything else is refused, never deleted.
+pub fn export(model: &Gpt, tokenizer: &AnyTokenizer, dir: impl AsRef<Path>) -> Result<()> {
+    let dir = dir.as_ref();
+    if tokenizer.vocab_size() > model.config.vocab_size {
+        return Err(fail(
+            dir,
+            format!(
+                "the tokenizer has {} tokens, the model's vocab_size is {}",
+                tokenizer.vocab_size(),
+                model.config.vocab_size
+            ),
+        ));
+    }
+    let eos = match tokenizer {
+        AnyTokenizer::Bpe(bpe) => bpe.special_id(crate::tokenizer::ENDOFTEXT),
+        _ => None,
+    };
+    let config = config_to_hf(&model.config, eos).map_err(|e| fail(dir, format!("cannot export: {e}")))?;
+    if dir.exists() && !dir.join(CONFIG_FILE).is_file() {
+        return Err(fail(
+            dir,
+            format!("exists and is not a model folder (no {CONFIG_FILE}); choose another path or remove it"),
+        ));
+    }
+    let tmp = crate::io::TempDir::create(crate::io::temp_path_for(dir))?;
+    write_safetensors(&tmp.path().join(WEIGHTS_FILE), &hf_tensors(model)?)?;
+    crate::io::write_atomic(&tmp.path().join(CONFIG_FILE), pretty(&config)?.as_bytes())?;
+    tokenizer.save(&tmp.path().join(LLM_TOKENIZER_FILE))?;
+    if let AnyTokenizer::Bpe(bpe) = tokenizer {
+        crate::io::write_atomic(&tmp.path().join(TOKENIZER_FILE), pretty(&tokenizer_json(bpe)?)?.as_bytes())?;
+        let endoftext = bpe.special_id(crate::tokenizer::ENDOFTEXT).map(|_| crate::tokenizer::ENDOFTEXT);
+        let tokenizer_config = json!({
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            "model_max_length": model.config.block_size,
+            "bos_token": endoftext,
+            "eos_token": endoftext,
+            "add_prefix_space": false,
+            "clean_up_tokenization_spaces": false,
+        });
+        crate::io::write_atomic(
+            &tmp.path().join("tokenizer_config.json"),
+            pretty(&tokenizer_config)?.as_bytes(),
+        )?;
+    }
+    crate::io::sync_dir(tmp.path());
+    tmp.swap_into(dir)
+}
+
+/// The tokenizer a Hugging Face folder carries in our format ([`LLM_TOKENIZER_FILE`]), if any.
+pub fn load_tokenizer(dir: impl AsRef<Path>) -> Result<Option<AnyTokenizer>> {
+    let file = dir.as_ref().join(LLM_TOKENIZER_FILE);
+    if !file.is_file() {
+        return Ok(None);
+    }
+    AnyTokenizer::load(&file).map(Some)
+}
+
+fn pretty(value: &Value) -> Result<String> {
+    serde_json::to_string_pretty(value)
+        .map_err(|source| Error::Json { context: "Hugging Face files".into(), source })
+}
+
+/// A safetensors file with `{"format": "pt"}` metadata, the mark `transformers` checks.
+fn write_safetensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
+    struct F32(Vec<usize>, Vec<u8>);
+    impl safetensors::View for F32 {
+        fn dtype(&self) -> safetensors::Dtype {
+            safetensors::Dtype::F32
+        }
+        fn shape(&self) -> &[usize] {
+            &self.0
+        }
+        fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+            std::borrow::Cow::Borrowed(&self.1)
+        }
+        fn data_len(&self) -> usize {
+            self.1.len()
+        }
+    }
+    let views = tensors
+        .iter()
+        .map(|(name, t)| {
+            let values = Vec::<f32>::try_from(&t.f_reshape([-1])?)?;
+            let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            Ok((name.as_str(), F32(t.size().iter().map(|&d| d as usize).collect(), bytes)))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let metadata = Some(HashMap::from([("format".to_owned(), "pt".to_owned())]));
+    safetensors::serialize_to_file(views, &metadata, path).map_err(|e| fail(path, format!("{e:?}")))?;
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    file.sync_all().map_err(|e| Error::io(path, e))
+}
+
+/// GPT-2's printable stand-ins for the 256 byte values (`bytes_to_unicode` in its
+/// `encoder.py`): a byte-level BPE vocabulary written as text. Printable bytes stand for
+/// themselves; the rest (control bytes, space, ...) take the characters from U+0100 on.
+pub fn byte_to_unicode() -> [char; 256] {
+    let printable =
+        |b: u32| (0x21..=0x7E).contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
+    let mut table = ['\0'; 256];
+    let mut next = 0x100;
+    for b in 0..256u32 {
+        table[b as usize] = if printable(b) {
+            char::from_u32(b).unwrap_or('\0')
+        } else {
+            next += 1;
+            char::from_u32(next - 1).unwrap_or('\0')
+        };
+    }
+    table
+}
+
+/// `tokenizer.json` (the Rust `tokenizers` library's format, which `AutoTokenizer` reads) for
+/// a byte-level BPE tokenizer: our pre-split pattern, then the byte-level alphabet, then the
+/// merges in rank order, each id kept. Two merges that make the same bytes cannot be written
+/// (the format keys tokens by their text): refused.
+pub fn tokenizer_json(bpe: &BpeTokenizer) -> Result<Value> {
+    let table = byte_to_unicode();
+    let text =
+        |id: u32| -> Result<String> { Ok(bpe.token_bytes(id)?.iter().map(|&b| table[b as usize]).collect()) };
+    let n_tokens = 256 + bpe.merges().len();
+    let mut vocab = serde_json::Map::new();
+    for id in 0..n_tokens as u32 {
+        if vocab.insert(text(id)?, json!(id)).is_some() {
+            return Err(Error::Config(format!(
+                "token {id} has the same bytes as an earlier one: the Hugging Face format cannot hold both"
+            )));
+        }
+    }
+    let merges =
+        bpe.merges().iter().map(|&(a, b)| Ok(json!([text(a)?, text(b)?]))).collect::<Result<Vec<_>>>()?;
+    let added: Vec<Value> = bpe
+        .special_tokens()
+        .iter()
+        .map(|(token, id)| {
+            json!({"id": id, "content": token, "single_word": false, "lstrip": false, "rstrip": false,
+                   "normalized": false, "special": true})
+        })
+        .collect();
+    let byte_level =
+        json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": false});
+    let pre_tokenizer = match bpe.pattern() {
+        Some(pattern) => json!({"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": false},
+            byte_level,
+        ]}),
+        None => byte_level.clone(),
+    };
+    Ok(json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": added,
+        "normalizer": null,
+        "pre_tokenizer": pre_tokenizer,
+        "post_processor": null,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": false},
+        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+                  "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
+                  "vocab": vocab, "merges": merges},
+    }))
+}
