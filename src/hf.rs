@@ -39,6 +39,8 @@ pub const CONFIG_FILE: &str = "config.json";
 pub const WEIGHTS_FILE: &str = "model.safetensors";
 /// The tokenizer for `transformers` (`AutoTokenizer`), written for byte-level BPE models.
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
+/// The tokenizer's settings for `transformers` (which class reads `tokenizer.json`).
+const TOKENIZER_CONFIG_FILE: &str = "tokenizer_config.json";
 /// The tokenizer in this course's format, written for every model, so `llm` reads it back.
 pub const LLM_TOKENIZER_FILE: &str = "llm_tokenizer.json";
 
@@ -314,10 +316,11 @@ pub fn export(model: &Gpt, tokenizer: &AnyTokenizer, dir: impl AsRef<Path>) -> R
         _ => None,
     };
     let config = config_to_hf(&model.config, eos).map_err(|e| fail(dir, format!("cannot export: {e}")))?;
-    if dir.exists() && !dir.join(CONFIG_FILE).is_file() {
+    if dir.exists() && !is_export(dir) {
         return Err(fail(
             dir,
-            format!("exists and is not a model folder (no {CONFIG_FILE}); choose another path or remove it"),
+            "exists and is not a model folder written by export (it holds other files); choose another \
+             path or remove it",
         ));
     }
     let tmp = crate::io::TempDir::create(crate::io::temp_path_for(dir))?;
@@ -336,12 +339,31 @@ pub fn export(model: &Gpt, tokenizer: &AnyTokenizer, dir: impl AsRef<Path>) -> R
             "clean_up_tokenization_spaces": false,
         });
         crate::io::write_atomic(
-            &tmp.path().join("tokenizer_config.json"),
+            &tmp.path().join(TOKENIZER_CONFIG_FILE),
             pretty(&tokenizer_config)?.as_bytes(),
         )?;
     }
     crate::io::sync_dir(tmp.path());
     tmp.swap_into(dir)
+}
+
+/// The files [`export`] writes (and `transformers` may add beside them).
+const EXPORT_FILES: &[&str] = &[
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    TOKENIZER_FILE,
+    LLM_TOKENIZER_FILE,
+    TOKENIZER_CONFIG_FILE,
+    "generation_config.json",
+];
+
+/// Whether `dir` is a folder that [`export`] may replace: a `config.json`, and nothing but
+/// the files of an export.
+fn is_export(dir: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else { return false };
+    let names: Vec<String> =
+        entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    names.iter().any(|n| n == CONFIG_FILE) && names.iter().all(|n| EXPORT_FILES.contains(&n.as_str()))
 }
 
 /// The tokenizer a Hugging Face folder carries in our format ([`LLM_TOKENIZER_FILE`]), if any.

@@ -163,4 +163,55 @@ fn llm_train_learns_a_bpe_tokenizer_for_the_run() {
         None,
     ));
     assert!(sample.starts_with("To be"), "{sample}");
+
+    // Exported to the Hugging Face layout, the folder samples the same text, tokenizer and all.
+    let out = llm(dir.path(), &["export", "--run-dir", "run", "--out", "hf"], None);
+    assert_eq!(stdout(&out).trim(), "hf");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("GPT2LMHeadModel.from_pretrained"));
+    for file in
+        ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "llm_tokenizer.json"]
+    {
+        assert!(dir.join("hf").join(file).is_file(), "{file} missing");
+    }
+    let again = stdout(&llm(
+        dir.path(),
+        &["sample", "--model", "hf", "--prompt", "To be", "--max-new-tokens", "10", "--seed", "1"],
+        None,
+    ));
+    assert_eq!(again, sample);
+    // Exporting again replaces the export; a folder that is not one is refused.
+    assert!(llm(dir.path(), &["export", "--run-dir", "run", "--out", "hf"], None).status.success());
+    let err = failure(&llm(dir.path(), &["export", "--run-dir", "run", "--out", "run"], None));
+    assert!(err.contains("not a model folder written by export"), "{err}");
+}
+
+#[test]
+fn the_gpt2_tokenizer_by_name_is_tiktokens() {
+    // The ranks are fetched through the mirror, as every download: a folder holding the file
+    // OpenAI publishes, rewritten here from tiktoken-rs (the same bytes: the manifest's
+    // sha256 checks it).
+    use base64::Engine as _;
+    let dir = TempDir::new("cli-tok-gpt2");
+    let oracle = tiktoken_rs::r50k_base().unwrap();
+    let engine = base64::engine::general_purpose::STANDARD;
+    let ranks: String = (0..50256u32)
+        .map(|rank| format!("{} {rank}\n", engine.encode(oracle.decode_bytes(&[rank]).unwrap())))
+        .collect();
+    std::fs::create_dir(dir.join("mirror")).unwrap();
+    std::fs::write(dir.join("mirror/r50k_base.tiktoken"), ranks).unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_llm"))
+            .args(args)
+            .env("LLM_DATA_DIR", dir.join("data"))
+            .env("LLM_DATA_MIRROR", dir.join("mirror"))
+            .output()
+            .unwrap()
+    };
+    let prompt = "Hello, I'm a language model,";
+    let ids = stdout(&run(&["tokenizer", "encode", "--tokenizer", "gpt2", "--text", prompt]));
+    let want: Vec<String> = oracle.encode_ordinary(prompt).iter().map(u32::to_string).collect();
+    assert_eq!(ids.trim(), want.join(" "));
+    assert_eq!(ids.trim(), "15496 11 314 1101 257 3303 2746 11");
+    let text = stdout(&run(&["tokenizer", "decode", "--tokenizer", "gpt2", "15496", "11", "314", "1101"]));
+    assert_eq!(text, "Hello, I'm");
 }

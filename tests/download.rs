@@ -22,6 +22,8 @@ enum Reply {
     Status(u16),
     /// `200 OK` announcing `declared` bytes, then only `body`, then the connection closes.
     Truncated { declared: usize, body: Vec<u8> },
+    /// `302 Found` to this location.
+    Redirect(String),
 }
 
 struct Server {
@@ -102,6 +104,10 @@ fn answer(
             stream.write_all(head("200 OK", declared).as_bytes())?;
             stream.write_all(&body)?;
         }
+        Reply::Redirect(location) => {
+            let head = format!("HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            stream.write_all(head.as_bytes())?;
+        }
     }
     stream.flush()?;
     stream.shutdown(std::net::Shutdown::Both)
@@ -137,6 +143,34 @@ fn download_over_http_writes_exactly_the_served_bytes() {
     assert_eq!(std::fs::read(&dest).unwrap(), body);
     assert_eq!(dir.entries(), ["corpus.bin"], "no temporary file is left");
     assert_eq!(server.requests(), ["/files/corpus.bin"]);
+}
+
+#[test]
+fn download_follows_redirects_and_reports_progress() {
+    let body = payload();
+    let served = body.clone();
+    let server = Server::start(move |path| match path {
+        "/resolve/main/corpus.bin" => Reply::Redirect("/cdn/corpus.bin".into()),
+        "/cdn/corpus.bin" => Reply::Body(served.clone()),
+        _ => Reply::Status(404),
+    });
+    let dir = TempDir::new("download_redirect");
+    let dest = dir.join("corpus.bin");
+    let mut progress = Vec::new();
+    data::download_with_progress(
+        &server.url("/resolve/main/corpus.bin"),
+        &dest,
+        None,
+        &sha256_hex(&body),
+        |done, total| progress.push((done, total)),
+    )
+    .expect("download through the redirect");
+    assert_eq!(std::fs::read(&dest).unwrap(), body);
+    assert_eq!(server.requests(), ["/resolve/main/corpus.bin", "/cdn/corpus.bin"]);
+    let n = body.len() as u64;
+    assert!(progress.len() >= 2, "100 KiB comes in more than one chunk: {progress:?}");
+    assert!(progress.windows(2).all(|w| w[0].0 < w[1].0), "{progress:?}");
+    assert_eq!(progress.last(), Some(&(n, Some(n))), "the total is the server's Content-Length");
 }
 
 #[test]
@@ -298,6 +332,17 @@ fn manifest_lists_tinyshakespeare() {
     assert_eq!(ts.sha256, "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed");
     assert!(ts.url.starts_with("https://"), "url: {}", ts.url);
     assert!(all.iter().any(|d| d.name == "tinyshakespeare"));
+    // GPT-2's weights come with their config.json (and its tokenizer's ranks) into one folder.
+    let gpt2 = data::dataset("gpt2").unwrap();
+    assert_eq!((gpt2.file.as_str(), gpt2.size), ("gpt2/model.safetensors", 548_105_171));
+    assert_eq!(gpt2.sha256, "248dfc3911869ec493c76e65bf2fcf7f615828b0254c12b473182f0f81d3a707");
+    assert_eq!(gpt2.with, ["gpt2-config", "gpt2-ranks"]);
+    assert_eq!(data::dataset("gpt2-config").unwrap().file, "gpt2/config.json");
+    for d in &all {
+        for companion in &d.with {
+            assert!(data::dataset(companion).is_ok(), "{}: with {companion}, not in the manifest", d.name);
+        }
+    }
 }
 
 #[test]
@@ -358,6 +403,14 @@ fn fetch_uses_the_mirror_and_the_data_dir_from_the_environment() {
         other => panic!("expected Error::Download, got {other:?}"),
     }
     assert!(dir.entries().is_empty(), "left behind: {:?}", dir.entries());
+
+    // An entry that comes with others fetches those first; none is cached here.
+    assert_eq!(data::cached("gpt2").unwrap(), None);
+    match data::fetch("gpt2").unwrap_err() {
+        Error::Download { url, .. } => assert_eq!(url, server.url("/empty/gpt2/config.json")),
+        other => panic!("expected Error::Download, got {other:?}"),
+    }
+    assert!(dir.entries().iter().all(|e| e == "gpt2"), "left behind: {:?}", dir.entries());
 
     // An unknown dataset fails before touching the network.
     let before = server.requests().len();

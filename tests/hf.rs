@@ -274,7 +274,7 @@ fn what_gpt2_cannot_express_is_refused_by_name() {
     std::fs::write(out.join("notes.txt"), "mine").unwrap();
     let ok = Gpt::new(GptConfig { lm_head_bias: false, ..tiny }, Device::Cpu).unwrap();
     let err = hf::export(&ok, &chars, &out).unwrap_err().to_string();
-    assert!(err.contains("not a model folder"), "{err}");
+    assert!(err.contains("not a model folder written by export"), "{err}");
     assert_eq!(std::fs::read_to_string(out.join("notes.txt")).unwrap(), "mine");
 }
 

@@ -15,7 +15,7 @@ use llm_from_scratch::tokenizer::{
 };
 use llm_from_scratch::track::RunStatus;
 use llm_from_scratch::train::{Checkpoint, TrainEvent, Trainer};
-use llm_from_scratch::{device, interrupt, model::Gpt};
+use llm_from_scratch::{device, hf, interrupt, model::Gpt, model::GptConfig};
 use std::io::{IsTerminal, Write};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -47,6 +47,9 @@ enum Command {
     Sample(SampleArgs),
     /// Measure a trained model on a text: loss, perplexity and bits per character.
     Eval(EvalArgs),
+    /// Write a model in the Hugging Face layout (config.json, model.safetensors, tokenizer):
+    /// transformers' GPT2LMHeadModel.from_pretrained(OUT) loads it, and so does `llm --model OUT`.
+    Export(ExportArgs),
     /// Look at several runs together.
     #[command(subcommand)]
     Runs(RunsCommand),
@@ -77,8 +80,8 @@ enum TokenizerCommand {
     },
     /// Print the ids of a text, space-separated.
     Encode {
-        /// The tokenizer file (any kind: char, word or bpe).
-        #[arg(long)]
+        /// The tokenizer file (any kind: char, word or bpe), or `gpt2` for GPT-2's (downloaded once).
+        #[arg(long, value_name = "FILE|gpt2")]
         tokenizer: PathBuf,
         /// The text; without it, standard input is read.
         #[arg(long)]
@@ -89,8 +92,8 @@ enum TokenizerCommand {
     },
     /// Print the text of ids (arguments, or whitespace-separated on standard input).
     Decode {
-        /// The tokenizer file (any kind).
-        #[arg(long)]
+        /// The tokenizer file (any kind), or `gpt2`.
+        #[arg(long, value_name = "FILE|gpt2")]
         tokenizer: PathBuf,
         /// The ids.
         ids: Vec<u32>,
@@ -275,7 +278,7 @@ struct TrainArgs {
 }
 
 #[derive(Args)]
-#[command(group(clap::ArgGroup::new("source").required(true).args(["run_dir", "checkpoint"])))]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["run_dir", "checkpoint", "model"])))]
 struct ModelSource {
     /// A run folder (its best checkpoint, else its latest).
     #[arg(long, value_name = "DIR")]
@@ -283,9 +286,21 @@ struct ModelSource {
     /// A checkpoint folder (e.g. RUN/checkpoints/latest).
     #[arg(long, value_name = "DIR")]
     checkpoint: Option<PathBuf>,
+    /// A model in the Hugging Face layout: `gpt2` (OpenAI's GPT-2 124M, downloaded once into
+    /// the data folder), or a folder with config.json and model.safetensors (`llm export`
+    /// writes one).
+    #[arg(long, value_name = "gpt2|DIR")]
+    model: Option<String>,
     /// cpu, cuda, cuda:N or auto.
     #[arg(long, default_value = "auto")]
     device: String,
+}
+
+/// A model ready to use, with its tokenizer, and the checkpoint it came from (if it did).
+struct Loaded {
+    model: Gpt,
+    tokenizer: AnyTokenizer,
+    checkpoint: Option<Checkpoint>,
 }
 
 impl ModelSource {
@@ -298,17 +313,70 @@ impl ModelSource {
                 run.checkpoint_for_sampling()
                     .with_context(|| format!("run folder {} has no checkpoint yet", dir.display()))
             }
-            (None, None) => bail!("give --run-dir DIR or --checkpoint DIR"),
+            (None, None) => bail!("give --run-dir DIR, --checkpoint DIR or --model gpt2|DIR"),
         }
     }
 
-    fn load(&self) -> Result<(Checkpoint, Gpt)> {
+    fn load(&self) -> Result<Loaded> {
         let device = device::parse(&self.device)?;
-        let dir = self.checkpoint_dir()?;
-        let checkpoint = Checkpoint::load(&dir)?;
-        let model = run::load_gpt(&checkpoint, device)?;
-        Ok((checkpoint, model))
+        let Some(name) = &self.model else {
+            let checkpoint = Checkpoint::load(self.checkpoint_dir()?)?;
+            let model = run::load_gpt(&checkpoint, device)?;
+            let tokenizer = checkpoint.tokenizer.clone();
+            return Ok(Loaded { model, tokenizer, checkpoint: Some(checkpoint) });
+        };
+        let dir = match name.as_str() {
+            "gpt2" if !Path::new("gpt2").exists() => {
+                let weights = fetch_with_bar("gpt2")?;
+                weights.parent().map(Path::to_path_buf).unwrap_or_default()
+            }
+            _ => PathBuf::from(name),
+        };
+        let model = hf::load(&dir, device)?;
+        let tokenizer = match hf::load_tokenizer(&dir)? {
+            Some(tokenizer) => tokenizer,
+            None if model.config.vocab_size == GptConfig::gpt2().vocab_size => gpt2_tokenizer()?,
+            None => bail!(
+                "{}: no {} beside the model, and its vocab_size {} is not GPT-2's: which tokenizer is it?",
+                dir.display(),
+                hf::LLM_TOKENIZER_FILE,
+                model.config.vocab_size
+            ),
+        };
+        Ok(Loaded { model, tokenizer, checkpoint: None })
     }
+}
+
+/// GPT-2's tokenizer, from the manifest's ranks (downloaded once).
+fn gpt2_tokenizer() -> Result<AnyTokenizer> {
+    Ok(AnyTokenizer::Bpe(BpeTokenizer::gpt2(fetch_with_bar("gpt2-ranks")?)?))
+}
+
+/// `data::fetch`, with a progress bar on a terminal for files of 10 MB or more.
+fn fetch_with_bar(name: &str) -> Result<PathBuf> {
+    let tty = std::io::stderr().is_terminal();
+    let mut bar: Option<(String, indicatif::ProgressBar)> = None;
+    let path = data::fetch_with_progress(name, |file, done, total| {
+        let Some(total) = total.filter(|&t| tty && t >= 10 << 20) else { return };
+        if bar.as_ref().is_none_or(|(f, _)| f != file) {
+            let style = indicatif::ProgressStyle::with_template(
+                "{msg} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec}, ETA {eta})",
+            )
+            .expect("a valid template")
+            .progress_chars("=> ");
+            bar = Some((
+                file.to_owned(),
+                indicatif::ProgressBar::new(total).with_style(style).with_message(file.to_owned()),
+            ));
+        }
+        if let Some((_, bar)) = &bar {
+            bar.set_position(done);
+        }
+    });
+    if let Some((_, bar)) = bar {
+        bar.finish_and_clear();
+    }
+    Ok(path?)
 }
 
 #[derive(Args)]
@@ -356,6 +424,15 @@ struct EvalArgs {
     input: Option<PathBuf>,
 }
 
+#[derive(Args)]
+struct ExportArgs {
+    #[command(flatten)]
+    model: ModelSource,
+    /// The folder to write (an existing export there is replaced).
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+}
+
 #[derive(Subcommand)]
 enum RunsCommand {
     /// One plot of the validation loss curves of several runs.
@@ -376,6 +453,7 @@ fn main() -> ExitCode {
         Command::Sample(args) => sample(args).map(|()| ExitCode::SUCCESS),
         Command::Eval(args) => eval(args).map(|()| ExitCode::SUCCESS),
         Command::Tokenizer(cmd) => tokenizer_command(cmd).map(|()| ExitCode::SUCCESS),
+        Command::Export(args) => export(args).map(|()| ExitCode::SUCCESS),
         Command::Runs(RunsCommand::Compare { dirs, out }) => run::compare(&dirs)
             .and_then(|figure| figure.save(&out))
             .map(|()| {
@@ -465,7 +543,7 @@ fn tokenizer_command(cmd: TokenizerCommand) -> Result<()> {
             );
         }
         TokenizerCommand::Encode { tokenizer, text, allow_special } => {
-            let tokenizer = AnyTokenizer::load(&tokenizer)?;
+            let tokenizer = load_tokenizer(&tokenizer)?;
             let text = match text {
                 Some(text) => text,
                 None => stdin()?,
@@ -477,7 +555,7 @@ fn tokenizer_command(cmd: TokenizerCommand) -> Result<()> {
             println!("{}", ids.iter().map(u32::to_string).collect::<Vec<_>>().join(" "));
         }
         TokenizerCommand::Decode { tokenizer, mut ids, strict } => {
-            let tokenizer = AnyTokenizer::load(&tokenizer)?;
+            let tokenizer = load_tokenizer(&tokenizer)?;
             if ids.is_empty() {
                 for word in stdin()?.split_whitespace() {
                     ids.push(word.parse().with_context(|| format!("{word:?} is not a token id"))?);
@@ -491,6 +569,14 @@ fn tokenizer_command(cmd: TokenizerCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A tokenizer file, or GPT-2's for `gpt2` (unless a file of that name is here).
+fn load_tokenizer(path: &Path) -> Result<AnyTokenizer> {
+    match path.to_str() {
+        Some("gpt2") if !path.exists() => gpt2_tokenizer(),
+        _ => Ok(AnyTokenizer::load(path)?),
+    }
 }
 
 /// `runs/2025-01-31_14-05-09` (UTC): a new folder for each run by default.
@@ -644,8 +730,8 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
 }
 
 fn sample(args: SampleArgs) -> Result<()> {
-    let (checkpoint, model) = args.model.load()?;
-    let tokenizer = &checkpoint.tokenizer;
+    let Loaded { model, tokenizer, .. } = args.model.load()?;
+    let tokenizer = &tokenizer;
     let prompt = match (&args.prompt, &args.prompt_file) {
         (Some(p), _) => p.clone(),
         (None, Some(file)) => {
@@ -653,7 +739,7 @@ fn sample(args: SampleArgs) -> Result<()> {
         }
         (None, None) => "\n".into(),
     };
-    let mut ids = tokenizer.encode(&prompt).context("--prompt: the run's tokenizer cannot encode it")?;
+    let mut ids = tokenizer.encode(&prompt).context("--prompt: the model's tokenizer cannot encode it")?;
     if ids.is_empty() {
         ids = tokenizer.encode("\n").unwrap_or_default();
         if ids.is_empty() {
@@ -728,9 +814,27 @@ fn stable_prefix(text: &str) -> &str {
     text.trim_end_matches('\u{FFFD}')
 }
 
+fn export(args: ExportArgs) -> Result<()> {
+    let Loaded { model, tokenizer, .. } = args.model.load()?;
+    hf::export(&model, &tokenizer, &args.out)?;
+    println!("{}", args.out.display());
+    eprintln!(
+        "{} parameters in the Hugging Face GPT-2 layout; in Python: \
+         GPT2LMHeadModel.from_pretrained({:?}){}",
+        model.num_params(),
+        args.out.display().to_string(),
+        if args.out.join(hf::TOKENIZER_FILE).exists() {
+            ", AutoTokenizer.from_pretrained(the same)"
+        } else {
+            ""
+        }
+    );
+    Ok(())
+}
+
 fn eval(args: EvalArgs) -> Result<()> {
-    let (checkpoint, model) = args.model.load()?;
-    let tokenizer = &checkpoint.tokenizer;
+    let Loaded { model, tokenizer, checkpoint } = args.model.load()?;
+    let tokenizer = &tokenizer;
     let (ids, what) = match &args.input {
         Some(file) => {
             let text = data::load_text(file)?;
@@ -739,6 +843,7 @@ fn eval(args: EvalArgs) -> Result<()> {
         }
         None => {
             // The run's own validation split: the last 10% of its text's tokens.
+            let Some(checkpoint) = &checkpoint else { bail!("--model has no run: give --input FILE") };
             let run_dir = checkpoint.path.parent().and_then(Path::parent).filter(|d| Run::exists(d));
             let Some(run_dir) = run_dir else {
                 bail!("{} is not inside a run folder: give --input FILE", checkpoint.path.display())
@@ -751,8 +856,13 @@ fn eval(args: EvalArgs) -> Result<()> {
     };
     let report = run::evaluate(&model, tokenizer, &ids)?;
     println!(
-        "loss {:.4} nats/token, perplexity {:.3}, {:.4} bits per character ({} tokens, {} characters of {what}; step {})",
-        report.loss, report.perplexity, report.bits_per_char, report.tokens, report.chars, checkpoint.step
+        "loss {:.4} nats/token, perplexity {:.3}, {:.4} bits per character ({} tokens, {} characters of {what}{})",
+        report.loss,
+        report.perplexity,
+        report.bits_per_char,
+        report.tokens,
+        report.chars,
+        checkpoint.map_or_else(String::new, |c| format!("; step {}", c.step))
     );
     Ok(())
 }

@@ -24,6 +24,10 @@ pub struct Dataset {
     pub file: String,
     pub size: u64,
     pub sha256: String,
+    /// Entries fetched together with this one (e.g. a model's `config.json` beside its
+    /// weights): [`fetch`] gets them first, [`cached`] needs them too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub with: Vec<String>,
 }
 
 const MANIFEST: &str = include_str!("../../data/datasets.json");
@@ -53,13 +57,26 @@ pub fn cache_dir() -> PathBuf {
 /// The local path of dataset `name`, downloading it first if it is not there yet (from
 /// `$LLM_DATA_MIRROR` when set). A cached file is re-verified and replaced if it went bad.
 pub fn fetch(name: &str) -> Result<PathBuf> {
+    fetch_with_progress(name, |_, _, _| {})
+}
+
+/// [`fetch`], telling `on_bytes(file, bytes so far, total)` how each download is going (the
+/// CLI draws a progress bar with it; a cached file reports nothing).
+pub fn fetch_with_progress(name: &str, mut on_bytes: impl FnMut(&str, u64, Option<u64>)) -> Result<PathBuf> {
+    fetch_reporting(name, &mut on_bytes)
+}
+
+fn fetch_reporting(name: &str, on_bytes: &mut dyn FnMut(&str, u64, Option<u64>)) -> Result<PathBuf> {
     let ds = dataset(name)?;
-    let dir = cache_dir();
-    let path = dir.join(&ds.file);
+    for companion in &ds.with {
+        fetch_reporting(companion, on_bytes)?;
+    }
+    let path = cache_dir().join(&ds.file);
     if path.is_file() && matches_checksum(&path, &ds.sha256)? {
         return Ok(path);
     }
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let source = match std::env::var(MIRROR_ENV) {
         Ok(mirror) if !mirror.is_empty() => {
             if mirror.starts_with("http://") || mirror.starts_with("https://") {
@@ -70,8 +87,23 @@ pub fn fetch(name: &str) -> Result<PathBuf> {
         }
         _ => ds.url.clone(),
     };
-    download(&source, &path, Some(ds.size), &ds.sha256)?;
+    download_with_progress(&source, &path, Some(ds.size), &ds.sha256, |done, total| {
+        on_bytes(&ds.file, done, total)
+    })?;
     Ok(path)
+}
+
+/// The local path of dataset `name` if it (and every entry it comes [with](Dataset::with))
+/// is already downloaded and verified; `None` otherwise. Never downloads.
+pub fn cached(name: &str) -> Result<Option<PathBuf>> {
+    let ds = dataset(name)?;
+    for companion in &ds.with {
+        if cached(companion)?.is_none() {
+            return Ok(None);
+        }
+    }
+    let path = cache_dir().join(&ds.file);
+    Ok((path.is_file() && matches_checksum(&path, &ds.sha256)?).then_some(path))
 }
 
 fn matches_checksum(path: &Path, sha256: &str) -> Result<bool> {
@@ -82,8 +114,22 @@ fn matches_checksum(path: &Path, sha256: &str) -> Result<bool> {
 /// given) and sha256 on the way. The bytes go to a temporary file beside `dest` that is
 /// renamed into place only once verified: after any failure (HTTP error, dropped connection,
 /// wrong checksum) nothing is left under `dest` or beside it.
+/// HTTP redirects are followed (up to 10).
 pub fn download(source: &str, dest: &Path, size: Option<u64>, sha256: &str) -> Result<()> {
+    download_with_progress(source, dest, size, sha256, |_, _| {})
+}
+
+/// [`download`], calling `on_bytes(bytes so far, total)` after every chunk (`total`: the
+/// expected size, else what the server announces).
+pub fn download_with_progress(
+    source: &str,
+    dest: &Path,
+    size: Option<u64>,
+    sha256: &str,
+    mut on_bytes: impl FnMut(u64, Option<u64>),
+) -> Result<()> {
     let fail = |reason: String| Error::Download { url: source.to_owned(), reason };
+    let mut total = size;
     let mut reader: Box<dyn Read> = if source.starts_with("http://") || source.starts_with("https://") {
         let client = reqwest::blocking::Client::builder()
             .connect_timeout(Duration::from_secs(30))
@@ -94,6 +140,7 @@ pub fn download(source: &str, dest: &Path, size: Option<u64>, sha256: &str) -> R
         if !response.status().is_success() {
             return Err(fail(format!("HTTP {}", response.status())));
         }
+        total = size.or(response.content_length());
         Box::new(response)
     } else {
         Box::new(std::fs::File::open(source).map_err(|e| Error::io(source, e))?)
@@ -113,6 +160,7 @@ pub fn download(source: &str, dest: &Path, size: Option<u64>, sha256: &str) -> R
         hasher.update(&buf[..n]);
         out.write_all(&buf[..n]).map_err(|e| Error::io(&partial.0, e))?;
         bytes += n as u64;
+        on_bytes(bytes, total);
     }
     if let Some(size) = size.filter(|&s| s != bytes) {
         return Err(fail(format!("expected {size} bytes, got {bytes}")));

@@ -13,7 +13,10 @@ mod download;
 #[cfg(feature = "cli")]
 pub mod wiki;
 
-pub use download::{cache_dir, dataset, datasets, download, fetch, Dataset, DATA_DIR_ENV, MIRROR_ENV};
+pub use download::{
+    cache_dir, cached, dataset, datasets, download, download_with_progress, fetch, fetch_with_progress,
+    Dataset, DATA_DIR_ENV, MIRROR_ENV,
+};
 
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
