@@ -574,10 +574,13 @@ fn draw_colour_bar(area: &Area, (lo, hi): (f64, f64)) -> DrawResult {
     Ok(())
 }
 
-/// Axis numbers without needless decimals: `3000`, `2.45`, `1e-4`.
+/// Axis numbers without needless decimals: `3000`, `2.45`, `1e-4`; a tick that is zero up to
+/// float rounding (the axis' steps added up: `2.8e-17`) is `0`.
 fn format_tick(v: f64) -> String {
     let a = v.abs();
-    if v == 0.0 || (1e-2..1e5).contains(&a) {
+    if a < 1e-12 {
+        "0".into()
+    } else if (1e-2..1e5).contains(&a) {
         let s = format!("{v:.3}");
         s.trim_end_matches('0').trim_end_matches('.').to_owned()
     } else {
@@ -603,6 +606,12 @@ mod tests {
     fn png_size(figure: &Figure) -> (u32, u32) {
         let info = png::Decoder::new(figure.png()).read_info().expect("a PNG").info().clone();
         (info.width, info.height)
+    }
+
+    #[test]
+    fn tick_labels_are_short_and_a_rounded_zero_is_zero() {
+        let labels: Vec<String> = [3000.0, 2.45, 1e-4, 0.0, 2.8e-17, -0.1].map(format_tick).to_vec();
+        assert_eq!(labels, ["3000", "2.45", "1e-4", "0", "0", "-0.1"]);
     }
 
     #[test]
