@@ -378,6 +378,23 @@ fn trainer_reports_estimates_and_log_lines_and_learns() {
     assert_eq!(trainer.history().points.len(), 4);
     assert_eq!(&trainer.evaluate(&model, &data).unwrap(), last, "the recorded estimate");
     assert_eq!(trainer.history().points.len(), 4);
+
+    // Weights changed after training (as loading others in a notebook does): the estimate is
+    // of the model as it is now, and the history keeps what training recorded.
+    let recorded = last.clone();
+    tch::no_grad(|| {
+        for mut t in model.var_store().trainable_variables() {
+            let _ = t.f_zero_().unwrap();
+        }
+    });
+    let now = trainer.evaluate(&model, &data).unwrap();
+    assert_eq!(now.step, recorded.step);
+    assert!(
+        (now.val_loss - (tok.vocab_size() as f64).ln()).abs() < 1e-4,
+        "all-zero weights: uniform, {now:?}"
+    );
+    assert_eq!(trainer.history().points.len(), 4);
+    assert_eq!(trainer.history().last(), Some(&recorded));
 }
 
 #[test]
@@ -426,7 +443,7 @@ fn same_seed_same_run_other_seed_other_run() {
 }
 
 #[test]
-fn trainer_rejects_a_block_size_longer_than_the_model_context() {
+fn trainer_rejects_a_block_size_other_than_the_model_context() {
     struct Short(TinyModel);
     impl LanguageModel for Short {
         fn forward(
@@ -452,10 +469,23 @@ fn trainer_rejects_a_block_size_longer_than_the_model_context() {
     let config = TrainConfig { block_size: 16, ..TrainConfig::default() };
     match Trainer::new(&model, config) {
         Err(Error::Config(msg)) => {
-            assert!(msg.starts_with("block_size 16") && msg.contains("at most 8"), "{msg}")
+            assert!(msg.contains("block_size 16 is longer") && msg.contains("set it to 8"), "{msg}")
         }
         other => panic!("expected a Config error, got {other:?}"),
     }
+    // Shorter windows than the context would leave positions untrained: refused as well.
+    let config = TrainConfig { block_size: 4, ..TrainConfig::default() };
+    match Trainer::new(&model, config) {
+        Err(Error::Config(msg)) => {
+            assert!(
+                msg.contains("block_size 4 is shorter")
+                    && msg.contains("positions 4..8 would never be trained"),
+                "{msg}"
+            )
+        }
+        other => panic!("expected a Config error, got {other:?}"),
+    }
+    assert!(Trainer::new(&model, TrainConfig { block_size: 8, ..TrainConfig::default() }).is_ok());
 }
 
 #[test]

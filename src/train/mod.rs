@@ -596,14 +596,20 @@ impl Trainer {
         on_event(event);
     }
 
-    /// Estimate the losses now (seeded from `(seed, step)`, so it is repeatable), record the
-    /// point in the history and return it (or the recorded one, if there is one for this step).
+    /// Estimate the losses of `model` now (seeded from `(seed, step)`, so it is repeatable)
+    /// and return the point. It is recorded in the history unless the history has one for
+    /// this step already: then that one is returned if it has the same losses (the same
+    /// weights: with its throughput and gradient norm), and otherwise — the weights changed
+    /// since training recorded it, e.g. other weights were loaded — the new estimate, which
+    /// describes `model` as it is now, unrecorded.
     pub fn evaluate(&mut self, model: &dyn LanguageModel, data: &TokenData) -> Result<EvalPoint> {
         check_block_size(model, &self.config)?;
-        match self.history.last() {
-            Some(p) if p.step == self.step => Ok(p.clone()), // the same seed: the same numbers
-            _ => self.estimate(model, data, None, None),
-        }
+        let recorded = self.history.last().filter(|p| p.step == self.step).cloned();
+        let point = self.estimate(model, data, None, None)?;
+        let Some(recorded) = recorded else { return Ok(point) };
+        self.history.points.pop(); // the step's point is the one training recorded
+        let same = recorded.train_loss == point.train_loss && recorded.val_loss == point.val_loss;
+        Ok(if same { recorded } else { point })
     }
 
     /// Save the run and `model` as a checkpoint directory (see [`checkpoint`]).
@@ -640,11 +646,19 @@ impl Trainer {
     }
 }
 
+/// The training windows and the model's context are one length: longer windows do not fit
+/// the model, and shorter ones would leave the positions past them untrained (read as soon as
+/// a sample grows past them).
 fn check_block_size(model: &dyn LanguageModel, config: &TrainConfig) -> Result<()> {
+    let b = config.block_size;
     match model.block_size() {
-        Some(max) if config.block_size > max => Err(Error::Config(format!(
-            "block_size {} is longer than the model's context of {max} tokens: set block_size to at most {max}",
-            config.block_size
+        Some(max) if b > max => Err(Error::Config(format!(
+            "the TrainConfig's block_size {b} is longer than the model's context of {max} tokens: set it to {max}"
+        ))),
+        Some(max) if b < max => Err(Error::Config(format!(
+            "the TrainConfig's block_size {b} is shorter than the model's context of {max} tokens: positions \
+             {b}..{max} would never be trained, yet sampling reads them once a text is longer than {b}; set \
+             the TrainConfig's block_size to {max}, or the model's (GptConfig::block_size) to {b}"
         ))),
         _ => Ok(()),
     }
