@@ -117,6 +117,7 @@ pub struct RunSpec {
     pub eval_iters: Option<usize>,
     pub log_interval: Option<usize>,
     pub seed: Option<u64>,
+    pub early_stop_patience: Option<usize>,
     pub device: Option<String>,
 }
 
@@ -176,6 +177,7 @@ impl RunSpec {
             eval_iters,
             log_interval,
             seed,
+            early_stop_patience,
             device
         )
     }
@@ -451,6 +453,9 @@ fn apply_training(train: &mut TrainConfig, spec: &RunSpec) -> Result<()> {
     }
     if let Some(v) = spec.seed {
         train.seed = v;
+    }
+    if let Some(v) = spec.early_stop_patience {
+        train.early_stop_patience = Some(v);
     }
     Ok(())
 }
@@ -767,7 +772,13 @@ impl Run {
         let mut best = best_val_loss(trainer.history());
         loop {
             let (start, c) = (trainer.step(), trainer.config().clone());
-            let target = ((start / c.eval_interval + 1) * c.eval_interval).min(c.steps).max(start);
+            // The first estimate of a fresh run (step 0) is a piece of its own, so that the
+            // initial weights can be kept as `best` too: `best` is always the lowest estimate.
+            let unestimated = trainer.history().last().is_none_or(|p| p.step != start);
+            let target = match start % c.eval_interval == 0 && unestimated {
+                true => start,
+                false => ((start / c.eval_interval + 1) * c.eval_interval).min(c.steps).max(start),
+            };
             let mut evals: Vec<EvalPoint> = Vec::new();
             let mut metrics_error = None;
             trainer.train_until_with(
@@ -804,7 +815,7 @@ impl Run {
                     self.upload_plots(tracker);
                 }
             }
-            if trainer.step() >= c.steps {
+            if trainer.step() >= c.steps || trainer.early_stop().is_some() {
                 return Ok(true);
             }
             // Stopped, or interrupted while the checkpoint was saved (the next piece would
@@ -829,6 +840,7 @@ fn history_events(history: &History) -> Vec<TrainEvent> {
         TrainEvent::Log(l) => (l.step + 1, 0),
         TrainEvent::Eval(p) => (p.step, 1),
         TrainEvent::Stopped { step, .. } => (*step, 2),
+        TrainEvent::EarlyStopped(e) => (e.step, 2),
     });
     events
 }
@@ -845,6 +857,8 @@ fn metrics_line(event: &TrainEvent) -> String {
         TrainEvent::Eval(p) => serde_json::json!({"kind": "eval", "step": p.step, "train_loss": p.train_loss,
             "val_loss": p.val_loss, "lr": p.lr, "grad_norm": p.grad_norm, "tokens_per_sec": p.tokens_per_sec}),
         TrainEvent::Stopped { .. } => return String::new(), // not a measurement: the checkpoint says it
+        TrainEvent::EarlyStopped(e) => serde_json::json!({"kind": "early_stop", "step": e.step,
+            "best_step": e.best_step, "best_val_loss": e.best_val_loss, "estimates_since": e.estimates_since}),
     };
     format!("{value}\n")
 }

@@ -158,6 +158,44 @@ fn train_resume_sample_and_eval() {
 }
 
 #[test]
+fn early_stopping_keeps_the_best_checkpoint_and_says_so() {
+    let dir = TempDir::new("cli-early-stop");
+    let input = corpus(&dir);
+    // Too small a learning rate to improve: the estimates wander, and the run ends early.
+    let out = llm(
+        dir.path(),
+        &train_args(&[
+            "--input",
+            &input,
+            "--max-steps",
+            "400",
+            "--eval-interval",
+            "4",
+            "--eval-iters",
+            "2",
+            "--lr",
+            "1e-12",
+            "--early-stop-patience",
+            "2",
+            "--run-dir",
+            "run",
+        ]),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(stdout.contains("early stop at step"), "{stdout}");
+    assert!(stderr.contains("stopped early: no new best in 2 estimates"), "{stderr}");
+    let run = dir.join("run");
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(metrics.lines().last().unwrap()).unwrap();
+    assert_eq!(last["kind"], "early_stop");
+    let stopped_at = last["step"].as_u64().unwrap() as usize;
+    assert!(stopped_at < 400);
+    assert_eq!(checkpoint_step(&run.join("checkpoints/latest")), stopped_at);
+    assert_eq!(checkpoint_step(&run.join("checkpoints/best")), last["best_step"].as_u64().unwrap() as usize);
+}
+
+#[test]
 fn a_config_file_is_read_and_flags_override_it() {
     let dir = TempDir::new("cli-train-config");
     corpus(&dir);

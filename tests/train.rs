@@ -341,6 +341,7 @@ fn trainer_reports_estimates_and_log_lines_and_learns() {
             TrainEvent::Eval(p) => format!("eval {}", p.step),
             TrainEvent::Log(l) => format!("log {}", l.step),
             TrainEvent::Stopped { step, .. } => format!("stopped {step}"),
+            TrainEvent::EarlyStopped(e) => format!("early stop {}", e.step),
         })
         .collect();
     assert_eq!(
@@ -395,6 +396,63 @@ fn trainer_reports_estimates_and_log_lines_and_learns() {
     );
     assert_eq!(trainer.history().points.len(), 4);
     assert_eq!(trainer.history().last(), Some(&recorded));
+}
+
+#[test]
+fn early_stopping_ends_the_run_after_patience_estimates_without_a_new_best() {
+    let _rng = rng_lock();
+    let (tok, data) = text_data();
+    // A learning rate too small to move anything: the estimates only wander with their
+    // batches, so a new best soon stops coming.
+    let config = TrainConfig {
+        steps: 400,
+        lr: 1e-12,
+        warmup_steps: 0,
+        lr_decay: LrDecay::None,
+        min_lr: 0.0,
+        eval_interval: 4,
+        eval_iters: 2,
+        log_interval: None,
+        early_stop_patience: Some(2),
+        ..tiny_config()
+    };
+    device::seed(3);
+    let model = TinyModel::new(tok.vocab_size(), 16, 0.0);
+    let mut trainer = Trainer::new(&model, config.clone()).unwrap();
+    let mut stops = Vec::new();
+    trainer
+        .run(&model, &data, |e| {
+            if let TrainEvent::EarlyStopped(stop) = e {
+                stops.push(stop.clone())
+            }
+        })
+        .unwrap();
+    let stop = trainer.early_stop().expect("stopped early");
+    assert_eq!(stops, [stop.clone()]);
+    assert!(trainer.step() < config.steps, "ran all {} steps", trainer.step());
+    let points = &trainer.history().points;
+    let best = points.iter().map(|p| p.val_loss).fold(f64::INFINITY, f64::min);
+    assert_eq!(stop.best_val_loss, best);
+    assert_eq!((stop.step, stop.estimates_since), (trainer.step(), 2));
+    assert_eq!(points[points.len() - 3].step, stop.best_step);
+    assert!(points[points.len() - 2..].iter().all(|p| p.val_loss >= best));
+    assert!(TrainEvent::EarlyStopped(stop.clone())
+        .to_string()
+        .starts_with(&format!("early stop at step {}", stop.step)));
+
+    // Once stopped, it stays stopped: another call trains nothing.
+    let step = trainer.step();
+    trainer.run(&model, &data, |_| {}).unwrap();
+    assert_eq!(trainer.step(), step);
+
+    // Without patience the same run goes to the end; a patience of 0 is refused.
+    let mut all =
+        Trainer::new(&model, TrainConfig { steps: 40, early_stop_patience: None, ..config.clone() }).unwrap();
+    all.run(&model, &data, |_| {}).unwrap();
+    assert_eq!((all.step(), all.early_stop()), (40, None));
+    let err =
+        Trainer::new(&model, TrainConfig { early_stop_patience: Some(0), ..config }).unwrap_err().to_string();
+    assert!(err.contains("early_stop_patience must be at least 1"), "{err}");
 }
 
 #[test]

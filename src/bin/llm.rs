@@ -217,6 +217,10 @@ struct SpecArgs {
     /// Seed of the initial weights, batches and dropout: the same seed repeats the run.
     #[arg(long, help_heading = "Training")]
     seed: Option<u64>,
+    /// End the run once this many loss estimates in a row bring no new best validation loss
+    /// (checkpoints/best keeps the best model).
+    #[arg(long, value_name = "N", help_heading = "Training")]
+    early_stop_patience: Option<usize>,
     /// cpu, cuda, cuda:N, or auto (a GPU if there is one).
     #[arg(long, help_heading = "Training")]
     device: Option<String>,
@@ -251,6 +255,7 @@ impl SpecArgs {
             eval_iters: self.eval_iters,
             log_interval: self.log_interval,
             seed: self.seed,
+            early_stop_patience: self.early_stop_patience,
             device: self.device.clone(),
         }
     }
@@ -688,6 +693,7 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
                 l.tokens_per_sec.map(|t| format!(", {t:.0} tokens/s")).unwrap_or_default()
             )),
             (Some(bar), TrainEvent::Eval(_)) => bar.println(event.to_string()),
+            (Some(bar), TrainEvent::EarlyStopped(_)) => bar.println(event.to_string()),
             (Some(_), TrainEvent::Stopped { .. }) => {} // said below, with the resume command
             (None, _) => println!("{event}"),
         },
@@ -711,8 +717,14 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
     let finished = result?;
     if finished {
         let best = trainer.history().points.iter().map(|p| p.val_loss).fold(f64::INFINITY, f64::min);
+        let early = trainer.early_stop().map_or_else(String::new, |e| {
+            format!(
+                " (stopped early: no new best in {} estimates since step {})",
+                e.estimates_since, e.best_step
+            )
+        });
         eprintln!(
-            "done: {} steps, best val loss {best:.4}; sample with `llm sample --run-dir {}`",
+            "done: {} steps{early}, best val loss {best:.4}; sample with `llm sample --run-dir {}`",
             trainer.step(),
             dir.display()
         );

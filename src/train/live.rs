@@ -48,7 +48,7 @@ impl LiveReport {
                 }
             }
             TrainEvent::Log(_) => {}
-            TrainEvent::Stopped { .. } => println!("{event}"),
+            TrainEvent::Stopped { .. } | TrainEvent::EarlyStopped(_) => println!("{event}"),
         }
     }
 

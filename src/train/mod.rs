@@ -94,6 +94,10 @@ pub struct TrainConfig {
     pub log_interval: Option<usize>,
     /// Seeds batches and dropout: the same seed repeats the run (on CPU, exactly).
     pub seed: u64,
+    /// End the run early once this many loss estimates in a row bring no new best
+    /// validation loss ([`Trainer::early_stop`]); `None` trains all `steps`.
+    #[serde(default)]
+    pub early_stop_patience: Option<usize>,
 }
 
 impl Default for TrainConfig {
@@ -120,6 +124,7 @@ impl Default for TrainConfig {
             eval_iters: 200,
             log_interval: None,
             seed: 1337,
+            early_stop_patience: None,
         }
     }
 }
@@ -187,6 +192,11 @@ impl TrainConfig {
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             return bad(format!("lr must be a positive number, got {}", self.lr));
+        }
+        if self.early_stop_patience == Some(0) {
+            return bad(
+                "early_stop_patience must be at least 1 (estimates without a new best; None: never)".into()
+            );
         }
         if !(self.min_lr >= 0.0 && self.min_lr.is_finite()) {
             return bad(format!("min_lr must be 0 or a positive number, got {}", self.min_lr));
@@ -306,6 +316,21 @@ pub enum TrainEvent {
     /// The run stopped early, after `step` of `until` steps, because ■ (or Ctrl-C) asked it
     /// to ([`crate::interrupt`]). Everything is kept: another call continues from `step`.
     Stopped { step: usize, until: usize },
+    /// The run ended before its last step: `early_stop_patience` estimates in a row brought
+    /// no new best validation loss.
+    EarlyStopped(EarlyStop),
+}
+
+/// Why a run ended early: see [`Trainer::early_stop`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct EarlyStop {
+    /// The step it ended at.
+    pub step: usize,
+    /// The estimate with the lowest validation loss, and its loss.
+    pub best_step: usize,
+    pub best_val_loss: f64,
+    /// Estimates since that one (at least `early_stop_patience`).
+    pub estimates_since: usize,
 }
 
 impl std::fmt::Display for TrainEvent {
@@ -338,6 +363,11 @@ impl std::fmt::Display for TrainEvent {
                 f,
                 "stopped at step {step} of {until}: the model, the optimizer state and the history \
                  are kept (train again with the same trainer to continue)"
+            ),
+            TrainEvent::EarlyStopped(e) => write!(
+                f,
+                "early stop at step {}: no new best val loss in {} estimates (the best, {:.4}, was at step {})",
+                e.step, e.estimates_since, e.best_val_loss, e.best_step
             ),
         }
     }
@@ -548,6 +578,12 @@ impl Trainer {
                 (eval_clock, log_clock) = ((s, Instant::now()), (s, Instant::now()));
                 // estimates are not training time
             }
+            if self.history.last().is_some_and(|p| p.step == s) {
+                if let Some(stop) = self.early_stop() {
+                    self.report(&TrainEvent::EarlyStopped(stop), &mut on_event);
+                    return Ok(());
+                }
+            }
             if s >= until {
                 return Ok(());
             }
@@ -594,6 +630,29 @@ impl Trainer {
             tracker.log_event(event);
         }
         on_event(event);
+    }
+
+    /// Whether the run is over before its last step: with `early_stop_patience` set, when that
+    /// many estimates have followed the best validation loss so far without beating it. The
+    /// training loop stops there (a [`TrainEvent::EarlyStopped`]), and so does every later
+    /// call, a resumed run's too; the best model is the one of `best_step` (`llm train`
+    /// keeps it as `checkpoints/best`).
+    pub fn early_stop(&self) -> Option<EarlyStop> {
+        let patience = self.config.early_stop_patience?;
+        let points = &self.history.points;
+        let mut best = 0;
+        for (i, p) in points.iter().enumerate() {
+            if p.val_loss < points[best].val_loss {
+                best = i;
+            }
+        }
+        let estimates_since = points.len().checked_sub(best + 1)?;
+        (estimates_since >= patience).then(|| EarlyStop {
+            step: self.step,
+            best_step: points[best].step,
+            best_val_loss: points[best].val_loss,
+            estimates_since,
+        })
     }
 
     /// Estimate the losses of `model` now (seeded from `(seed, step)`, so it is repeatable)
@@ -696,7 +755,7 @@ pub fn train(
     trainer.run(model, data, |event| match event {
         TrainEvent::Eval(point) => on_eval(point),
         TrainEvent::Log(_) => {}
-        TrainEvent::Stopped { .. } => println!("{event}"),
+        TrainEvent::Stopped { .. } | TrainEvent::EarlyStopped(_) => println!("{event}"),
     })?;
     Ok(trainer.into_history())
 }
