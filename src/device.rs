@@ -46,6 +46,36 @@ pub fn seed(seed: u64) {
     tch::manual_seed(seed as i64);
 }
 
+/// Bytes of memory a new allocation on `device` can count on, if known: on the CPU the
+/// kernel's `MemAvailable` (Linux; elsewhere the physical memory). `None` for a GPU (libtorch
+/// does not say; its own out-of-memory error is then the check).
+pub fn available_memory(device: Device) -> Option<u64> {
+    if device != Device::Cpu {
+        return None;
+    }
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let available_kb = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok());
+    match available_kb {
+        Some(kb) => Some(kb * 1024),
+        // SAFETY: sysconf only reads system constants.
+        None => match unsafe { (libc::sysconf(libc::_SC_PHYS_PAGES), libc::sysconf(libc::_SC_PAGESIZE)) } {
+            (pages, size) if pages > 0 && size > 0 => Some(pages as u64 * size as u64),
+            _ => None,
+        },
+    }
+}
+
+/// `n` bytes as `12.3 GB` (decimal: as memory sizes are sold).
+pub fn format_bytes(n: u64) -> String {
+    match n {
+        n if n >= 1_000_000_000 => format!("{:.1} GB", n as f64 / 1e9),
+        n => format!("{:.1} MB", n as f64 / 1e6),
+    }
+}
+
 /// `dlopen` libtorch_cuda with global symbols, if it exists; harmless on a CPU-only install.
 fn load_libtorch_cuda() {
     use std::sync::Once;

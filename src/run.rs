@@ -546,7 +546,35 @@ fn finish_plan(
     }
     config.check()?;
     check_fits(&config, &data)?;
+    check_memory(&config)?;
     Ok(Plan { config, tokenizer, data })
+}
+
+/// Training must fit in memory ([`GptConfig::training_bytes`]), or libtorch aborts midway.
+fn check_memory(config: &RunConfig) -> Result<()> {
+    let (m, t) = (&config.model, &config.train);
+    let needed = m.training_bytes(t.batch_size, t.block_size);
+    let device = crate::device::parse(&config.device)?;
+    match crate::device::available_memory(device) {
+        Some(available) if needed > available => {
+            let weights = 4 * m.num_params() as u64;
+            let format = crate::device::format_bytes;
+            Err(Error::Config(format!(
+                "training this model needs about {} ({} parameters: {} of weights, as much again for \
+                 their gradients and twice that for AdamW's moments; {} of activations for batches of \
+                 {} × {} tokens), and this machine has {} available: lower --batch-size or --block-size, \
+                 or choose a smaller model (--n-layer, --n-embd)",
+                format(needed),
+                m.num_params(),
+                format(weights),
+                format(needed - 4 * weights),
+                t.batch_size,
+                t.block_size,
+                format(available)
+            )))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Both splits must hold more than one block of tokens.

@@ -267,6 +267,11 @@ fn bad_inputs_are_rejected_before_any_work() {
         (&["--text-files", "no-such-dir"], "--text-files"),
         (&["--device", "tpu"], "unknown device 'tpu'"),
         (&["--max-steps", "5", "--max-epochs", "1"], "--max-steps or --max-epochs, not both"),
+        // 206 billion parameters: refused with the numbers before anything is allocated.
+        (
+            &["--n-layer", "64", "--n-embd", "16384", "--n-head", "16", "--device", "cpu"],
+            "training this model needs about",
+        ),
     ];
     for (extra, message) in cases {
         let mut own = vec!["--run-dir", "run"];

@@ -93,6 +93,18 @@ fn gpt2_configs_have_the_published_parameter_counts() {
 }
 
 #[test]
+fn a_model_too_big_for_memory_is_refused_before_it_is_allocated() {
+    let huge = GptConfig { n_layer: 64, n_embd: 16_384, n_head: 16, ..GptConfig::gpt2() };
+    assert!(huge.num_params() > 200_000_000_000);
+    let err = Gpt::new(huge, Device::Cpu).unwrap_err().to_string();
+    assert!(err.contains("needs 82") && err.contains("GB for its weights alone"), "{err}");
+    // Training takes the weights four times over, plus activations that grow with the batch.
+    let gpt2 = GptConfig::gpt2();
+    assert!(gpt2.training_bytes(1, 1024) > 16 * 124_439_808);
+    assert!(gpt2.training_bytes(12, 1024) > 10 * (gpt2.training_bytes(1, 1024) - 16 * 124_439_808));
+}
+
+#[test]
 fn tanh_gelu_is_the_approximation_and_differs_from_the_exact_one() {
     let x = Tensor::linspace(-4.0, 4.0, 81, (Kind::Float, Device::Cpu));
     let by_formula = &x

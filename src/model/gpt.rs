@@ -252,6 +252,18 @@ impl GptConfig {
         v * c + positions + self.n_layer * block + layer_norm + head
     }
 
+    /// Bytes of memory training this model takes, roughly, in `f32` with AdamW on batches of
+    /// `batch_size × block_size` tokens: the weights, their gradients and AdamW's two moments
+    /// (4 bytes each per parameter), and the activations kept for the backward pass (per
+    /// layer and token about 34 values of the width plus 5 per head and position of the
+    /// attention matrix, as Korthikanti et al. 2022 count them; and the logits, three times).
+    pub fn training_bytes(&self, batch_size: usize, block_size: usize) -> u64 {
+        let (b, t, c) = (batch_size as u64, block_size as u64, self.n_embd as u64);
+        let per_layer = b * t * (34 * c + 5 * self.n_head as u64 * t);
+        let activations = 4 * (self.n_layer as u64 * per_layer + 3 * b * t * self.vocab_size as u64);
+        16 * self.num_params() as u64 + activations
+    }
+
     /// The MLP's hidden width: `d_ff`, or `4 · n_embd`.
     pub fn mlp_width(&self) -> usize {
         self.d_ff.unwrap_or(4 * self.n_embd)
@@ -405,6 +417,17 @@ impl Gpt {
     /// libtorch's global generator: seed it first ([`crate::device::seed`]) to repeat a run.
     pub fn new(config: GptConfig, device: Device) -> Result<Self> {
         config.validate()?;
+        // The weights must fit before any is allocated: past that, libtorch aborts.
+        let bytes = 4 * config.num_params() as u64;
+        if let Some(available) = crate::device::available_memory(device).filter(|&a| bytes > a) {
+            return Err(Error::Config(format!(
+                "a GPT of {} parameters needs {} for its weights alone, and this machine has {} of \
+                 memory available: choose a smaller n_layer, n_embd or vocab_size",
+                config.num_params(),
+                crate::device::format_bytes(bytes),
+                crate::device::format_bytes(available)
+            )));
+        }
         let vs = nn::VarStore::new(device);
         let (v, c, b) = (config.vocab_size as i64, config.n_embd as i64, config.block_size as i64);
         let init = nn::Init::Randn { mean: 0.0, stdev: INIT_STD };
