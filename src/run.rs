@@ -104,6 +104,7 @@ pub struct RunSpec {
     pub dataset: Option<String>,
     pub text_files: Option<PathBuf>,
     pub input: Option<PathBuf>,
+    pub input_url: Option<String>,
     // The training.
     pub batch_size: Option<usize>,
     pub lr: Option<f64>,
@@ -165,6 +166,7 @@ impl RunSpec {
             dataset,
             text_files,
             input,
+            input_url,
             batch_size,
             lr,
             max_steps,
@@ -193,6 +195,9 @@ pub enum DataSource {
     TextFiles(PathBuf),
     /// One text file.
     Input(PathBuf),
+    /// A text file on the web ([`data::fetch_url`]), with the SHA-256 of the copy the run
+    /// trains on (recorded when the run starts; a resumed run gets the same bytes or an error).
+    InputUrl { url: String, sha256: Option<String> },
 }
 
 impl DataSource {
@@ -205,8 +210,22 @@ impl DataSource {
             DataSource::Dataset(name) => data::dataset(name).map(|_| ()),
             DataSource::TextFiles(dir) if !dir.is_dir() => Err(missing("--text-files", dir, "folder")),
             DataSource::Input(file) if !file.is_file() => Err(missing("--input", file, "file")),
+            DataSource::InputUrl { url, .. }
+                if !(url.starts_with("http://") || url.starts_with("https://")) =>
+            {
+                Err(Error::Config(format!("--input-url {url}: give an http:// or https:// URL")))
+            }
             _ => Ok(()),
         }
+    }
+
+    /// Download a URL source now and record the SHA-256 of what arrived, if not yet recorded.
+    pub fn pin(&mut self) -> Result<()> {
+        if let DataSource::InputUrl { url, sha256: sha256 @ None } = self {
+            let path = data::fetch_url(url, None, false)?;
+            *sha256 = Some(crate::io::sha256_file(&path)?);
+        }
+        Ok(())
     }
 
     /// The whole text (a dataset is downloaded first if it is not here yet).
@@ -214,6 +233,13 @@ impl DataSource {
         match self {
             DataSource::Dataset(name) => data::load_text(data::fetch(name)?),
             DataSource::TextFiles(path) | DataSource::Input(path) => data::load_text(path),
+            DataSource::InputUrl { url, sha256 } => match data::fetch_url(url, sha256.as_deref(), false) {
+                Err(Error::Checksum { expected, actual, .. }) => Err(Error::Config(format!(
+                    "--input-url {url}: the file changed since this run first downloaded it (the run trains \
+                     on sha256 {expected}, the URL now gives {actual}): start a new run to train on the new text"
+                ))),
+                path => data::load_text(path?),
+            },
         }
     }
 }
@@ -288,13 +314,15 @@ impl RunConfig {
         train.block_size = model.block_size;
         apply_training(&mut train, spec)?;
         let data =
-            match (&spec.dataset, &spec.text_files, &spec.input) {
-                (Some(name), None, None) => DataSource::Dataset(name.clone()),
-                (None, Some(dir), None) => DataSource::TextFiles(absolute(dir)),
-                (None, None, Some(file)) => DataSource::Input(absolute(file)),
-                (None, None, None) => DataSource::Dataset("tinyshakespeare".into()),
+            match (&spec.dataset, &spec.text_files, &spec.input, &spec.input_url) {
+                (Some(name), None, None, None) => DataSource::Dataset(name.clone()),
+                (None, Some(dir), None, None) => DataSource::TextFiles(absolute(dir)),
+                (None, None, Some(file), None) => DataSource::Input(absolute(file)),
+                (None, None, None, Some(url)) => DataSource::InputUrl { url: url.clone(), sha256: None },
+                (None, None, None, None) => DataSource::Dataset("tinyshakespeare".into()),
                 _ => return Err(Error::Config(
-                    "give the training text one way only: --dataset NAME, --text-files DIR or --input FILE"
+                    "give the training text one way only: --dataset NAME, --text-files DIR, --input FILE or \
+                 --input-url URL"
                         .into(),
                 )),
             };
@@ -350,12 +378,14 @@ impl RunConfig {
             DataSource::Dataset(n) => ("dataset", n.clone()),
             DataSource::TextFiles(p) => ("text_files", p.display().to_string()),
             DataSource::Input(p) => ("input", p.display().to_string()),
+            DataSource::InputUrl { url, .. } => ("input_url", url.clone()),
         };
         let (saved_kind, saved_value) = source(&self.data);
         for (field, given) in [
             ("dataset", spec.dataset.clone()),
             ("text_files", path(&spec.text_files)),
             ("input", path(&spec.input)),
+            ("input_url", spec.input_url.clone()),
         ] {
             let saved = if field == saved_kind { saved_value.clone() } else { format!("no {}", flag(field)) };
             differs(field, given, saved);
@@ -478,6 +508,7 @@ pub fn plan(spec: &RunSpec) -> Result<Plan> {
         }
     }
     config.data.check()?;
+    config.data.pin()?;
     let text = config.data.load_text()?;
     let tokenizer = match (config.tokenizer.as_str(), &config.tokenizer_path) {
         (kind, Some(path)) => {

@@ -5,6 +5,7 @@ mod common;
 
 use common::{TempDir, TINY};
 use llm_from_scratch::train::Checkpoint;
+use sha2::Digest;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -193,6 +194,55 @@ fn early_stopping_keeps_the_best_checkpoint_and_says_so() {
     assert!(stopped_at < 400);
     assert_eq!(checkpoint_step(&run.join("checkpoints/latest")), stopped_at);
     assert_eq!(checkpoint_step(&run.join("checkpoints/best")), last["best_step"].as_u64().unwrap() as usize);
+}
+
+#[test]
+fn a_text_by_url_is_fetched_once_and_pinned_by_its_hash() {
+    use common::http::{Reply, Server};
+    use std::sync::{Arc, Mutex};
+    let dir = TempDir::new("cli-input-url");
+    corpus(&dir);
+    let book = Arc::new(Mutex::new(std::fs::read(dir.join("corpus.txt")).unwrap()));
+    let served = book.clone();
+    let server = Server::start(move |path| match path {
+        "/books/corpus.txt" => Reply::Body(served.lock().unwrap().clone()),
+        _ => Reply::Status(404),
+    });
+    let url = server.url("/books/corpus.txt");
+    let out = llm(dir.path(), &["data", "fetch", &url]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let path = std::path::PathBuf::from(text(&out.stdout).trim());
+    assert_eq!(std::fs::read(&path).unwrap(), *book.lock().unwrap());
+
+    let out = llm(
+        dir.path(),
+        &train_args(&["--input-url", &url, "--max-steps", "2", "--eval-interval", "2", "--run-dir", "run"]),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("run/config.json")).unwrap()).unwrap();
+    let sha =
+        sha2::Sha256::digest(&*book.lock().unwrap()).iter().map(|b| format!("{b:02x}")).collect::<String>();
+    assert_eq!(config["data"]["input_url"]["url"], url.as_str());
+    assert_eq!(config["data"]["input_url"]["sha256"], sha.as_str());
+    assert_eq!(server.requests().len(), 1, "the run used the copy fetched before");
+
+    // The book changed upstream and the local copy is gone: resuming refuses to train on
+    // other text; `llm data fetch --refresh` takes the new one.
+    book.lock().unwrap().extend_from_slice(b"A new last line.\n");
+    std::fs::remove_file(&path).unwrap();
+    let out = llm(dir.path(), &["train", "--resume", "--run-dir", "run", "--max-steps", "4"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("changed since this run first downloaded it"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = llm(dir.path(), &["data", "fetch", &url]);
+    assert!(text(&out.stderr).contains("--refresh"), "{}", text(&out.stderr));
+    let out = llm(dir.path(), &["data", "fetch", &url, "--refresh"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(std::fs::read_to_string(&path).unwrap().ends_with("A new last line.\n"));
 }
 
 #[test]

@@ -3,115 +3,11 @@
 
 mod common;
 
+use common::http::{Reply, Server};
 use common::{shakespeare_path, TempDir};
 use llm_from_scratch::{data, Error};
 use sha2::{Digest, Sha256};
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-
-// ---------------------------------------------------------------------------------------
-// A tiny HTTP/1.1 server: one thread, one request per connection, replies chosen per path.
-
-/// How the server answers a request.
-enum Reply {
-    /// `200 OK` with this body.
-    Body(Vec<u8>),
-    /// This status, with a short text body.
-    Status(u16),
-    /// `200 OK` announcing `declared` bytes, then only `body`, then the connection closes.
-    Truncated { declared: usize, body: Vec<u8> },
-    /// `302 Found` to this location.
-    Redirect(String),
-}
-
-struct Server {
-    base: String,
-    requests: Arc<Mutex<Vec<String>>>,
-    stop: Arc<AtomicBool>,
-    addr: std::net::SocketAddr,
-}
-
-impl Server {
-    /// Serve on `127.0.0.1:<free port>`, answering each request path with `reply(path)`.
-    fn start(reply: impl Fn(&str) -> Reply + Send + 'static) -> Server {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
-        let addr = listener.local_addr().unwrap();
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (log, stopped) = (requests.clone(), stop.clone());
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                if stopped.load(Ordering::SeqCst) {
-                    break;
-                }
-                if let Ok(stream) = stream {
-                    let _ = answer(stream, &reply, &log);
-                }
-            }
-        });
-        Server { base: format!("http://{addr}"), requests, stop, addr }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    /// The paths requested so far.
-    fn requests(&self) -> Vec<String> {
-        self.requests.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(self.addr); // wake the accept loop so it sees `stop`
-    }
-}
-
-fn answer(
-    mut stream: TcpStream,
-    reply: &impl Fn(&str) -> Reply,
-    log: &Mutex<Vec<String>>,
-) -> std::io::Result<()> {
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut request_line = String::new();
-    reader.read_line(&mut request_line)?;
-    loop {
-        let mut header = String::new();
-        if reader.read_line(&mut header)? == 0 || header == "\r\n" || header == "\n" {
-            break;
-        }
-    }
-    let path = request_line.split_whitespace().nth(1).unwrap_or("/").to_owned();
-    log.lock().unwrap().push(path.clone());
-    let head = |status: &str, len: usize| {
-        format!("HTTP/1.1 {status}\r\nContent-Length: {len}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n")
-    };
-    match reply(&path) {
-        Reply::Body(body) => {
-            stream.write_all(head("200 OK", body.len()).as_bytes())?;
-            stream.write_all(&body)?;
-        }
-        Reply::Status(code) => {
-            let body = format!("status {code}\n");
-            stream.write_all(head(&format!("{code} Whatever"), body.len()).as_bytes())?;
-            stream.write_all(body.as_bytes())?;
-        }
-        Reply::Truncated { declared, body } => {
-            stream.write_all(head("200 OK", declared).as_bytes())?;
-            stream.write_all(&body)?;
-        }
-        Reply::Redirect(location) => {
-            let head = format!("HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-            stream.write_all(head.as_bytes())?;
-        }
-    }
-    stream.flush()?;
-    stream.shutdown(std::net::Shutdown::Both)
-}
 
 // ---------------------------------------------------------------------------------------
 
@@ -276,7 +172,7 @@ fn connection_dropped_mid_body_is_an_error_and_leaves_no_file() {
 #[test]
 fn unreachable_server_is_a_download_error() {
     // Bind then drop a listener: nothing listens on that port any more.
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let dir = TempDir::new("download_refused");
     let err =
         data::download(&format!("http://127.0.0.1:{port}/x.txt"), &dir.join("x.txt"), None, &"0".repeat(64))
@@ -452,6 +348,57 @@ fn fetch_uses_the_mirror_and_the_data_dir_from_the_environment() {
         eprintln!("../shared/data/tinyshakespeare.txt is absent: skipping the successful fetch cases");
     }
 
+    fetch_url_records_the_hash_and_refuses_a_changed_file();
     std::env::remove_var(data::MIRROR_ENV);
     std::env::remove_var("LLM_DATA_DIR");
+}
+
+/// `data::fetch_url` (part of the test above: it sets `LLM_DATA_DIR`).
+fn fetch_url_records_the_hash_and_refuses_a_changed_file() {
+    let book = Arc::new(Mutex::new(b"It was the best of times.\n".to_vec()));
+    let served = book.clone();
+    let server = Server::start(move |path| match path {
+        "/cache/epub/98/pg98.txt" => Reply::Body(served.lock().unwrap().clone()),
+        _ => Reply::Status(404),
+    });
+    let dir = TempDir::new("fetch_url");
+    std::env::set_var("LLM_DATA_DIR", dir.path());
+    let url = server.url("/cache/epub/98/pg98.txt");
+    let downloads = || server.requests().len();
+
+    // First download: kept under urls/HOST/NAME, its SHA-256 recorded beside it.
+    let path = data::fetch_url(&url, None, false).unwrap();
+    assert!(path.starts_with(dir.join("urls")) && path.ends_with("pg98.txt"), "{}", path.display());
+    assert_eq!(std::fs::read(&path).unwrap(), *book.lock().unwrap());
+    let record = path.with_file_name("pg98.txt.sha256");
+    assert_eq!(std::fs::read_to_string(&record).unwrap().trim(), sha256_hex(&book.lock().unwrap()));
+    // Later: from the cache, no request.
+    assert_eq!(data::fetch_url(&url, None, false).unwrap(), path);
+    assert_eq!(downloads(), 1);
+    // A local copy that went bad is fetched again, and must match the record.
+    std::fs::write(&path, "damaged").unwrap();
+    data::fetch_url(&url, None, false).unwrap();
+    assert_eq!((downloads(), std::fs::read(&path).unwrap()), (2, book.lock().unwrap().clone()));
+
+    // The file changed upstream: said, and refused; the copy and the record stay as they were.
+    *book.lock().unwrap() = b"It was the worst of times.\n".to_vec();
+    std::fs::remove_file(&path).unwrap();
+    let err = data::fetch_url(&url, None, false).unwrap_err().to_string();
+    assert!(err.contains("changed since it was first downloaded") && err.contains("--refresh"), "{err}");
+    assert!(!path.exists());
+    // Asked to refresh: the new file, and its hash recorded.
+    data::fetch_url(&url, None, true).unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), b"It was the worst of times.\n");
+    assert_eq!(std::fs::read_to_string(&record).unwrap().trim(), sha256_hex(b"It was the worst of times.\n"));
+
+    // A given SHA-256 is checked from the first download on; an unknown path is an HTTP error.
+    let err = data::fetch_url(&url, Some(&"0".repeat(64)), false).unwrap_err();
+    assert!(matches!(err, Error::Checksum { .. }), "{err:?}");
+    assert_eq!(std::fs::read(&path).unwrap(), b"It was the worst of times.\n", "the good copy stays");
+    let err = data::fetch_url(&server.url("/nothing.txt"), None, false).unwrap_err().to_string();
+    assert!(err.contains("404"), "{err}");
+    assert!(data::fetch_url("ftp://example.com/x.txt", None, false)
+        .unwrap_err()
+        .to_string()
+        .contains("http://"));
 }

@@ -107,11 +107,19 @@ enum TokenizerCommand {
 enum DataCommand {
     /// List the datasets, with their size and whether they are downloaded.
     List,
-    /// Download a dataset (checked by SHA-256; from $LLM_DATA_MIRROR when set) and print its path.
+    /// Download a dataset (checked by SHA-256; from $LLM_DATA_MIRROR when set), or any file
+    /// by URL, and print its path.
     Fetch {
-        /// Dataset name, as `llm data list` shows it.
-        #[arg(default_value = "tinyshakespeare")]
+        /// Dataset name, as `llm data list` shows it, or an http(s):// URL (its SHA-256 is
+        /// recorded on the first download and checked on every later one).
+        #[arg(default_value = "tinyshakespeare", value_name = "NAME|URL")]
         name: String,
+        /// The URL's file must have this SHA-256 (hex).
+        #[arg(long, value_name = "HEX")]
+        sha256: Option<String>,
+        /// Take the URL's file as it is now, even if it changed since it was first downloaded.
+        #[arg(long)]
+        refresh: bool,
     },
     /// Extract the plain text of every article of a Wikipedia XML dump (.xml or .xml.bz2).
     ///
@@ -180,6 +188,10 @@ struct SpecArgs {
     /// A text file to train on.
     #[arg(long, value_name = "FILE", help_heading = "Data")]
     input: Option<PathBuf>,
+    /// A text file on the web (downloaded once; its SHA-256 is recorded, and a resumed run
+    /// must get the same bytes).
+    #[arg(long, value_name = "URL", help_heading = "Data")]
+    input_url: Option<String>,
 
     /// Sequences per batch.
     #[arg(long, help_heading = "Training")]
@@ -243,6 +255,7 @@ impl SpecArgs {
             dataset: self.dataset.clone(),
             text_files: self.text_files.clone(),
             input: self.input.clone(),
+            input_url: self.input_url.clone(),
             batch_size: self.batch_size,
             lr: self.lr,
             max_steps: self.max_steps,
@@ -357,31 +370,39 @@ fn gpt2_tokenizer() -> Result<AnyTokenizer> {
     Ok(AnyTokenizer::Bpe(BpeTokenizer::gpt2(fetch_with_bar("gpt2-ranks")?)?))
 }
 
-/// `data::fetch`, with a progress bar on a terminal for files of 10 MB or more.
+/// `data::fetch`, with a progress bar on a terminal for each file of 10 MB or more.
 fn fetch_with_bar(name: &str) -> Result<PathBuf> {
-    let tty = std::io::stderr().is_terminal();
-    let mut bar: Option<(String, indicatif::ProgressBar)> = None;
-    let path = data::fetch_with_progress(name, |file, done, total| {
+    let mut bars: Vec<(String, Box<dyn FnMut(u64, Option<u64>)>)> = Vec::new();
+    Ok(data::fetch_with_progress(name, |file, done, total| {
+        if bars.last().is_none_or(|(f, _)| f != file) {
+            bars.push((file.to_owned(), Box::new(byte_bar(file))));
+        }
+        if let Some((_, bar)) = bars.last_mut() {
+            bar(done, total);
+        }
+    })?)
+}
+
+/// A progress callback that draws a bar on a terminal once a download is known to be 10 MB
+/// or more, and clears it when the last byte arrives.
+fn byte_bar(label: &str) -> impl FnMut(u64, Option<u64>) {
+    let (label, tty) = (label.to_owned(), std::io::stderr().is_terminal());
+    let mut bar: Option<indicatif::ProgressBar> = None;
+    move |done, total| {
         let Some(total) = total.filter(|&t| tty && t >= 10 << 20) else { return };
-        if bar.as_ref().is_none_or(|(f, _)| f != file) {
+        let bar = bar.get_or_insert_with(|| {
             let style = indicatif::ProgressStyle::with_template(
                 "{msg} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec}, ETA {eta})",
             )
             .expect("a valid template")
             .progress_chars("=> ");
-            bar = Some((
-                file.to_owned(),
-                indicatif::ProgressBar::new(total).with_style(style).with_message(file.to_owned()),
-            ));
+            indicatif::ProgressBar::new(total).with_style(style).with_message(label.clone())
+        });
+        bar.set_position(done);
+        if done >= total {
+            bar.finish_and_clear();
         }
-        if let Some((_, bar)) = &bar {
-            bar.set_position(done);
-        }
-    });
-    if let Some((_, bar)) = bar {
-        bar.finish_and_clear();
     }
-    Ok(path?)
 }
 
 #[derive(Args)]
@@ -500,7 +521,16 @@ fn data_command(cmd: DataCommand) -> Result<()> {
                 );
             }
         }
-        DataCommand::Fetch { name } => println!("{}", data::fetch(&name)?.display()),
+        DataCommand::Fetch { name, sha256, refresh }
+            if name.starts_with("http://") || name.starts_with("https://") =>
+        {
+            let path = data::fetch_url_with_progress(&name, sha256.as_deref(), refresh, byte_bar(&name))?;
+            println!("{}", path.display());
+        }
+        DataCommand::Fetch { sha256: Some(_), .. } | DataCommand::Fetch { refresh: true, .. } => {
+            bail!("--sha256 and --refresh are for URLs: a dataset of the manifest has its SHA-256 there")
+        }
+        DataCommand::Fetch { name, .. } => println!("{}", fetch_with_bar(&name)?.display()),
         DataCommand::WikiExtract { dump, out } => {
             let tty = std::io::stderr().is_terminal();
             let stats = wiki::extract_file(&dump, &out, |s| {

@@ -106,6 +106,65 @@ pub fn cached(name: &str) -> Result<Option<PathBuf>> {
     Ok((path.is_file() && matches_checksum(&path, &ds.sha256)?).then_some(path))
 }
 
+/// Any file on the web, by URL (a seed project: "change this URL to train on another book"):
+/// downloaded once into `urls/HOST/NAME` under [`cache_dir`], and its SHA-256 recorded beside
+/// it (`NAME.sha256`). Later calls use the file if it still has that hash; if it went missing
+/// or bad it is downloaded again, and must come back with the same hash: a file that changed
+/// upstream is an error that says so, unless `refresh` (take the new one and record its
+/// hash). With `sha256` the download must have that hash, the first time too.
+pub fn fetch_url(url: &str, sha256: Option<&str>, refresh: bool) -> Result<PathBuf> {
+    fetch_url_with_progress(url, sha256, refresh, |_, _| {})
+}
+
+/// [`fetch_url`], reporting progress as [`download_with_progress`] does.
+pub fn fetch_url_with_progress(
+    url: &str,
+    sha256: Option<&str>,
+    refresh: bool,
+    on_bytes: impl FnMut(u64, Option<u64>),
+) -> Result<PathBuf> {
+    let fail = |reason: String| Error::Download { url: url.to_owned(), reason };
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| fail("only http:// and https:// URLs can be fetched".into()))?;
+    let rest = rest.split(['?', '#']).next().unwrap_or_default();
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let safe = |s: &str| -> String {
+        s.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' }).collect()
+    };
+    let name = match path.rsplit('/').next().map(safe) {
+        Some(name) if !name.is_empty() && name != "." && name != ".." => name,
+        _ => "index".into(),
+    };
+    let dir = cache_dir().join("urls").join(safe(host));
+    let file = dir.join(&name);
+    let record = dir.join(format!("{name}.sha256"));
+    let recorded = std::fs::read_to_string(&record).ok().map(|s| s.trim().to_ascii_lowercase());
+    let expected = match (sha256, refresh) {
+        (Some(given), _) => Some(given.to_ascii_lowercase()),
+        (None, true) => None,
+        (None, false) => recorded.clone(),
+    };
+    if let Some(expected) = &expected {
+        if file.is_file() && matches_checksum(&file, expected)? {
+            return Ok(file);
+        }
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let actual = match transfer(url, &file, None, expected.as_deref(), on_bytes) {
+        Err(Error::Checksum { expected, actual, .. }) if sha256.is_none() => {
+            return Err(fail(format!(
+                "the file changed since it was first downloaded (recorded sha256 {expected}, now {actual}): \
+                 fetch it with --refresh (data::fetch_url(url, None, true)) to take the new one"
+            )))
+        }
+        other => other?,
+    };
+    crate::io::write_atomic(&record, format!("{actual}\n").as_bytes())?;
+    Ok(file)
+}
+
 fn matches_checksum(path: &Path, sha256: &str) -> Result<bool> {
     Ok(crate::io::sha256_file(path)? == sha256.to_ascii_lowercase())
 }
@@ -126,8 +185,20 @@ pub fn download_with_progress(
     dest: &Path,
     size: Option<u64>,
     sha256: &str,
-    mut on_bytes: impl FnMut(u64, Option<u64>),
+    on_bytes: impl FnMut(u64, Option<u64>),
 ) -> Result<()> {
+    transfer(source, dest, size, Some(sha256), on_bytes).map(|_| ())
+}
+
+/// The download itself: checked against `sha256` when given; returns the SHA-256 of what
+/// arrived.
+fn transfer(
+    source: &str,
+    dest: &Path,
+    size: Option<u64>,
+    sha256: Option<&str>,
+    mut on_bytes: impl FnMut(u64, Option<u64>),
+) -> Result<String> {
     let fail = |reason: String| Error::Download { url: source.to_owned(), reason };
     let mut total = size;
     let mut reader: Box<dyn Read> = if source.starts_with("http://") || source.starts_with("https://") {
@@ -166,12 +237,13 @@ pub fn download_with_progress(
         return Err(fail(format!("expected {size} bytes, got {bytes}")));
     }
     let actual = crate::io::hex(&hasher.finalize());
-    if actual != sha256.to_ascii_lowercase() {
+    if let Some(sha256) = sha256.filter(|s| s.to_ascii_lowercase() != actual) {
         return Err(Error::Checksum { url: source.into(), expected: sha256.into(), actual, bytes });
     }
     out.sync_all().map_err(|e| Error::io(&partial.0, e))?;
     drop(out);
-    partial.persist(dest)
+    partial.persist(dest)?;
+    Ok(actual)
 }
 
 /// A file removed when dropped, unless [`TempFile::persist`] renamed it into place.

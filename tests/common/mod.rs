@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests (each test file uses a subset of them).
 #![allow(dead_code)]
 
+pub mod http;
+
 use std::path::{Path, PathBuf};
 
 /// A fresh, empty directory under the system temp dir, named after the process id and the
