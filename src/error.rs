@@ -18,6 +18,9 @@ pub enum Error {
     #[error("download of {url} failed: {reason}")]
     Download { url: String, reason: String },
 
+    #[error("archive {path}: {reason}")]
+    Archive { path: PathBuf, reason: String },
+
     #[error("checksum mismatch for {url}: expected sha256 {expected}, got {actual} ({bytes} bytes)")]
     Checksum { url: String, expected: String, actual: String, bytes: u64 },
 

@@ -228,8 +228,19 @@ impl DataSource {
         Ok(())
     }
 
-    /// The whole text (a dataset is downloaded first if it is not here yet).
-    pub fn load_text(&self) -> Result<String> {
+    /// The text (a dataset is downloaded first if it is not here yet): one text, or the
+    /// training and validation parts of a dataset published with its splits (WikiText).
+    pub fn load(&self) -> Result<Corpus> {
+        match self {
+            DataSource::Dataset(name) if data::dataset(name)?.splits.is_some() => {
+                let parts = data::load_splits(name)?;
+                Ok(Corpus::Parts { train: parts.train, valid: parts.valid })
+            }
+            _ => self.load_text().map(Corpus::Whole),
+        }
+    }
+
+    fn load_text(&self) -> Result<String> {
         match self {
             DataSource::Dataset(name) => data::load_text(data::fetch(name)?),
             DataSource::TextFiles(path) | DataSource::Input(path) => data::load_text(path),
@@ -240,6 +251,55 @@ impl DataSource {
                 ))),
                 path => data::load_text(path?),
             },
+        }
+    }
+}
+
+/// What a run trains and validates on.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Corpus {
+    /// One text: its tokens are split 90/10 into training and validation.
+    Whole(String),
+    /// A corpus published with its own parts (WikiText's train and valid files), used as given.
+    Parts { train: String, valid: String },
+}
+
+impl Corpus {
+    /// The training text (what a BPE tokenizer learns from).
+    pub fn train_text(&self) -> String {
+        match self {
+            Corpus::Whole(text) => text.clone(),
+            Corpus::Parts { train, .. } => train.clone(),
+        }
+    }
+
+    /// All of it: what a character or word vocabulary is built from, so that validation
+    /// holds no symbol the tokenizer never saw.
+    pub fn all_text(&self) -> String {
+        match self {
+            Corpus::Whole(text) => text.clone(),
+            Corpus::Parts { train, valid } => format!("{train}{valid}"),
+        }
+    }
+
+    /// The token streams to train and validate on.
+    pub fn token_data(&self, tokenizer: &AnyTokenizer) -> Result<TokenData> {
+        match self {
+            Corpus::Whole(text) => TokenData::new(&tokenizer.encode(text)?, 0.9),
+            Corpus::Parts { train, valid } => {
+                TokenData::from_parts(&tokenizer.encode(train)?, &tokenizer.encode(valid)?)
+            }
+        }
+    }
+
+    /// The validation tokens: the last 10% of one text, or the validation part.
+    pub fn validation_ids(&self, tokenizer: &AnyTokenizer) -> Result<Vec<u32>> {
+        match self {
+            Corpus::Whole(text) => {
+                let ids = tokenizer.encode(text)?;
+                Ok(ids[(0.9 * ids.len() as f64) as usize..].to_vec())
+            }
+            Corpus::Parts { valid, .. } => tokenizer.encode(valid),
         }
     }
 }
@@ -509,7 +569,7 @@ pub fn plan(spec: &RunSpec) -> Result<Plan> {
     }
     config.data.check()?;
     config.data.pin()?;
-    let text = config.data.load_text()?;
+    let corpus = config.data.load()?;
     let tokenizer = match (config.tokenizer.as_str(), &config.tokenizer_path) {
         (kind, Some(path)) => {
             let tokenizer = AnyTokenizer::load(path)?;
@@ -523,12 +583,12 @@ pub fn plan(spec: &RunSpec) -> Result<Plan> {
             config.tokenizer = tokenizer.kind().into();
             tokenizer
         }
-        ("char", None) => CharTokenizer::from_text(&text).into(),
-        ("word", None) => WordTokenizer::from_text(&text).into(),
+        ("char", None) => CharTokenizer::from_text(&corpus.all_text()).into(),
+        ("word", None) => WordTokenizer::from_text(&corpus.all_text()).into(),
         // Byte-level BPE learned from the text, with --vocab-size tokens (chapter 6).
         ("bpe", None) => {
             let vocab_size = spec.vocab_size.unwrap_or(DEFAULT_BPE_VOCAB);
-            BpeTokenizer::train(&text, &BpeConfig::new(vocab_size))
+            BpeTokenizer::train(&corpus.train_text(), &BpeConfig::new(vocab_size))
                 .map_err(|e| Error::Config(format!("--tokenizer bpe --vocab-size {vocab_size}: {e}")))?
                 .into()
         }
@@ -544,8 +604,8 @@ pub fn plan(spec: &RunSpec) -> Result<Plan> {
         Some(v) => v, // extra rows are fine (GPT-2 pads 50,257 to 50,304)
         None => tokenizer.vocab_size(),
     };
-    let ids = tokenizer.encode(&text)?;
-    finish_plan(config, tokenizer, &ids, spec.max_epochs)
+    let data = corpus.token_data(&tokenizer)?;
+    finish_plan(config, tokenizer, data, spec.max_epochs)
 }
 
 /// Resolve and check a resumed run: the saved configuration with `spec`'s training settings
@@ -554,19 +614,18 @@ pub fn plan(spec: &RunSpec) -> Result<Plan> {
 pub fn plan_resumed(saved: &RunConfig, tokenizer: AnyTokenizer, spec: &RunSpec) -> Result<Plan> {
     let config = saved.resumed_with(spec)?;
     config.data.check()?;
-    let ids = tokenizer.encode(&config.data.load_text()?)?;
-    finish_plan(config, tokenizer, &ids, spec.max_epochs)
+    let data = config.data.load()?.token_data(&tokenizer)?;
+    finish_plan(config, tokenizer, data, spec.max_epochs)
 }
 
-/// The last part of planning, new run or resumed: split the tokens 90/10, turn
-/// `--max-epochs` into steps, and check that the config and the data fit together.
+/// The last part of planning, new run or resumed: turn `--max-epochs` into steps, and check
+/// that the config and the data fit together.
 fn finish_plan(
     mut config: RunConfig,
     tokenizer: AnyTokenizer,
-    ids: &[u32],
+    data: TokenData,
     max_epochs: Option<f64>,
 ) -> Result<Plan> {
-    let data = TokenData::new(ids, 0.9)?;
     if let Some(epochs) = max_epochs {
         if !(epochs > 0.0 && epochs.is_finite()) {
             return Err(Error::Config(format!("--max-epochs must be a positive number, got {epochs}")));

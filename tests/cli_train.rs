@@ -246,6 +246,58 @@ fn a_text_by_url_is_fetched_once_and_pinned_by_its_hash() {
 }
 
 #[test]
+fn a_corpus_with_its_own_splits_trains_and_validates_on_them() {
+    use common::http::{Reply, Server};
+    use common::{wikitext_zip, WIKI};
+    let dir = TempDir::new("cli-wikitext");
+    let zip = wikitext_zip(&WIKI);
+    let served = zip.clone();
+    let server = Server::start(move |path| match path {
+        "/wikitext-2-raw-v1.zip" => Reply::Body(served.clone()),
+        _ => Reply::Status(404),
+    });
+    // A manifest entry of one's own in WikiText-2's layout (the real one is 4.7 MB away).
+    let sha = sha2::Sha256::digest(&zip).iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let entry = serde_json::json!([{
+        "name": "tiny-wiki", "description": "WikiText-2's layout in miniature",
+        "urls": [server.url("/wikitext-2-raw-v1.zip")], "file": "tiny-wiki.zip", "size": zip.len(), "sha256": sha,
+        "splits": {"train": WIKI[0].0, "valid": WIKI[1].0, "test": WIKI[2].0}
+    }]);
+    std::fs::write(dir.join("manifest.json"), entry.to_string()).unwrap();
+    let run = |args: &[&str]| {
+        let mut llm = command(dir.path(), args);
+        // From the entry's own URL: not the test mirror `make test` may have set.
+        llm.env("LLM_DATA_MANIFEST", dir.join("manifest.json"))
+            .env_remove("LLM_DATA_MIRROR")
+            .output()
+            .unwrap()
+    };
+    let out = run(&train_args(&[
+        "--dataset",
+        "tiny-wiki",
+        "--max-steps",
+        "2",
+        "--eval-interval",
+        "2",
+        "--run-dir",
+        "run",
+    ]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let train_chars = WIKI[0].1.chars().count();
+    assert!(text(&out.stderr).contains(&format!("{train_chars} training tokens")), "{}", text(&out.stderr));
+    // The validation split is the corpus' own, not the last tenth of it.
+    let out = run(&["eval", "--run-dir", "run"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let valid_chars = WIKI[1].1.chars().count() - 1; // every character but the first is predicted
+    assert!(
+        text(&out.stdout)
+            .contains(&format!("({valid_chars} tokens, {valid_chars} characters of the validation split")),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
 fn a_config_file_is_read_and_flags_override_it() {
     let dir = TempDir::new("cli-train-config");
     corpus(&dir);

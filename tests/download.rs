@@ -4,7 +4,7 @@
 mod common;
 
 use common::http::{Reply, Server};
-use common::{shakespeare_path, TempDir};
+use common::{shakespeare_path, wikitext_zip, TempDir, WIKI};
 use llm_from_scratch::{data, Error};
 use sha2::{Digest, Sha256};
 use std::sync::{Arc, Mutex};
@@ -220,19 +220,31 @@ fn download_of_a_missing_local_file_is_an_io_error_naming_it() {
 
 #[test]
 fn manifest_lists_tinyshakespeare() {
-    let all = data::datasets();
+    let all = data::datasets().unwrap();
     assert!(!all.is_empty());
     let ts = data::dataset("tinyshakespeare").expect("tinyshakespeare is in the manifest");
     assert_eq!(ts.file, "tinyshakespeare.txt");
     assert_eq!(ts.size, 1_115_394);
     assert_eq!(ts.sha256, "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed");
-    assert!(ts.url.starts_with("https://"), "url: {}", ts.url);
+    assert!(ts.urls[0].starts_with("https://"), "urls: {:?}", ts.urls);
     assert!(all.iter().any(|d| d.name == "tinyshakespeare"));
     // GPT-2's weights come with their config.json (and its tokenizer's ranks) into one folder.
     let gpt2 = data::dataset("gpt2").unwrap();
     assert_eq!((gpt2.file.as_str(), gpt2.size), ("gpt2/model.safetensors", 548_105_171));
     assert_eq!(gpt2.sha256, "248dfc3911869ec493c76e65bf2fcf7f615828b0254c12b473182f0f81d3a707");
     assert_eq!(gpt2.with, ["gpt2-config", "gpt2-ranks"]);
+    // WikiText: its splits as given; the re-hosted copy first, a pinned copy of WikiText-2 after.
+    let w2 = data::dataset("wikitext-2").unwrap();
+    assert_eq!(
+        (w2.size, w2.sha256.as_str()),
+        (4_721_645, "ef7edb566e3e2b2d31b29c1fdb0c89a4cc683597484c3dc2517919c615435a11")
+    );
+    assert_eq!(w2.urls[0], "https://wikitext.smerity.com/wikitext-2-raw-v1.zip");
+    assert!(w2.urls[1].starts_with("https://huggingface.co/datasets/ggml-org/ci/resolve/927b3642"));
+    assert_eq!(w2.splits.unwrap().valid, "wikitext-2-raw/wiki.valid.raw");
+    let w103 = data::dataset("wikitext-103").unwrap();
+    assert_eq!(w103.size, 191_984_949);
+    assert_eq!(w103.splits.unwrap().train, "wikitext-103-raw/wiki.train.raw");
     assert_eq!(data::dataset("gpt2-config").unwrap().file, "gpt2/config.json");
     for d in &all {
         for companion in &d.with {
@@ -350,7 +362,83 @@ fn fetch_uses_the_mirror_and_the_data_dir_from_the_environment() {
 
     fetch_url_records_the_hash_and_refuses_a_changed_file();
     std::env::remove_var(data::MIRROR_ENV);
+    a_corpus_with_splits_is_unpacked_from_the_first_source_that_has_it();
     std::env::remove_var("LLM_DATA_DIR");
+}
+
+/// `data::fetch_splits_of` and `load_splits` (part of the test above: they use `LLM_DATA_DIR`).
+fn a_corpus_with_splits_is_unpacked_from_the_first_source_that_has_it() {
+    let good = wikitext_zip(&WIKI);
+    let partial = wikitext_zip(&WIKI[..2]);
+    let (g, p) = (good.clone(), partial.clone());
+    let server = Server::start(move |path| match path {
+        "/s3/wikitext-2-raw-v1.zip" => Reply::Status(403), // the original host now refuses
+        "/smerity/wikitext-2-raw-v1.zip" => Reply::Body(g.clone()),
+        "/partial.zip" => Reply::Body(p.clone()),
+        "/corrupt.zip" => Reply::Body(b"PK not really a zip".to_vec()),
+        _ => Reply::Status(404),
+    });
+    let dir = TempDir::new("fetch_splits");
+    std::env::set_var("LLM_DATA_DIR", dir.path());
+    let entry = |urls: &[&str], body: &[u8]| data::Dataset {
+        name: "tiny-wiki".into(),
+        description: "a WikiText-shaped zip".into(),
+        urls: urls.iter().map(|u| server.url(u)).collect(),
+        file: "tiny-wiki.zip".into(),
+        size: body.len() as u64,
+        sha256: sha256_hex(body),
+        with: vec![],
+        splits: Some(data::Splits {
+            train: WIKI[0].0.into(),
+            valid: WIKI[1].0.into(),
+            test: WIKI[2].0.into(),
+        }),
+    };
+    let ds = entry(&["/s3/wikitext-2-raw-v1.zip", "/smerity/wikitext-2-raw-v1.zip"], &good);
+    let paths = data::fetch_splits_of(&ds).unwrap();
+    assert_eq!(paths.valid, dir.join("tiny-wiki/wiki.valid.raw"));
+    for (path, (_, text)) in [&paths.train, &paths.valid, &paths.test].into_iter().zip(WIKI) {
+        assert_eq!(std::fs::read_to_string(path).unwrap(), text);
+    }
+    assert_eq!(server.requests(), ["/s3/wikitext-2-raw-v1.zip", "/smerity/wikitext-2-raw-v1.zip"]);
+    // Again: the unpacked files are used, nothing is downloaded.
+    data::fetch_splits_of(&ds).unwrap();
+    assert_eq!(server.requests().len(), 2);
+
+    // A member missing, a file that is no zip, a hash no source gives: errors, nothing kept.
+    let fresh = TempDir::new("fetch_splits_bad");
+    std::env::set_var("LLM_DATA_DIR", fresh.path());
+    let err = data::fetch_splits_of(&entry(&["/partial.zip"], &partial)).unwrap_err().to_string();
+    assert!(err.contains("no member wikitext-2-raw/wiki.test.raw"), "{err}");
+    std::fs::remove_file(fresh.join("tiny-wiki.zip")).unwrap();
+    let err =
+        data::fetch_splits_of(&entry(&["/corrupt.zip"], b"PK not really a zip")).unwrap_err().to_string();
+    assert!(err.contains("not a readable zip archive"), "{err}");
+    std::fs::remove_file(fresh.join("tiny-wiki.zip")).unwrap();
+    let wrong = data::Dataset {
+        sha256: "0".repeat(64),
+        ..entry(&["/s3/wikitext-2-raw-v1.zip", "/smerity/wikitext-2-raw-v1.zip"], &good)
+    };
+    let err = data::fetch_splits_of(&wrong).unwrap_err().to_string();
+    assert!(
+        err.contains("every source failed") && err.contains("403") && err.contains("checksum mismatch"),
+        "{err}"
+    );
+    assert!(fresh.entries().iter().all(|e| e == "tiny-wiki"), "left behind: {:?}", fresh.entries());
+
+    // By name, through a manifest of one's own.
+    let manifest = fresh.join("manifest.json");
+    std::fs::write(
+        &manifest,
+        serde_json::to_string(&[entry(&["/smerity/wikitext-2-raw-v1.zip"], &good)]).unwrap(),
+    )
+    .unwrap();
+    std::env::set_var(data::MANIFEST_ENV, &manifest);
+    let texts = data::load_splits("tiny-wiki").unwrap();
+    assert_eq!((texts.train.as_str(), texts.test.as_str()), (WIKI[0].1, WIKI[2].1));
+    let err = data::load_splits("tinyshakespeare").unwrap_err().to_string();
+    assert!(err.contains("without train/validation/test parts"), "{err}");
+    std::env::remove_var(data::MANIFEST_ENV);
 }
 
 /// `data::fetch_url` (part of the test above: it sets `LLM_DATA_DIR`).

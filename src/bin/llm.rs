@@ -510,7 +510,7 @@ fn error_chain(e: &anyhow::Error) -> String {
 fn data_command(cmd: DataCommand) -> Result<()> {
     match cmd {
         DataCommand::List => {
-            for d in data::datasets() {
+            for d in data::datasets()? {
                 let here = data::cache_dir().join(&d.file).is_file();
                 println!(
                     "{:<18} {:>12} bytes  {}  {}",
@@ -884,16 +884,16 @@ fn eval(args: EvalArgs) -> Result<()> {
             (ids, file.display().to_string())
         }
         None => {
-            // The run's own validation split: the last 10% of its text's tokens.
+            // The run's own validation split: the last 10% of its text's tokens, or the
+            // validation part of a corpus published with its splits.
             let Some(checkpoint) = &checkpoint else { bail!("--model has no run: give --input FILE") };
             let run_dir = checkpoint.path.parent().and_then(Path::parent).filter(|d| Run::exists(d));
             let Some(run_dir) = run_dir else {
                 bail!("{} is not inside a run folder: give --input FILE", checkpoint.path.display())
             };
             let (run, _) = Run::open(run_dir)?;
-            let ids = tokenizer.encode(&run.config.data.load_text()?)?;
-            let n = (0.9 * ids.len() as f64) as usize;
-            (ids[n..].to_vec(), format!("the validation split of {}", run_dir.display()))
+            let ids = run.config.data.load()?.validation_ids(tokenizer)?;
+            (ids, format!("the validation split of {}", run_dir.display()))
         }
     };
     let report = run::evaluate(&model, tokenizer, &ids)?;

@@ -14,12 +14,18 @@ pub const MIRROR_ENV: &str = "LLM_DATA_MIRROR";
 /// Set to put downloads somewhere other than the project's `data/` folder.
 pub const DATA_DIR_ENV: &str = "LLM_DATA_DIR";
 
+/// Set to a JSON file of more entries in the manifest's format (a list of [`Dataset`]s): your
+/// own datasets, e.g. a corpus of your own with its splits, by name like the built-in ones.
+pub const MANIFEST_ENV: &str = "LLM_DATA_MANIFEST";
+
 /// One entry of `data/datasets.json`.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Dataset {
     pub name: String,
     pub description: String,
-    pub url: String,
+    /// Where it is published, tried in order until one gives the right bytes (the sha256
+    /// makes any of them safe): the original host first, then copies.
+    pub urls: Vec<String>,
     /// File name in the cache folder (and on a mirror).
     pub file: String,
     pub size: u64,
@@ -28,18 +34,42 @@ pub struct Dataset {
     /// weights): [`fetch`] gets them first, [`cached`] needs them too.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub with: Vec<String>,
+    /// For a zip archive of a corpus with its own splits (WikiText): the members holding the
+    /// training, validation and test text, used as given instead of a 90/10 split.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub splits: Option<Splits<String>>,
+}
+
+/// A corpus' three parts: member names in an archive, paths, or texts.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Splits<T> {
+    pub train: T,
+    pub valid: T,
+    pub test: T,
+}
+
+impl<T> Splits<T> {
+    pub fn map<U>(self, mut f: impl FnMut(T) -> Result<U>) -> Result<Splits<U>> {
+        Ok(Splits { train: f(self.train)?, valid: f(self.valid)?, test: f(self.test)? })
+    }
 }
 
 const MANIFEST: &str = include_str!("../../data/datasets.json");
 
-/// Every dataset of the manifest.
-pub fn datasets() -> Vec<Dataset> {
-    serde_json::from_str(MANIFEST).expect("data/datasets.json is valid (checked by a test)")
+/// Every dataset of the manifest, and those of `$LLM_DATA_MANIFEST`.
+pub fn datasets() -> Result<Vec<Dataset>> {
+    let mut all: Vec<Dataset> = serde_json::from_str(MANIFEST)
+        .map_err(|source| Error::Json { context: "data/datasets.json".into(), source })?;
+    if let Some(extra) = std::env::var_os(MANIFEST_ENV).filter(|v| !v.is_empty()) {
+        let more: Vec<Dataset> = crate::io::read_json(Path::new(&extra))?;
+        all.extend(more);
+    }
+    Ok(all)
 }
 
 /// The manifest entry called `name`.
 pub fn dataset(name: &str) -> Result<Dataset> {
-    let all = datasets();
+    let all = datasets()?;
     let known = all.iter().map(|d| d.name.as_str()).collect::<Vec<_>>().join(", ");
     all.iter()
         .find(|d| d.name == name)
@@ -71,26 +101,103 @@ fn fetch_reporting(name: &str, on_bytes: &mut dyn FnMut(&str, u64, Option<u64>))
     for companion in &ds.with {
         fetch_reporting(companion, on_bytes)?;
     }
+    fetch_entry(&ds, on_bytes)
+}
+
+/// [`fetch`] for a dataset entry that need not be in the manifest (its companions are not
+/// fetched).
+pub fn fetch_dataset(ds: &Dataset) -> Result<PathBuf> {
+    fetch_entry(ds, &mut |_, _, _| {})
+}
+
+fn fetch_entry(ds: &Dataset, on_bytes: &mut dyn FnMut(&str, u64, Option<u64>)) -> Result<PathBuf> {
     let path = cache_dir().join(&ds.file);
     if path.is_file() && matches_checksum(&path, &ds.sha256)? {
         return Ok(path);
     }
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let source = match std::env::var(MIRROR_ENV) {
+    let sources = match std::env::var(MIRROR_ENV) {
         Ok(mirror) if !mirror.is_empty() => {
             if mirror.starts_with("http://") || mirror.starts_with("https://") {
-                format!("{}/{}", mirror.trim_end_matches('/'), ds.file)
+                vec![format!("{}/{}", mirror.trim_end_matches('/'), ds.file)]
             } else {
-                Path::new(&mirror).join(&ds.file).display().to_string()
+                vec![Path::new(&mirror).join(&ds.file).display().to_string()]
             }
         }
-        _ => ds.url.clone(),
+        _ => ds.urls.clone(),
     };
-    download_with_progress(&source, &path, Some(ds.size), &ds.sha256, |done, total| {
-        on_bytes(&ds.file, done, total)
-    })?;
-    Ok(path)
+    // Each source in turn; with one, its own error; with several, what each one said.
+    let mut failures = Vec::new();
+    for source in &sources {
+        let progress = &mut *on_bytes;
+        match download_with_progress(source, &path, Some(ds.size), &ds.sha256, |done, total| {
+            progress(&ds.file, done, total)
+        }) {
+            Ok(()) => return Ok(path),
+            Err(e) if sources.len() == 1 => return Err(e),
+            Err(e) => failures.push(e.to_string()),
+        }
+    }
+    Err(Error::Download {
+        url: sources.join(", "),
+        reason: match failures.is_empty() {
+            true => format!("the manifest entry '{}' lists no URL", ds.name),
+            false => format!("every source failed: {}", failures.join("; ")),
+        },
+    })
+}
+
+/// The training, validation and test files of a dataset with [splits](Dataset::splits)
+/// (WikiText), downloading its archive first if needed and unpacking the three members into
+/// the folder `NAME/` of the cache (each through a temporary file renamed into place; a
+/// member already unpacked is kept).
+pub fn fetch_splits(name: &str) -> Result<Splits<PathBuf>> {
+    fetch_splits_of(&dataset(name)?)
+}
+
+/// [`fetch_splits`] for a dataset entry that need not be in the manifest.
+pub fn fetch_splits_of(ds: &Dataset) -> Result<Splits<PathBuf>> {
+    let Some(members) = ds.splits.clone() else {
+        return Err(Error::Config(format!(
+            "dataset '{}' is one text, without train/validation/test parts: use data::fetch",
+            ds.name
+        )));
+    };
+    let archive = fetch_dataset(ds)?;
+    let dir = cache_dir().join(&ds.name);
+    let bad = |reason: String| Error::Archive { path: archive.clone(), reason };
+    let mut zip: Option<zip::ZipArchive<std::fs::File>> = None;
+    members.map(|member| {
+        let file_name = Path::new(&member)
+            .file_name()
+            .ok_or_else(|| bad(format!("member {member:?} has no file name")))?;
+        let dest = dir.join(file_name);
+        if dest.is_file() {
+            return Ok(dest);
+        }
+        if zip.is_none() {
+            let file = std::fs::File::open(&archive).map_err(|e| Error::io(&archive, e))?;
+            zip = Some(
+                zip::ZipArchive::new(file).map_err(|e| bad(format!("not a readable zip archive: {e}")))?,
+            );
+        }
+        let zip = zip.as_mut().ok_or_else(|| bad("not opened".into()))?;
+        let mut entry = zip.by_name(&member).map_err(|e| bad(format!("no member {member} ({e})")))?;
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let partial = TempFile(crate::io::temp_path_for(&dest));
+        let mut out = std::fs::File::create(&partial.0).map_err(|e| Error::io(&partial.0, e))?;
+        std::io::copy(&mut entry, &mut out).map_err(|e| bad(format!("member {member}: {e}")))?;
+        out.sync_all().map_err(|e| Error::io(&partial.0, e))?;
+        partial.persist(&dest)?;
+        Ok(dest)
+    })
+}
+
+/// The texts of a dataset with [splits](Dataset::splits), as given (WikiText's
+/// `wiki.train.raw`, `wiki.valid.raw`, `wiki.test.raw`).
+pub fn load_splits(name: &str) -> Result<Splits<String>> {
+    fetch_splits(name)?.map(|path| super::load_text(path))
 }
 
 /// The local path of dataset `name` if it (and every entry it comes [with](Dataset::with))

@@ -4,6 +4,8 @@
 //! - [`fetch`] downloads a dataset of the manifest (`data/datasets.json`), checked by sha256,
 //!   into the git-ignored `data/` folder; [`fetch_url`] any file on the web, its hash
 //!   recorded on first download; [`load_text`] reads your own file or folder of `.txt` files.
+//! - [`load_splits`] gives a corpus published with its own train / validation / test parts
+//!   (WikiText-2 and -103, zip archives unpacked into the cache) as those three texts.
 //! - [`TokenData`] holds a token stream split 90/10 into train and validation, and samples
 //!   `(x, y)` batches from either, `y` being `x` shifted by one token.
 //! - `wiki` turns a Wikipedia XML dump (bz2 or not) into plain article text, streaming (with the
@@ -14,8 +16,9 @@ mod download;
 pub mod wiki;
 
 pub use download::{
-    cache_dir, cached, dataset, datasets, download, download_with_progress, fetch, fetch_url,
-    fetch_url_with_progress, fetch_with_progress, Dataset, DATA_DIR_ENV, MIRROR_ENV,
+    cache_dir, cached, dataset, datasets, download, download_with_progress, fetch, fetch_dataset,
+    fetch_splits, fetch_splits_of, fetch_url, fetch_url_with_progress, fetch_with_progress, load_splits,
+    Dataset, Splits, DATA_DIR_ENV, MANIFEST_ENV, MIRROR_ENV,
 };
 
 use crate::{Error, Result};

@@ -81,3 +81,29 @@ pub const TINY: &[&str] = &[
     "--device",
     "cpu",
 ];
+
+/// A zip in WikiText's layout, with these members and texts.
+pub fn wikitext_zip(members: &[(&str, &str)]) -> Vec<u8> {
+    use std::io::Write;
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    for (name, text) in members {
+        zip.start_file(*name, options).unwrap();
+        zip.write_all(text.as_bytes()).unwrap();
+    }
+    zip.finish().unwrap().into_inner()
+}
+
+/// A WikiText-2 in miniature: its three members and their texts.
+pub const WIKI: [(&str, &str); 3] = [
+    (
+        "wikitext-2-raw/wiki.train.raw",
+        " = Valkyria Chronicles III = \n\n Senjō no Valkyria 3 is a tactical role @-@ playing game .\n",
+    ),
+    (
+        "wikitext-2-raw/wiki.valid.raw",
+        " = Homarus gammarus = \n\n Homarus gammarus is a species of clawed lobster .\n",
+    ),
+    ("wikitext-2-raw/wiki.test.raw", " = Robert Boulter = \n\n Robert Boulter is an English film actor .\n"),
+];
