@@ -74,8 +74,10 @@ pub const TOKENIZERS: &[&str] = &["char", "word", "bpe"];
 pub const DEFAULT_BPE_VOCAB: usize = 512;
 
 /// Every setting of `llm train`, each optional: `None` means "not given" (the preset's, the
-/// config file's or the resumed run's value stays). Field names are the flags' names with
-/// underscores (`--n-layer` is `n_layer`), so a config file reads like the command line:
+/// config file's or the resumed run's value stays). This one struct is the command line's
+/// flags (clap), the config file's keys (serde: a flag's name with underscores, `--n-layer`
+/// is `n_layer`) and, with [`RunConfig::apply`], what each does, so a config file reads like
+/// the command line:
 ///
 /// ```toml
 /// preset = "cpu-small"
@@ -84,41 +86,106 @@ pub const DEFAULT_BPE_VOCAB: usize = 512;
 /// max_steps = 500
 /// lr = 1e-3
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct RunSpec {
-    // The model.
+    /// Model and training settings to start from: cpu-small (0.8M parameters, minutes on a
+    /// laptop), lecture or shakespeare-char (10.7M, for a GPU). Default: cpu-small.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(PRESETS), help_heading = "Model")]
     pub preset: Option<String>,
+    /// Transformer blocks.
+    #[arg(long, help_heading = "Model")]
     pub n_layer: Option<usize>,
+    /// Attention heads per block (must divide --n-embd).
+    #[arg(long, help_heading = "Model")]
     pub n_head: Option<usize>,
+    /// Width of the model (channels of the residual stream).
+    #[arg(long, help_heading = "Model")]
     pub n_embd: Option<usize>,
+    /// Tokens of context the model sees (and trains on).
+    #[arg(long, help_heading = "Model")]
     pub block_size: Option<usize>,
+    /// Dropout probability during training, in [0, 1).
+    #[arg(long, help_heading = "Model")]
     pub dropout: Option<f64>,
+    /// Rows of the embedding table (default: the tokenizer's vocabulary size). With
+    /// --tokenizer bpe and no --tokenizer-path: the size of the BPE vocabulary to learn (512).
+    #[arg(long, help_heading = "Model")]
     pub vocab_size: Option<usize>,
+    /// Hidden width of each block's MLP (default: 4 × --n-embd).
+    #[arg(long, help_heading = "Model")]
     pub d_ff: Option<usize>,
+    /// How the model knows where each token is: learned (a trained table of position
+    /// embeddings, GPT-2's and the presets') or sinusoidal (the fixed sines and cosines of
+    /// "Attention Is All You Need", no parameters).
+    #[arg(long, value_enum, help_heading = "Model")]
     pub position: Option<Position>,
-    // The tokenizer.
+
+    /// How text becomes tokens: char (one per character), word, or bpe (byte-level BPE learned
+    /// from the training text, --vocab-size tokens).
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(TOKENIZERS), help_heading = "Tokenizer")]
     pub tokenizer: Option<String>,
+    /// A tokenizer file (JSON, any kind) to use instead of building one from the text.
+    #[arg(long, value_name = "FILE", help_heading = "Tokenizer")]
     pub tokenizer_path: Option<PathBuf>,
-    // The data (one of the three).
+
+    /// A dataset of `llm data list` (downloaded on first use; WikiText with its own splits).
+    /// Default: tinyshakespeare.
+    #[arg(long, value_name = "NAME", help_heading = "Data")]
     pub dataset: Option<String>,
+    /// A folder: train on all its .txt files.
+    #[arg(long, value_name = "DIR", help_heading = "Data")]
     pub text_files: Option<PathBuf>,
+    /// A text file to train on.
+    #[arg(long, value_name = "FILE", help_heading = "Data")]
     pub input: Option<PathBuf>,
+    /// A text file on the web (downloaded once; its SHA-256 is recorded, and a resumed run
+    /// must get the same bytes).
+    #[arg(long, value_name = "URL", help_heading = "Data")]
     pub input_url: Option<String>,
-    // The training.
+
+    /// Sequences per batch.
+    #[arg(long, help_heading = "Training")]
     pub batch_size: Option<usize>,
+    /// Peak learning rate.
+    #[arg(long, help_heading = "Training")]
     pub lr: Option<f64>,
+    /// Optimizer steps of the whole run (raise it on --resume to train longer).
+    #[arg(long, help_heading = "Training")]
     pub max_steps: Option<usize>,
+    /// Or: passes over the training text (converted to steps).
+    #[arg(long, help_heading = "Training")]
     pub max_epochs: Option<f64>,
+    /// Steps of learning-rate warmup.
+    #[arg(long, help_heading = "Training")]
     pub warmup: Option<usize>,
+    /// AdamW weight decay.
+    #[arg(long, help_heading = "Training")]
     pub weight_decay: Option<f64>,
+    /// Clip the gradient's global norm to this (0: no clipping).
+    #[arg(long, help_heading = "Training")]
     pub grad_clip: Option<f64>,
+    /// Micro-batches per step (a bigger batch in the same memory).
+    #[arg(long, help_heading = "Training")]
     pub grad_accum: Option<usize>,
+    /// Estimate the losses, save a checkpoint and redraw the plots every this many steps.
+    #[arg(long, help_heading = "Training")]
     pub eval_interval: Option<usize>,
+    /// Batches per loss estimate.
+    #[arg(long, help_heading = "Training")]
     pub eval_iters: Option<usize>,
+    /// A log line (loss, lr, tokens/s) every this many steps (0: none).
+    #[arg(long, help_heading = "Training")]
     pub log_interval: Option<usize>,
+    /// Seed of the initial weights, batches and dropout: the same seed repeats the run.
+    #[arg(long, help_heading = "Training")]
     pub seed: Option<u64>,
+    /// End the run once this many loss estimates in a row bring no new best validation loss
+    /// (checkpoints/best keeps the best model).
+    #[arg(long, value_name = "N", help_heading = "Training")]
     pub early_stop_patience: Option<usize>,
+    /// cpu, cuda, cuda:N, or auto (a GPU if there is one).
+    #[arg(long, help_heading = "Training")]
     pub device: Option<String>,
 }
 
@@ -146,42 +213,22 @@ impl RunSpec {
         Ok(spec)
     }
 
-    /// `self`'s settings, with `base`'s where `self` has none (flags over a config file).
-    pub fn or(self, base: RunSpec) -> RunSpec {
-        macro_rules! pick {
-            ($($f:ident),*) => { RunSpec { $($f: self.$f.or(base.$f)),* } };
+    /// `self`'s settings, with `base`'s where `self` has none (flags over a config file),
+    /// setting by setting through their serde form (so no list of fields to keep in step).
+    pub fn or(self, base: RunSpec) -> Result<RunSpec> {
+        let json = |spec: &RunSpec| match serde_json::to_value(spec) {
+            Ok(serde_json::Value::Object(map)) => Ok(map),
+            Ok(_) => Ok(serde_json::Map::new()),
+            Err(source) => Err(Error::Json { context: "run settings".into(), source }),
+        };
+        let mut merged = json(&self)?;
+        for (key, value) in json(&base)? {
+            if merged.get(&key).is_none_or(serde_json::Value::is_null) {
+                merged.insert(key, value);
+            }
         }
-        pick!(
-            preset,
-            n_layer,
-            n_head,
-            n_embd,
-            block_size,
-            dropout,
-            vocab_size,
-            d_ff,
-            position,
-            tokenizer,
-            tokenizer_path,
-            dataset,
-            text_files,
-            input,
-            input_url,
-            batch_size,
-            lr,
-            max_steps,
-            max_epochs,
-            warmup,
-            weight_decay,
-            grad_clip,
-            grad_accum,
-            eval_interval,
-            eval_iters,
-            log_interval,
-            seed,
-            early_stop_patience,
-            device
-        )
+        serde_json::from_value(serde_json::Value::Object(merged))
+            .map_err(|source| Error::Json { context: "run settings".into(), source })
     }
 }
 
@@ -200,7 +247,27 @@ pub enum DataSource {
     InputUrl { url: String, sha256: Option<String> },
 }
 
+impl std::fmt::Display for DataSource {
+    /// The flag that names this source: `--dataset wikitext-2`, `--input /path/book.txt`, ...
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DataSource::Dataset(name) => write!(f, "--dataset {name}"),
+            DataSource::TextFiles(dir) => write!(f, "--text-files {}", dir.display()),
+            DataSource::Input(file) => write!(f, "--input {}", file.display()),
+            DataSource::InputUrl { url, .. } => write!(f, "--input-url {url}"),
+        }
+    }
+}
+
 impl DataSource {
+    /// The same text source, whatever hash a URL source has pinned.
+    pub fn same_source(&self, other: &DataSource) -> bool {
+        match (self, other) {
+            (DataSource::InputUrl { url: a, .. }, DataSource::InputUrl { url: b, .. }) => a == b,
+            (a, b) => a == b,
+        }
+    }
+
     /// Check that the source exists (without downloading or reading it).
     pub fn check(&self) -> Result<()> {
         let missing = |flag: &str, p: &Path, what: &str| {
@@ -330,8 +397,16 @@ pub fn preset(name: &str) -> Result<(GptConfig, TrainConfig)> {
     }
 }
 
+/// The flag that sets a field of [`GptConfig`] or [`TrainConfig`] (or [`RunSpec`]): the
+/// field's name with dashes, but for the training fields the command line names otherwise.
 fn flag(field: &str) -> String {
-    format!("--{}", field.replace('_', "-"))
+    match field {
+        "steps" => "--max-steps".into(),
+        "warmup_steps" => "--warmup".into(),
+        "min_lr" => "min_lr (a tenth of --lr)".into(),
+        "lr_decay" | "beta1" | "beta2" => format!("the preset's {field}"),
+        _ => format!("--{}", field.replace('_', "-")),
+    }
 }
 
 /// An absolute path (relative to the current directory), so a run folder's config still
@@ -342,72 +417,57 @@ fn absolute(p: &Path) -> PathBuf {
 
 impl RunConfig {
     /// A fresh run's configuration: the preset's (`cpu-small` by default), then every
-    /// setting of `spec`. Checks what can be checked without the data; the vocabulary size
-    /// and `--max-epochs` are settled by [`plan`].
+    /// setting of `spec` ([`RunConfig::apply`]). Checks what can be checked without the data;
+    /// the vocabulary size and `--max-epochs` are settled by [`plan`].
     pub fn from_spec(spec: &RunSpec) -> Result<Self> {
         let preset_name = spec.preset.clone().unwrap_or_else(|| "cpu-small".into());
-        let (mut model, mut train) = preset(&preset_name)?;
-        if let Some(v) = spec.n_layer {
-            model.n_layer = v;
-        }
-        if let Some(v) = spec.n_head {
-            model.n_head = v;
-        }
-        if let Some(v) = spec.n_embd {
-            model.n_embd = v;
-        }
-        if let Some(v) = spec.block_size {
-            model.block_size = v;
-        }
-        if let Some(v) = spec.dropout {
-            model.dropout = v;
-        }
-        if let Some(v) = spec.vocab_size {
-            model.vocab_size = v;
-        }
-        if let Some(v) = spec.d_ff {
-            model.d_ff = Some(v);
-        }
-        if let Some(v) = spec.position {
-            model.position = v;
-        }
-        train.block_size = model.block_size;
-        apply_training(&mut train, spec)?;
-        let data =
-            match (&spec.dataset, &spec.text_files, &spec.input, &spec.input_url) {
-                (Some(name), None, None, None) => DataSource::Dataset(name.clone()),
-                (None, Some(dir), None, None) => DataSource::TextFiles(absolute(dir)),
-                (None, None, Some(file), None) => DataSource::Input(absolute(file)),
-                (None, None, None, Some(url)) => DataSource::InputUrl { url: url.clone(), sha256: None },
-                (None, None, None, None) => DataSource::Dataset("tinyshakespeare".into()),
-                _ => return Err(Error::Config(
-                    "give the training text one way only: --dataset NAME, --text-files DIR, --input FILE or \
-                 --input-url URL"
-                        .into(),
-                )),
-            };
-        let tokenizer = match (&spec.tokenizer, &spec.tokenizer_path) {
-            (Some(kind), _) if !TOKENIZERS.contains(&kind.as_str()) => {
-                return Err(Error::Config(format!(
-                    "unknown --tokenizer '{kind}' (known: {}; or --tokenizer-path FILE)",
-                    TOKENIZERS.join(", ")
-                )))
-            }
-            (Some(kind), _) => kind.clone(),
-            (None, Some(_)) => "file".into(), // the file's kind, settled when it is read
-            (None, None) => "char".into(),
-        };
-        let config = RunConfig {
+        let (model, train) = preset(&preset_name)?;
+        let mut config = RunConfig {
             preset: preset_name,
             model,
-            tokenizer,
-            tokenizer_path: spec.tokenizer_path.as_deref().map(absolute),
-            data,
+            tokenizer: "char".into(),
+            tokenizer_path: None,
+            data: DataSource::Dataset("tinyshakespeare".into()),
             train,
-            device: spec.device.clone().unwrap_or_else(|| "auto".into()),
+            device: "auto".into(),
         };
+        config.apply(spec)?;
         config.check()?;
         Ok(config)
+    }
+
+    /// Set what `spec` gives, each setting in the one place it lives: the model's sizes in
+    /// `model` (the training windows follow `block_size`: one length for both), the
+    /// tokenizer, the data, the training settings, the device.
+    pub fn apply(&mut self, spec: &RunSpec) -> Result<()> {
+        let m = &mut self.model;
+        let set = |field: &mut usize, v: Option<usize>| *field = v.unwrap_or(*field);
+        set(&mut m.n_layer, spec.n_layer);
+        set(&mut m.n_head, spec.n_head);
+        set(&mut m.n_embd, spec.n_embd);
+        set(&mut m.block_size, spec.block_size);
+        set(&mut m.vocab_size, spec.vocab_size);
+        m.dropout = spec.dropout.unwrap_or(m.dropout);
+        m.d_ff = spec.d_ff.or(m.d_ff);
+        m.position = spec.position.unwrap_or(m.position);
+        self.train.block_size = m.block_size;
+
+        match (&spec.tokenizer, &spec.tokenizer_path) {
+            (Some(kind), _) => self.tokenizer = kind.clone(),
+            (None, Some(_)) => self.tokenizer = "file".into(), // the file's kind, settled when it is read
+            (None, None) => {}
+        }
+        if let Some(path) = &spec.tokenizer_path {
+            self.tokenizer_path = Some(absolute(path));
+        }
+        if let Some(data) = data_source(spec)? {
+            self.data = data;
+        }
+        apply_training(&mut self.train, spec)?;
+        if let Some(device) = &spec.device {
+            self.device = device.clone();
+        }
+        Ok(())
     }
 
     /// This (saved) run's configuration with `spec` applied for a resumed run. Training
@@ -415,40 +475,37 @@ impl RunConfig {
     /// here on); a model, tokenizer or data setting that differs from the run's is an error
     /// naming the flag, since the checkpoint could not be continued with it.
     pub fn resumed_with(&self, spec: &RunSpec) -> Result<Self> {
+        let mut config = self.clone();
+        config.apply(spec)?;
         let mut conflicts = Vec::new();
-        let mut differs = |field: &str, given: Option<String>, saved: String| {
-            if let Some(given) = given.filter(|g| *g != saved) {
-                conflicts.push(format!("{} {given} (the run has {saved})", flag(field)));
+        if let Some(preset) = spec.preset.as_ref().filter(|p| **p != self.preset) {
+            conflicts.push(format!("--preset {preset} (the run has {})", self.preset));
+        }
+        // The model: every field that `spec` changed, by its serde name.
+        let fields = |m: &GptConfig| {
+            let m = GptConfig { d_ff: Some(m.mlp_width()), ..m.clone() }; // `None` is 4 · n_embd
+            match serde_json::to_value(m) {
+                Ok(serde_json::Value::Object(map)) => map,
+                _ => serde_json::Map::new(),
             }
         };
-        let m = &self.model;
-        differs("preset", spec.preset.clone(), self.preset.clone());
-        differs("n_layer", spec.n_layer.map(|v| v.to_string()), m.n_layer.to_string());
-        differs("n_head", spec.n_head.map(|v| v.to_string()), m.n_head.to_string());
-        differs("n_embd", spec.n_embd.map(|v| v.to_string()), m.n_embd.to_string());
-        differs("block_size", spec.block_size.map(|v| v.to_string()), m.block_size.to_string());
-        differs("dropout", spec.dropout.map(|v| v.to_string()), m.dropout.to_string());
-        differs("vocab_size", spec.vocab_size.map(|v| v.to_string()), m.vocab_size.to_string());
-        differs("d_ff", spec.d_ff.map(|v| v.to_string()), m.mlp_width().to_string());
-        differs("position", spec.position.map(|v| v.to_string()), m.position.to_string());
-        differs("tokenizer", spec.tokenizer.clone(), self.tokenizer.clone());
-        let path = |p: &Option<PathBuf>| p.as_deref().map(|p| absolute(p).display().to_string());
-        differs("tokenizer_path", path(&spec.tokenizer_path), path(&self.tokenizer_path).unwrap_or_default());
-        let source = |d: &DataSource| match d {
-            DataSource::Dataset(n) => ("dataset", n.clone()),
-            DataSource::TextFiles(p) => ("text_files", p.display().to_string()),
-            DataSource::Input(p) => ("input", p.display().to_string()),
-            DataSource::InputUrl { url, .. } => ("input_url", url.clone()),
-        };
-        let (saved_kind, saved_value) = source(&self.data);
-        for (field, given) in [
-            ("dataset", spec.dataset.clone()),
-            ("text_files", path(&spec.text_files)),
-            ("input", path(&spec.input)),
-            ("input_url", spec.input_url.clone()),
-        ] {
-            let saved = if field == saved_kind { saved_value.clone() } else { format!("no {}", flag(field)) };
-            differs(field, given, saved);
+        let (saved, given) = (fields(&self.model), fields(&config.model));
+        let text = |v: &serde_json::Value| v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+        for (field, value) in &given {
+            if let Some(old) = saved.get(field).filter(|old| *old != value) {
+                conflicts.push(format!("{} {} (the run has {})", flag(field), text(value), text(old)));
+            }
+        }
+        if let Some(kind) = spec.tokenizer.as_ref().filter(|kind| **kind != self.tokenizer) {
+            conflicts.push(format!("--tokenizer {kind} (the run has {})", self.tokenizer));
+        }
+        let given_path = spec.tokenizer_path.as_deref().map(absolute);
+        if let Some(path) = given_path.filter(|p| Some(p) != self.tokenizer_path.as_ref()) {
+            let saved = self.tokenizer_path.as_ref().map_or("none".into(), |p| p.display().to_string());
+            conflicts.push(format!("--tokenizer-path {} (the run has {saved})", path.display()));
+        }
+        if !config.data.same_source(&self.data) {
+            conflicts.push(format!("{} (the run trains on {})", config.data, self.data));
         }
         if !conflicts.is_empty() {
             return Err(Error::Config(format!(
@@ -457,96 +514,72 @@ impl RunConfig {
                 conflicts.join("; ")
             )));
         }
-        let mut config = self.clone();
-        apply_training(&mut config.train, spec)?;
-        if let Some(device) = &spec.device {
-            config.device = device.clone();
-        }
+        // What may not change, as the run has it (its tokenizer's kind, the hash it pinned).
+        (config.model, config.tokenizer, config.tokenizer_path, config.data) =
+            (self.model.clone(), self.tokenizer.clone(), self.tokenizer_path.clone(), self.data.clone());
         config.check()?;
         Ok(config)
     }
 
-    /// Check the model and training settings together; messages name the flags.
+    /// Check the model and training settings together, by the rules of
+    /// [`GptConfig::validate`] and [`TrainConfig::validate`]; messages name the flags.
     pub fn check(&self) -> Result<()> {
-        let (m, t) = (&self.model, &self.train);
-        if m.block_size == 0 {
-            return Err(Error::Config("--block-size must be at least 1 (tokens of context)".into()));
-        }
-        if !(t.lr > 0.0 && t.lr.is_finite()) {
-            return Err(Error::Config(format!("--lr must be a positive number (e.g. 1e-3), got {}", t.lr)));
-        }
-        if t.warmup_steps > 0 && t.warmup_steps >= t.steps {
-            return Err(Error::Config(format!(
-                "--warmup ({}) must be fewer than --max-steps ({}): give a smaller --warmup (0 for none; \
-                 the presets warm up for 100 steps) or raise --max-steps",
-                t.warmup_steps, t.steps
-            )));
-        }
-        let mut model = m.clone();
+        let mut model = self.model.clone();
         model.vocab_size = model.vocab_size.max(1); // settled later, from the tokenizer
-        model.validate().map_err(|e| Error::Config(format!("model: {}", strip_prefix(&e))))?;
-        t.validate().map_err(|e| Error::Config(format!("training: {}", strip_prefix(&e))))?;
+        model.validate_named(&flag)?;
+        self.train.validate_named(&flag)?;
         crate::device::parse(&self.device)?;
         Ok(())
     }
 }
 
-/// An error's message without `invalid configuration: ` (the caller adds its own context).
-fn strip_prefix(e: &Error) -> String {
-    match e {
-        Error::Config(msg) => msg.clone(),
-        other => other.to_string(),
-    }
+/// The data `spec` names, if it names one (at most one way).
+fn data_source(spec: &RunSpec) -> Result<Option<DataSource>> {
+    Ok(match (&spec.dataset, &spec.text_files, &spec.input, &spec.input_url) {
+        (Some(name), None, None, None) => Some(DataSource::Dataset(name.clone())),
+        (None, Some(dir), None, None) => Some(DataSource::TextFiles(absolute(dir))),
+        (None, None, Some(file), None) => Some(DataSource::Input(absolute(file))),
+        (None, None, None, Some(url)) => Some(DataSource::InputUrl { url: url.clone(), sha256: None }),
+        (None, None, None, None) => None,
+        _ => {
+            return Err(Error::Config(
+                "give the training text one way only: --dataset NAME, --text-files DIR, --input FILE or \
+                 --input-url URL"
+                    .into(),
+            ))
+        }
+    })
 }
 
-/// The training settings of `spec` applied to `train`. A decaying schedule decays down to a
-/// tenth of `--lr` (and, with the presets' `LrDecay::Cosine`, to the end of the run).
+/// The training settings of `spec` applied to `train` (checked with the rest by
+/// [`RunConfig::check`]). A decaying schedule decays down to a tenth of `--lr` (and, with the
+/// presets' `LrDecay::Cosine`, to the end of the run).
 fn apply_training(train: &mut TrainConfig, spec: &RunSpec) -> Result<()> {
     if spec.max_steps.is_some() && spec.max_epochs.is_some() {
         return Err(Error::Config("give --max-steps or --max-epochs, not both".into()));
     }
-    if let Some(v) = spec.batch_size {
-        train.batch_size = v;
-    }
     if let Some(lr) = spec.lr {
-        if !(lr > 0.0 && lr.is_finite()) {
-            return Err(Error::Config(format!("--lr must be a positive number (e.g. 1e-3), got {lr}")));
-        }
         if train.lr_decay != crate::train::LrDecay::None {
             train.min_lr = lr / 10.0;
         }
         train.lr = lr;
     }
-    if let Some(steps) = spec.max_steps {
-        train.steps = steps;
-    }
-    if let Some(v) = spec.warmup {
-        train.warmup_steps = v;
-    }
-    if let Some(v) = spec.weight_decay {
-        train.weight_decay = v;
-    }
+    let set = |field: &mut usize, v: Option<usize>| *field = v.unwrap_or(*field);
+    set(&mut train.batch_size, spec.batch_size);
+    set(&mut train.steps, spec.max_steps);
+    set(&mut train.warmup_steps, spec.warmup);
+    set(&mut train.grad_accum, spec.grad_accum);
+    set(&mut train.eval_interval, spec.eval_interval);
+    set(&mut train.eval_iters, spec.eval_iters);
+    train.weight_decay = spec.weight_decay.unwrap_or(train.weight_decay);
     if let Some(v) = spec.grad_clip {
         train.grad_clip = (v != 0.0).then_some(v); // 0 turns clipping off
-    }
-    if let Some(v) = spec.grad_accum {
-        train.grad_accum = v;
-    }
-    if let Some(v) = spec.eval_interval {
-        train.eval_interval = v;
-    }
-    if let Some(v) = spec.eval_iters {
-        train.eval_iters = v;
     }
     if let Some(v) = spec.log_interval {
         train.log_interval = (v != 0).then_some(v); // 0: no log lines
     }
-    if let Some(v) = spec.seed {
-        train.seed = v;
-    }
-    if let Some(v) = spec.early_stop_patience {
-        train.early_stop_patience = Some(v);
-    }
+    train.seed = spec.seed.unwrap_or(train.seed);
+    train.early_stop_patience = spec.early_stop_patience.or(train.early_stop_patience);
     Ok(())
 }
 
@@ -592,7 +625,12 @@ pub fn plan(spec: &RunSpec) -> Result<Plan> {
                 .map_err(|e| Error::Config(format!("--tokenizer bpe --vocab-size {vocab_size}: {e}")))?
                 .into()
         }
-        (other, None) => return Err(Error::Config(format!("unknown --tokenizer '{other}'"))),
+        (other, None) => {
+            return Err(Error::Config(format!(
+                "unknown --tokenizer '{other}' (known: {}; or --tokenizer-path FILE)",
+                TOKENIZERS.join(", ")
+            )))
+        }
     };
     config.model.vocab_size = match spec.vocab_size {
         Some(v) if v < tokenizer.vocab_size() => {
@@ -1088,7 +1126,7 @@ mod tests {
     fn flags_override_the_config_file_and_the_preset() {
         let file = RunSpec { n_layer: Some(3), lr: Some(1e-2), ..spec() };
         let flags = RunSpec { n_layer: Some(2), max_steps: Some(500), ..RunSpec::default() };
-        let config = RunConfig::from_spec(&flags.or(file)).unwrap();
+        let config = RunConfig::from_spec(&flags.or(file).unwrap()).unwrap();
         assert_eq!((config.model.n_layer, config.train.lr, config.train.steps), (2, 1e-2, 500));
         assert_eq!(config.model.n_embd, GptConfig::cpu_small().n_embd);
         // The decay follows the run's length, down to lr / 10.
@@ -1107,13 +1145,15 @@ mod tests {
         assert_eq!((file.position, file.d_ff), (Some(Position::Sinusoidal), Some(64)));
         assert!(toml::from_str::<RunSpec>("position = \"rotary\"").is_err());
         let err = RunConfig::from_spec(&RunSpec { d_ff: Some(0), ..spec() }).unwrap_err().to_string();
-        assert!(err.contains("d_ff must be at least 1"), "{err}");
+        assert!(err.contains("--d-ff must be at least 1"), "{err}");
     }
 
     #[test]
     fn bad_settings_name_the_flag() {
         let err = |s: RunSpec| RunConfig::from_spec(&s).unwrap_err().to_string();
-        assert!(err(RunSpec { n_embd: Some(30), n_head: Some(4), ..spec() }).contains("divisible by n_head"));
+        assert!(
+            err(RunSpec { n_embd: Some(30), n_head: Some(4), ..spec() }).contains("divisible by --n-head")
+        );
         assert!(err(RunSpec { block_size: Some(0), ..spec() }).contains("--block-size"));
         assert!(err(RunSpec { lr: Some(0.0), ..spec() }).contains("--lr"));
         assert!(err(RunSpec { preset: Some("huge".into()), ..spec() }).contains("unknown --preset"));

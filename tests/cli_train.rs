@@ -354,8 +354,8 @@ fn bad_inputs_are_rejected_before_any_work() {
     let dir = TempDir::new("cli-train-bad");
     let input = corpus(&dir);
     let cases: &[(&[&str], &str)] = &[
-        (&["--n-embd", "30", "--n-head", "4"], "n_embd (30) must be divisible by n_head (4)"),
-        (&["--n-head", "3"], "n_embd (16) must be divisible by n_head (3)"),
+        (&["--n-embd", "30", "--n-head", "4"], "--n-embd (30) must be divisible by --n-head (4)"),
+        (&["--n-head", "3"], "--n-embd (16) must be divisible by --n-head (3)"),
         (&["--block-size", "0"], "--block-size must be at least 1"),
         (&["--lr", "0"], "--lr must be a positive number"),
         (&["--lr=-1"], "--lr must be a positive number"),

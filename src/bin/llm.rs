@@ -135,145 +135,6 @@ enum DataCommand {
     },
 }
 
-/// The model, tokenizer, data and training settings. Each may also come from `--config`;
-/// a flag given here wins over the file.
-#[derive(Args, Default)]
-struct SpecArgs {
-    /// Model and training settings to start from: cpu-small (0.8M parameters, minutes on a
-    /// laptop), lecture or shakespeare-char (10.7M, for a GPU). Default: cpu-small.
-    #[arg(long, value_parser = ["cpu-small", "lecture", "shakespeare-char"], help_heading = "Model")]
-    preset: Option<String>,
-    /// Transformer blocks.
-    #[arg(long, help_heading = "Model")]
-    n_layer: Option<usize>,
-    /// Attention heads per block (must divide --n-embd).
-    #[arg(long, help_heading = "Model")]
-    n_head: Option<usize>,
-    /// Width of the model (channels of the residual stream).
-    #[arg(long, help_heading = "Model")]
-    n_embd: Option<usize>,
-    /// Tokens of context the model sees.
-    #[arg(long, help_heading = "Model")]
-    block_size: Option<usize>,
-    /// Dropout probability during training, in [0, 1).
-    #[arg(long, help_heading = "Model")]
-    dropout: Option<f64>,
-    /// Rows of the embedding table (default: the tokenizer's vocabulary size). With
-    /// --tokenizer bpe and no --tokenizer-path: the size of the BPE vocabulary to learn (512).
-    #[arg(long, help_heading = "Model")]
-    vocab_size: Option<usize>,
-    /// Hidden width of each block's MLP (default: 4 × --n-embd).
-    #[arg(long, help_heading = "Model")]
-    d_ff: Option<usize>,
-    /// How the model knows where each token is: learned (a trained table of position
-    /// embeddings, GPT-2's and the presets') or sinusoidal (the fixed sines and cosines of
-    /// "Attention Is All You Need", no parameters).
-    #[arg(long, value_parser = ["learned", "sinusoidal"], help_heading = "Model")]
-    position: Option<String>,
-
-    /// How text becomes tokens: char (one per character), word, or bpe (byte-level BPE learned
-    /// from the training text, --vocab-size tokens).
-    #[arg(long, value_parser = ["char", "word", "bpe"], help_heading = "Tokenizer")]
-    tokenizer: Option<String>,
-    /// A tokenizer file (JSON, any kind) to use instead of building one from the text.
-    #[arg(long, help_heading = "Tokenizer")]
-    tokenizer_path: Option<PathBuf>,
-
-    /// A dataset of `llm data list` (downloaded on first use). Default: tinyshakespeare.
-    #[arg(long, help_heading = "Data")]
-    dataset: Option<String>,
-    /// A folder: train on all its .txt files.
-    #[arg(long, value_name = "DIR", help_heading = "Data")]
-    text_files: Option<PathBuf>,
-    /// A text file to train on.
-    #[arg(long, value_name = "FILE", help_heading = "Data")]
-    input: Option<PathBuf>,
-    /// A text file on the web (downloaded once; its SHA-256 is recorded, and a resumed run
-    /// must get the same bytes).
-    #[arg(long, value_name = "URL", help_heading = "Data")]
-    input_url: Option<String>,
-
-    /// Sequences per batch.
-    #[arg(long, help_heading = "Training")]
-    batch_size: Option<usize>,
-    /// Peak learning rate.
-    #[arg(long, help_heading = "Training")]
-    lr: Option<f64>,
-    /// Optimizer steps of the whole run (raise it on --resume to train longer).
-    #[arg(long, help_heading = "Training")]
-    max_steps: Option<usize>,
-    /// Or: passes over the training text (converted to steps).
-    #[arg(long, help_heading = "Training")]
-    max_epochs: Option<f64>,
-    /// Steps of learning-rate warmup.
-    #[arg(long, help_heading = "Training")]
-    warmup: Option<usize>,
-    /// AdamW weight decay.
-    #[arg(long, help_heading = "Training")]
-    weight_decay: Option<f64>,
-    /// Clip the gradient's global norm to this (0: no clipping).
-    #[arg(long, help_heading = "Training")]
-    grad_clip: Option<f64>,
-    /// Micro-batches per step (a bigger batch in the same memory).
-    #[arg(long, help_heading = "Training")]
-    grad_accum: Option<usize>,
-    /// Estimate the losses, save a checkpoint and redraw the plots every this many steps.
-    #[arg(long, help_heading = "Training")]
-    eval_interval: Option<usize>,
-    /// Batches per loss estimate.
-    #[arg(long, help_heading = "Training")]
-    eval_iters: Option<usize>,
-    /// A log line (loss, lr, tokens/s) every this many steps (0: none).
-    #[arg(long, help_heading = "Training")]
-    log_interval: Option<usize>,
-    /// Seed of the initial weights, batches and dropout: the same seed repeats the run.
-    #[arg(long, help_heading = "Training")]
-    seed: Option<u64>,
-    /// End the run once this many loss estimates in a row bring no new best validation loss
-    /// (checkpoints/best keeps the best model).
-    #[arg(long, value_name = "N", help_heading = "Training")]
-    early_stop_patience: Option<usize>,
-    /// cpu, cuda, cuda:N, or auto (a GPU if there is one).
-    #[arg(long, help_heading = "Training")]
-    device: Option<String>,
-}
-
-impl SpecArgs {
-    fn spec(&self) -> RunSpec {
-        RunSpec {
-            preset: self.preset.clone(),
-            n_layer: self.n_layer,
-            n_head: self.n_head,
-            n_embd: self.n_embd,
-            block_size: self.block_size,
-            dropout: self.dropout,
-            vocab_size: self.vocab_size,
-            d_ff: self.d_ff,
-            position: self.position.as_deref().and_then(|p| p.parse().ok()), // clap allows only the two names
-            tokenizer: self.tokenizer.clone(),
-            tokenizer_path: self.tokenizer_path.clone(),
-            dataset: self.dataset.clone(),
-            text_files: self.text_files.clone(),
-            input: self.input.clone(),
-            input_url: self.input_url.clone(),
-            batch_size: self.batch_size,
-            lr: self.lr,
-            max_steps: self.max_steps,
-            max_epochs: self.max_epochs,
-            warmup: self.warmup,
-            weight_decay: self.weight_decay,
-            grad_clip: self.grad_clip,
-            grad_accum: self.grad_accum,
-            eval_interval: self.eval_interval,
-            eval_iters: self.eval_iters,
-            log_interval: self.log_interval,
-            seed: self.seed,
-            early_stop_patience: self.early_stop_patience,
-            device: self.device.clone(),
-        }
-    }
-}
-
 #[derive(Args)]
 struct TrainArgs {
     /// The run folder: config, tokenizer, checkpoints, metrics and plots. An existing run
@@ -291,8 +152,10 @@ struct TrainArgs {
     /// http://127.0.0.1:5000 (`make mlflow` starts one). Default: $MLFLOW_TRACKING_URI, if set.
     #[arg(long, value_name = "URI")]
     mlflow: Option<String>,
+    /// The model, tokenizer, data and training settings. Each may also come from `--config`;
+    /// a flag given here wins over the file.
     #[command(flatten)]
-    spec: SpecArgs,
+    spec: RunSpec,
 }
 
 #[derive(Args)]
@@ -637,10 +500,9 @@ fn default_run_dir() -> PathBuf {
 }
 
 fn train(args: TrainArgs) -> Result<ExitCode> {
-    let flags = args.spec.spec();
     let spec = match &args.config {
-        Some(file) => flags.or(RunSpec::load(file)?),
-        None => flags,
+        Some(file) => args.spec.clone().or(RunSpec::load(file)?)?,
+        None => args.spec.clone(),
     };
     let dir = args.run_dir.clone().unwrap_or_else(default_run_dir);
 

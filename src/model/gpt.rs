@@ -68,6 +68,7 @@ impl Activation {
 
 /// How the model knows where each token is.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Position {
     /// A trained embedding `wpe` `[block_size, C]`: GPT-2's, nanoGPT's and the lecture's.
@@ -271,6 +272,12 @@ impl GptConfig {
 
     /// Check the sizes fit together; the error says what to change.
     pub fn validate(&self) -> Result<()> {
+        self.validate_named(&|field| field.to_owned())
+    }
+
+    /// [`GptConfig::validate`], each setting called what `name` makes of its field's name
+    /// (the command line passes its flags': `n_embd` is `--n-embd` there).
+    pub fn validate_named(&self, name: &dyn Fn(&str) -> String) -> Result<()> {
         let sizes = [
             ("vocab_size", self.vocab_size),
             ("block_size", self.block_size),
@@ -279,21 +286,26 @@ impl GptConfig {
             ("n_embd", self.n_embd),
             ("d_ff", self.mlp_width()),
         ];
-        if let Some((name, _)) = sizes.iter().find(|(_, v)| *v == 0) {
-            return Err(Error::Config(format!("{name} must be at least 1")));
+        if let Some((field, _)) = sizes.iter().find(|(_, v)| *v == 0) {
+            return Err(Error::Config(format!("{} must be at least 1", name(field))));
         }
         let (c, nh) = (self.n_embd, self.n_head);
         if c % nh != 0 {
             let heads = (1..=c).filter(|h| c % h == 0).min_by_key(|h| h.abs_diff(nh)).unwrap_or(1);
             let down = c / nh * nh;
             let embd = if down > 0 && c - down <= down + nh - c { down } else { down + nh };
+            let (n_embd, n_head) = (name("n_embd"), name("n_head"));
             return Err(Error::Config(format!(
-                "n_embd ({c}) must be divisible by n_head ({nh}), since each head gets n_embd / n_head \
-                 channels: try n_head = {heads} or n_embd = {embd}"
+                "{n_embd} ({c}) must be divisible by {n_head} ({nh}), since each head gets n_embd / n_head \
+                 channels: try {n_head} = {heads} or {n_embd} = {embd}"
             )));
         }
         if !(0.0..1.0).contains(&self.dropout) {
-            return Err(Error::Config(format!("dropout must be in [0, 1), got {}", self.dropout)));
+            return Err(Error::Config(format!(
+                "{} must be in [0, 1), got {}",
+                name("dropout"),
+                self.dropout
+            )));
         }
         Ok(())
     }

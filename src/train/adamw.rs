@@ -54,24 +54,35 @@ impl Default for AdamWConfig {
 impl AdamWConfig {
     /// Check every field; the message names the field and says what it must be.
     pub fn validate(&self) -> Result<()> {
+        self.validate_named(&|field| field.to_owned())
+    }
+
+    /// [`AdamWConfig::validate`], each field called what `name` makes of its name (the
+    /// training config's and the command line's): the one place the optimizer's rules live.
+    pub fn validate_named(&self, name: &dyn Fn(&str) -> String) -> Result<()> {
         let bad = |msg: String| Err(Error::Config(msg));
+        let (lr, weight_decay) = (name("lr"), name("weight_decay"));
         if !(self.lr > 0.0 && self.lr.is_finite()) {
-            return bad(format!("lr must be a positive number, got {}", self.lr));
+            return bad(format!("{lr} must be a positive number (e.g. 1e-3), got {}", self.lr));
         }
-        for (name, beta) in [("beta1", self.beta1), ("beta2", self.beta2)] {
+        for (field, beta) in [("beta1", self.beta1), ("beta2", self.beta2)] {
             if !(0.0..1.0).contains(&beta) {
-                return bad(format!("{name} must be in [0, 1) (typically 0.9 to 0.999), got {beta}"));
+                return bad(format!(
+                    "{} must be in [0, 1) (typically 0.9 to 0.999), got {beta}",
+                    name(field)
+                ));
             }
         }
         if !(self.eps > 0.0 && self.eps.is_finite()) {
-            return bad(format!("eps must be a small positive number (1e-8), got {}", self.eps));
+            return bad(format!("{} must be a small positive number (1e-8), got {}", name("eps"), self.eps));
         }
         if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
-            return bad(format!("weight_decay must be 0 (off) or positive, got {}", self.weight_decay));
+            return bad(format!("{weight_decay} must be 0 (off) or positive, got {}", self.weight_decay));
         }
         if self.lr * self.weight_decay >= 1.0 {
             return bad(format!(
-                "weight_decay {} times lr {} is at least 1: each step would zero or flip the weights; lower weight_decay",
+                "{weight_decay} ({}) times {lr} ({}) is at least 1: each step would zero or flip the weights; \
+                 lower {weight_decay}",
                 self.weight_decay, self.lr
             ));
         }

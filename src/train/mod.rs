@@ -178,6 +178,13 @@ impl TrainConfig {
 
     /// Check every field. The message starts with the field's name and says what to change.
     pub fn validate(&self) -> Result<()> {
+        self.validate_named(&|field| field.to_owned())
+    }
+
+    /// [`TrainConfig::validate`], each setting called what `name` makes of its field's name
+    /// (the command line passes its flags': `warmup_steps` is `--warmup` there). The one
+    /// place these rules live.
+    pub fn validate_named(&self, name: &dyn Fn(&str) -> String) -> Result<()> {
         let bad = |msg: String| Err(Error::Config(msg));
         let positive = [
             ("steps", self.steps),
@@ -187,24 +194,23 @@ impl TrainConfig {
             ("eval_interval", self.eval_interval),
             ("eval_iters", self.eval_iters),
         ];
-        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
-            return bad(format!("{name} must be at least 1"));
+        if let Some((field, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return bad(format!("{} must be at least 1", name(field)));
         }
-        if !(self.lr > 0.0 && self.lr.is_finite()) {
-            return bad(format!("lr must be a positive number, got {}", self.lr));
-        }
+        self.adamw().validate_named(name)?; // lr, betas, weight decay: the optimizer's rules
+        let (lr, min_lr, steps, warmup) = (name("lr"), name("min_lr"), name("steps"), name("warmup_steps"));
         if self.early_stop_patience == Some(0) {
-            return bad(
-                "early_stop_patience must be at least 1 (estimates without a new best; None: never)".into()
-            );
+            return bad(format!(
+                "{} must be at least 1 (estimates without a new best; None: never)",
+                name("early_stop_patience")
+            ));
         }
         if !(self.min_lr >= 0.0 && self.min_lr.is_finite()) {
-            return bad(format!("min_lr must be 0 or a positive number, got {}", self.min_lr));
+            return bad(format!("{min_lr} must be 0 or a positive number, got {}", self.min_lr));
         }
         if self.warmup_steps >= self.steps && self.warmup_steps > 0 {
             return bad(format!(
-                "warmup_steps ({}) must be fewer than steps ({}): lower warmup_steps (0 for none) or \
-                 train longer",
+                "{warmup} ({}) must be fewer than {steps} ({}): lower {warmup} (0 for none) or train longer",
                 self.warmup_steps, self.steps
             ));
         }
@@ -212,7 +218,7 @@ impl TrainConfig {
             if let LrDecay::CosineUntil(decay) = self.lr_decay {
                 if decay <= self.warmup_steps {
                     return bad(format!(
-                        "lr_decay (CosineUntil({decay})) must end after warmup_steps ({}): the cosine \
+                        "lr_decay (CosineUntil({decay})) must end after {warmup} ({}): the cosine \
                          runs from the end of warmup to that step (LrDecay::Cosine ends with the run)",
                         self.warmup_steps
                     ));
@@ -220,34 +226,21 @@ impl TrainConfig {
             }
             if self.min_lr > self.lr {
                 return bad(format!(
-                    "min_lr ({}) must not exceed lr ({}): the decay goes down to min_lr",
+                    "{min_lr} ({}) must not exceed {lr} ({}): the decay goes down to {min_lr}",
                     self.min_lr, self.lr
                 ));
-            }
-        }
-        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
-            return bad(format!("weight_decay must be 0 (off) or positive, got {}", self.weight_decay));
-        }
-        if self.lr * self.weight_decay >= 1.0 {
-            return bad(format!(
-                "weight_decay ({}) times lr ({}) must be below 1, or each step zeroes the weights; lower weight_decay",
-                self.weight_decay, self.lr
-            ));
-        }
-        for (name, beta) in [("beta1", self.beta1), ("beta2", self.beta2)] {
-            if !(0.0..1.0).contains(&beta) {
-                return bad(format!("{name} must be in [0, 1) (typically 0.9 to 0.999), got {beta}"));
             }
         }
         if let Some(clip) = self.grad_clip {
             if !(clip > 0.0 && clip.is_finite()) {
                 return bad(format!(
-                    "grad_clip must be a positive norm (1.0 is usual), or None for no clipping; got {clip}"
+                    "{} must be a positive norm (1.0 is usual), or None for no clipping; got {clip}",
+                    name("grad_clip")
                 ));
             }
         }
         if self.log_interval == Some(0) {
-            return bad("log_interval must be at least 1, or None for no log lines".into());
+            return bad(format!("{} must be at least 1, or None for no log lines", name("log_interval")));
         }
         Ok(())
     }
