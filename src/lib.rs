@@ -8,28 +8,26 @@
 //! |---------------|---------|---------------------------------------------------------|
 //! | [`tokenizer`] | 1, 6    | text to integer ids and back (characters, words, BPE)    |
 //! | [`data`]      | 1–2     | download a corpus, split it, sample `(x, y)` batches      |
-//! | [`model`]     | 3–5, 7  | the bigram model, self-attention, the GPT, the KV cache   |
+//! | [`model`]     | 3–5, 7, 8 | the bigram model, self-attention, the GPT, the KV cache, GPT-2 in and out ([`model::hf`]) |
 //! | [`train`]     | 3, 5    | the training loop, AdamW, schedules, history, checkpoints |
 //! | [`plot`]      | 3, 5, 7 | loss curves, heatmaps, bar charts, inline or saved as PNG |
 //! | [`generate`]  | 5, 7    | sampling (greedy, temperature, top-k, top-p), batches of samples, cached |
-//! | [`hf`]        | 8       | GPT-2's weights in, our models out, in the Hugging Face format |
 //! | [`device`]    | all     | CPU or CUDA, and seeding                                  |
 //! | [`interrupt`] | all     | ■ / Ctrl-C stops training and sampling, keeping the model |
-//! | [`run`]       | CLI     | run folders: config, checkpoints, metrics, plots (`llm`; feature `cli`) |
+//! | [`app`]       | CLI     | what only `llm` needs (feature `cli`): run folders ([`app::run`]), Wikipedia dumps ([`app::wiki`]) |
 //! | [`track`]     | any     | optional: the curves live in MLflow's UI (REST API)       |
 //!
 //! Every fallible call returns [`Result`] with an [`Error`] that says what went wrong and
 //! where; nothing panics on user input.
 
+#[cfg(feature = "cli")]
+pub mod app;
 pub mod data;
 pub mod device;
 pub mod generate;
-pub mod hf;
 pub mod interrupt;
 pub mod model;
 pub mod plot;
-#[cfg(feature = "cli")]
-pub mod run;
 pub mod tokenizer;
 pub mod track;
 pub mod train;

@@ -472,7 +472,7 @@ fn fetch_url_records_the_hash_and_refuses_a_changed_file() {
     *book.lock().unwrap() = b"It was the worst of times.\n".to_vec();
     std::fs::remove_file(&path).unwrap();
     let err = data::fetch_url(&url, None, false).unwrap_err().to_string();
-    assert!(err.contains("changed since it was first downloaded") && err.contains("--refresh"), "{err}");
+    assert!(err.contains("changed since it was first downloaded") && err.contains("with `refresh`"), "{err}");
     assert!(!path.exists());
     // Asked to refresh: the new file, and its hash recorded.
     data::fetch_url(&url, None, true).unwrap();

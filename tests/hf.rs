@@ -6,8 +6,7 @@ mod common;
 
 use common::TempDir;
 use llm_from_scratch::generate::{generate_batch, Cache, Sampling};
-use llm_from_scratch::hf;
-use llm_from_scratch::model::{Activation, Gpt, GptConfig, LanguageModel, Position};
+use llm_from_scratch::model::{hf, Activation, Gpt, GptConfig, LanguageModel, Position};
 use llm_from_scratch::tokenizer::{
     AnyTokenizer, BpeConfig, BpeTokenizer, CharTokenizer, Tokenizer, GPT4_PATTERN,
 };

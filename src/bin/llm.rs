@@ -2,20 +2,22 @@
 //!
 //! Train, resume, sample and evaluate GPTs outside Jupyter, and prepare their data. The
 //! binary only parses arguments, shows progress and wires Ctrl-C; the work is the library's
-//! ([`llm_from_scratch::run`] for run folders, [`llm_from_scratch::data::wiki`] for dumps).
+//! ([`llm_from_scratch::app::run`] for run folders, [`llm_from_scratch::app::wiki`] for dumps).
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use llm_from_scratch::data::{self, wiki};
+use llm_from_scratch::app::run::{self, Run, RunSpec};
+use llm_from_scratch::app::wiki;
+use llm_from_scratch::data;
 use llm_from_scratch::generate::{self, Cache, Sampling};
 use llm_from_scratch::model::LanguageModel;
-use llm_from_scratch::run::{self, Run, RunSpec};
+use llm_from_scratch::model::{hf, Gpt, GptConfig};
 use llm_from_scratch::tokenizer::{
     AnyTokenizer, BpeConfig, BpeTokenizer, Specials, Tokenizer, GPT2_PATTERN, GPT4_PATTERN,
 };
 use llm_from_scratch::track::RunStatus;
 use llm_from_scratch::train::{Checkpoint, TrainEvent, Trainer};
-use llm_from_scratch::{device, hf, interrupt, model::Gpt, model::GptConfig};
+use llm_from_scratch::{device, interrupt};
 use std::io::{IsTerminal, Write};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -387,7 +389,14 @@ fn data_command(cmd: DataCommand) -> Result<()> {
         DataCommand::Fetch { name, sha256, refresh }
             if name.starts_with("http://") || name.starts_with("https://") =>
         {
-            let path = data::fetch_url_with_progress(&name, sha256.as_deref(), refresh, byte_bar(&name))?;
+            let path = data::fetch_url_with_progress(&name, sha256.as_deref(), refresh, byte_bar(&name))
+                .map_err(|e| {
+                    let changed = e.to_string().contains("with `refresh`");
+                    anyhow::anyhow!(
+                        "{e}{}",
+                        if changed { " (here: llm data fetch URL --refresh)" } else { "" }
+                    )
+                })?;
             println!("{}", path.display());
         }
         DataCommand::Fetch { sha256: Some(_), .. } | DataCommand::Fetch { refresh: true, .. } => {

@@ -263,7 +263,7 @@ pub fn fetch_url_with_progress(
         Err(Error::Checksum { expected, actual, .. }) if sha256.is_none() => {
             return Err(fail(format!(
                 "the file changed since it was first downloaded (recorded sha256 {expected}, now {actual}): \
-                 fetch it with --refresh (data::fetch_url(url, None, true)) to take the new one"
+                 fetch it with `refresh` to take the new one"
             )))
         }
         other => other?,

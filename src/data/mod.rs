@@ -8,12 +8,8 @@
 //!   (WikiText-2 and -103, zip archives unpacked into the cache) as those three texts.
 //! - [`TokenData`] holds a token stream split 90/10 into train and validation, and samples
 //!   `(x, y)` batches from either, `y` being `x` shifted by one token.
-//! - `wiki` turns a Wikipedia XML dump (bz2 or not) into plain article text, streaming (with the
-//!   `cli` feature, the default).
 
 mod download;
-#[cfg(feature = "cli")]
-pub mod wiki;
 
 pub use download::{
     cache_dir, cached, dataset, datasets, download, download_with_progress, fetch, fetch_dataset,

@@ -2,11 +2,13 @@
 //!
 //! Chapter 3's [`Bigram`] is the first; the [`Gpt`] of chapter 5 implements the same
 //! [`LanguageModel`] trait, so the training loop and the sampler work for both. Chapter 4's
-//! self-attention lives in [`attention`]; chapter 7's cache of keys and values in [`kv_cache`].
+//! self-attention lives in [`attention`]; chapter 7's cache of keys and values in [`kv_cache`]; chapter 8's GPT-2 in and out of the
+//! Hugging Face format in [`hf`].
 
 pub mod attention;
 mod bigram;
 pub mod gpt;
+pub mod hf;
 pub mod kv_cache;
 
 pub use attention::{CausalSelfAttention, Head, MultiHeadAttention};

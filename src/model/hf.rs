@@ -126,14 +126,14 @@ pub fn config_to_hf(config: &GptConfig, eos: Option<u32>) -> Result<Value> {
     config.validate()?;
     if config.position != Position::Learned {
         return Err(Error::Config(format!(
-            "position = {}: GPT-2 has learned positions only (a wpe table); train with --position learned to export",
+            "position = {}: GPT-2 has learned positions only (a wpe table), so a model with these cannot be exported",
             config.position
         )));
     }
     if config.lm_head_bias {
         return Err(Error::Config(
-            "lm_head_bias = true: GPT-2's LM head has no bias (the lecture's model has one); \
-             train without it to export"
+            "lm_head_bias = true: GPT-2's LM head has no bias (the lecture's model has one), so a model \
+             with one cannot be exported"
                 .into(),
         ));
     }
