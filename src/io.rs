@@ -2,6 +2,7 @@
 
 use crate::{Error, Result};
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,6 +44,41 @@ pub(crate) fn sha256_file(path: &Path) -> Result<String> {
     let mut hasher = Sha256::new();
     std::io::copy(&mut file, &mut hasher).map_err(|e| Error::io(path, e))?;
     Ok(hex(&hasher.finalize()))
+}
+
+/// A tensor that does not fit where named tensors are loaded into a model.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Mismatch {
+    /// Wanted and not there: its name, and the shape wanted.
+    Missing(String, Vec<i64>),
+    /// There with another shape: its name, the shape wanted, the shape found.
+    Shape(String, Vec<i64>, Vec<i64>),
+    /// There and not wanted.
+    Unexpected(String),
+}
+
+/// The named shapes `want` (in the order to report them) against those `found`: what is
+/// missing or mis-shaped, in `want`'s order, then what is not wanted, in name order. The one
+/// comparison behind loading a checkpoint ([`crate::train::Checkpoint::load_weights`]) and a
+/// Hugging Face file ([`crate::model::hf::load_weights`]).
+pub(crate) fn shape_mismatches(
+    want: &[(String, Vec<i64>)],
+    found: &HashMap<String, Vec<i64>>,
+) -> Vec<Mismatch> {
+    let mut mismatches: Vec<Mismatch> = want
+        .iter()
+        .filter_map(|(name, shape)| match found.get(name) {
+            None => Some(Mismatch::Missing(name.clone(), shape.clone())),
+            Some(other) if other != shape => {
+                Some(Mismatch::Shape(name.clone(), shape.clone(), other.clone()))
+            }
+            Some(_) => None,
+        })
+        .collect();
+    let mut unexpected: Vec<&String> = found.keys().filter(|n| !want.iter().any(|(w, _)| w == *n)).collect();
+    unexpected.sort();
+    mismatches.extend(unexpected.into_iter().map(|n| Mismatch::Unexpected(n.clone())));
+    mismatches
 }
 
 /// Bytes as lowercase hex.

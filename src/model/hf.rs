@@ -25,6 +25,7 @@
 //! Every tensor is checked by name and shape before anything is copied: a file that is not a
 //! GPT-2 of the configured size is an error naming the first tensor that does not fit.
 
+use crate::io::Mismatch;
 use crate::model::{Activation, Gpt, GptConfig, Position};
 use crate::tokenizer::{AnyTokenizer, BpeTokenizer, Tokenizer};
 use crate::{Error, Result};
@@ -210,34 +211,37 @@ pub fn load_weights(model: &mut Gpt, weights: &Path) -> Result<()> {
     );
     let mut variables: Vec<(String, Tensor)> = model.vs.variables().into_iter().collect();
     variables.sort_by_key(|(name, _)| natural_key(name));
+    // Each variable's name and shape in the file: no prefix, Conv1D weights transposed.
+    let file_name = |name: &str| name.strip_prefix("transformer.").unwrap_or(name).to_owned();
+    let want: Vec<(String, Vec<i64>)> = variables
+        .iter()
+        .map(|(name, var)| {
+            let mut shape = var.size();
+            if is_conv1d(name) {
+                shape.reverse();
+            }
+            (file_name(name), shape)
+        })
+        .collect();
+    let found = by_name.iter().map(|(n, t)| (n.clone(), t.size())).collect();
+    if let Some(first) = crate::io::shape_mismatches(&want, &found).into_iter().next() {
+        return Err(fail(
+            weights,
+            match first {
+                Mismatch::Missing(name, want) => format!("no tensor {name} {want:?}: not a GPT-2 of this size ({size})"),
+                Mismatch::Shape(name, want, found) => format!(
+                    "{name} is {found:?} where a GPT-2 of this size ({size}) has {want:?}: is config.json the \
+                     one of these weights?"
+                ),
+                Mismatch::Unexpected(name) => format!("unexpected tensor {name}: not a GPT-2 of this size ({size})"),
+            },
+        ));
+    }
     let mut sources = Vec::with_capacity(variables.len());
     for (name, var) in &variables {
-        let file_name = name.strip_prefix("transformer.").unwrap_or(name);
-        let mut want = var.size();
-        if is_conv1d(name) {
-            want.reverse();
-        }
-        let Some(t) = by_name.remove(file_name) else {
-            return Err(fail(
-                weights,
-                format!("no tensor {file_name} {want:?}: not a GPT-2 of this size ({size})"),
-            ));
-        };
-        if t.size() != want {
-            return Err(fail(
-                weights,
-                format!(
-                    "{file_name} is {:?} where a GPT-2 of this size ({size}) has {want:?}: is config.json \
-                     the one of these weights?",
-                    t.size()
-                ),
-            ));
-        }
+        let t = by_name.remove(&file_name(name)).ok_or_else(|| fail(weights, format!("no tensor {name}")))?;
         let t = if is_conv1d(name) { t.f_transpose(0, 1)? } else { t };
         sources.push((var.shallow_clone(), t));
-    }
-    if let Some(extra) = by_name.keys().min_by_key(|name| natural_key(name)) {
-        return Err(fail(weights, format!("unexpected tensor {extra}: not a GPT-2 of this size ({size})")));
     }
     tch::no_grad(|| -> Result<()> {
         for (mut var, t) in sources {

@@ -59,6 +59,7 @@
 //! directory, never a panic.
 
 use super::{History, TrainConfig, Trainer};
+use crate::io::Mismatch;
 use crate::model::LanguageModel;
 use crate::tokenizer::{AnyTokenizer, Tokenizer};
 use crate::{Error, Result};
@@ -219,23 +220,19 @@ impl Checkpoint {
     pub fn load_weights(&self, model: &mut dyn LanguageModel) -> Result<()> {
         let fail = |reason: String| Error::Checkpoint { path: self.path.clone(), reason };
         let vars = model.var_store().variables();
-        let mut problems = Vec::new();
-        let mut names: Vec<&String> = vars.keys().collect();
-        names.sort();
-        for name in names {
-            match self.weights.get(name) {
-                None => problems.push(format!("{name} is missing from {MODEL_FILE}")),
-                Some(saved) if saved.size() != vars[name].size() => problems.push(format!(
-                    "{name} has shape {:?} in the checkpoint but {:?} in the model",
-                    saved.size(),
-                    vars[name].size()
-                )),
-                Some(_) => {}
-            }
-        }
-        let mut extra: Vec<&String> = self.weights.keys().filter(|n| !vars.contains_key(*n)).collect();
-        extra.sort();
-        problems.extend(extra.into_iter().map(|n| format!("{n} is in the checkpoint but not in the model")));
+        let mut want: Vec<(String, Vec<i64>)> = vars.iter().map(|(n, t)| (n.clone(), t.size())).collect();
+        want.sort();
+        let found = self.weights.iter().map(|(n, t)| (n.clone(), t.size())).collect();
+        let problems: Vec<String> = crate::io::shape_mismatches(&want, &found)
+            .into_iter()
+            .map(|m| match m {
+                Mismatch::Missing(name, _) => format!("{name} is missing from {MODEL_FILE}"),
+                Mismatch::Shape(name, model, saved) => {
+                    format!("{name} has shape {saved:?} in the checkpoint but {model:?} in the model")
+                }
+                Mismatch::Unexpected(name) => format!("{name} is in the checkpoint but not in the model"),
+            })
+            .collect();
         if !problems.is_empty() {
             return Err(fail(format!(
                 "the weights do not fit the model (build it from the checkpoint's model_config): {}",
