@@ -118,7 +118,7 @@ pub struct RunSpec {
     /// How the model knows where each token is: learned (a trained table of position
     /// embeddings, GPT-2's and the presets') or sinusoidal (the fixed sines and cosines of
     /// "Attention Is All You Need", no parameters).
-    #[arg(long, value_enum, help_heading = "Model")]
+    #[arg(long, value_enum, hide_possible_values = true, help_heading = "Model")]
     pub position: Option<Position>,
 
     /// How text becomes tokens: char (one per character), word, or bpe (byte-level BPE learned
