@@ -237,12 +237,12 @@ fn gpt2_tokenizer() -> Result<AnyTokenizer> {
 
 /// `data::fetch`, with a progress bar on a terminal for each file of 10 MB or more.
 fn fetch_with_bar(name: &str) -> Result<PathBuf> {
-    let mut bars: Vec<(String, Box<dyn FnMut(u64, Option<u64>)>)> = Vec::new();
+    let mut current: Option<(String, Box<dyn FnMut(u64, Option<u64>)>)> = None; // the file downloading
     Ok(data::fetch_with_progress(name, |file, done, total| {
-        if bars.last().is_none_or(|(f, _)| f != file) {
-            bars.push((file.to_owned(), Box::new(byte_bar(file))));
+        if current.as_ref().is_none_or(|(f, _)| f != file) {
+            current = Some((file.to_owned(), Box::new(byte_bar(file))));
         }
-        if let Some((_, bar)) = bars.last_mut() {
+        if let Some((_, bar)) = current.as_mut() {
             bar(done, total);
         }
     })?)

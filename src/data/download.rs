@@ -167,24 +167,23 @@ pub fn fetch_splits_of(ds: &Dataset) -> Result<Splits<PathBuf>> {
     let archive = fetch_dataset(ds)?;
     let dir = cache_dir().join(&ds.name);
     let bad = |reason: String| Error::Archive { path: archive.clone(), reason };
-    let mut zip: Option<zip::ZipArchive<std::fs::File>> = None;
+    let dest_of = |member: &str| match Path::new(member).file_name() {
+        Some(name) => Ok(dir.join(name)),
+        None => Err(bad(format!("member {member:?} has no file name"))),
+    };
+    let unpacked = members.clone().map(|member| dest_of(&member))?;
+    if [&unpacked.train, &unpacked.valid, &unpacked.test].iter().all(|path| path.is_file()) {
+        return Ok(unpacked);
+    }
+    let file = std::fs::File::open(&archive).map_err(|e| Error::io(&archive, e))?;
+    let mut zip = zip::ZipArchive::new(file).map_err(|e| bad(format!("not a readable zip archive: {e}")))?;
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     members.map(|member| {
-        let file_name = Path::new(&member)
-            .file_name()
-            .ok_or_else(|| bad(format!("member {member:?} has no file name")))?;
-        let dest = dir.join(file_name);
+        let dest = dest_of(&member)?;
         if dest.is_file() {
             return Ok(dest);
         }
-        if zip.is_none() {
-            let file = std::fs::File::open(&archive).map_err(|e| Error::io(&archive, e))?;
-            zip = Some(
-                zip::ZipArchive::new(file).map_err(|e| bad(format!("not a readable zip archive: {e}")))?,
-            );
-        }
-        let zip = zip.as_mut().ok_or_else(|| bad("not opened".into()))?;
         let mut entry = zip.by_name(&member).map_err(|e| bad(format!("no member {member} ({e})")))?;
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let partial = TempFile(crate::io::temp_path_for(&dest));
         let mut out = std::fs::File::create(&partial.0).map_err(|e| Error::io(&partial.0, e))?;
         std::io::copy(&mut entry, &mut out).map_err(|e| bad(format!("member {member}: {e}")))?;
