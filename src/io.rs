@@ -116,10 +116,10 @@ impl TempDir {
             // `self` drops: the temporary name no longer exists, nothing to remove.
         }
         if exchange(&self.0, dest).is_ok() {
-            return Ok(()); // `self` now names the old checkpoint, removed on drop
+            return Ok(()); // `self` now names the old contents, removed on drop
         }
         // No atomic exchange here: move the old one aside, the new one in, then drop the old.
-        let aside = crate::io::temp_path_for(dest);
+        let aside = temp_path_for(dest);
         std::fs::rename(dest, &aside).map_err(|e| Error::io(dest, e))?;
         if let Err(e) = std::fs::rename(&self.0, dest) {
             let _ = std::fs::rename(&aside, dest);
