@@ -3,6 +3,8 @@
 
 pub mod http;
 
+use std::sync::{Mutex, MutexGuard};
+
 use std::path::{Path, PathBuf};
 
 /// A fresh, empty directory under the system temp dir, named after the process id and the
@@ -107,3 +109,11 @@ pub const WIKI: [(&str, &str); 3] = [
     ),
     ("wikitext-2-raw/wiki.test.raw", " = Robert Boulter = \n\n Robert Boulter is an English film actor .\n"),
 ];
+
+/// Seeding, batches, initial weights and dropout all use libtorch's one global generator,
+/// and the tests of a binary run on parallel threads: every test that draws from it holds
+/// this lock, so a seed is followed by exactly the draws of its own test.
+pub fn rng_lock() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

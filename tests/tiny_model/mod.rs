@@ -8,16 +8,7 @@ use llm_from_scratch::data::TokenData;
 use llm_from_scratch::model::{cross_entropy, LanguageModel};
 use llm_from_scratch::tokenizer::{CharTokenizer, Tokenizer};
 use llm_from_scratch::Result;
-use std::sync::{Mutex, MutexGuard};
 use tch::{nn, Device, Tensor};
-
-/// Seeding, batches, initial weights and dropout all use libtorch's one global generator,
-/// and the tests of a file run on parallel threads: every test that draws from it holds
-/// this lock, so a seed is followed by exactly the draws of its own test.
-pub fn rng_lock() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 #[derive(Debug)]
 pub struct TinyModel {

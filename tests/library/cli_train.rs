@@ -1,9 +1,7 @@
 //! `llm train`, `sample`, `eval` and `runs compare`, run for real on a small corpus with a
 //! tiny model (1 block, 16 channels, 16 tokens of context), so the file runs in seconds.
 
-mod common;
-
-use common::{TempDir, TINY};
+use crate::common::{TempDir, TINY};
 use llm_from_scratch::train::Checkpoint;
 use sha2::Digest;
 use std::path::Path;
@@ -198,7 +196,7 @@ fn early_stopping_keeps_the_best_checkpoint_and_says_so() {
 
 #[test]
 fn a_text_by_url_is_fetched_once_and_pinned_by_its_hash() {
-    use common::http::{Reply, Server};
+    use crate::common::http::{Reply, Server};
     use std::sync::{Arc, Mutex};
     let dir = TempDir::new("cli-input-url");
     corpus(&dir);
@@ -247,8 +245,8 @@ fn a_text_by_url_is_fetched_once_and_pinned_by_its_hash() {
 
 #[test]
 fn a_corpus_with_its_own_splits_trains_and_validates_on_them() {
-    use common::http::{Reply, Server};
-    use common::{wikitext_zip, WIKI};
+    use crate::common::http::{Reply, Server};
+    use crate::common::{wikitext_zip, WIKI};
     let dir = TempDir::new("cli-wikitext");
     let zip = wikitext_zip(&WIKI);
     let served = zip.clone();

@@ -2,10 +2,9 @@
 //! standard safetensors), saves are atomic, and every broken or mismatched checkpoint is a
 //! clear error.
 
-mod common;
-mod tiny_model;
+use crate::common::{rng_lock, TempDir};
 
-use common::TempDir;
+use crate::tiny_model::{text_data, weights, TinyModel};
 use llm_from_scratch::model::{Bigram, LanguageModel};
 use llm_from_scratch::tokenizer::{AnyTokenizer, CharTokenizer, Tokenizer, WordTokenizer};
 use llm_from_scratch::train::checkpoint::{META_FILE, MODEL_FILE, OPTIMIZER_FILE};
@@ -14,7 +13,6 @@ use llm_from_scratch::{device, Error};
 use serde_json::json;
 use std::path::Path;
 use tch::{nn, Device, Kind, Tensor};
-use tiny_model::{rng_lock, text_data, weights, TinyModel};
 
 const N_EMBD: usize = 16;
 

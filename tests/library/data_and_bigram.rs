@@ -1,25 +1,15 @@
 //! Chapters 2 and 3: train/val splits and `(x, y)` batches, the bigram model, the training
 //! loop and what it records (history files and plots).
 
-mod common;
+use crate::common::{rng_lock, shakespeare_text, TempDir};
 
-use common::{shakespeare_text, TempDir};
 use llm_from_scratch::data::{self, Split, TokenData};
 use llm_from_scratch::generate::{self, Sampling};
 use llm_from_scratch::model::{Bigram, LanguageModel};
 use llm_from_scratch::tokenizer::{CharTokenizer, Tokenizer};
 use llm_from_scratch::train::{self, EvalPoint, History, TrainConfig};
 use llm_from_scratch::{device, Error};
-use std::sync::{Mutex, MutexGuard};
 use tch::{Device, Kind, Tensor};
-
-/// Seeding, batches, initial weights and sampling all use libtorch's one global generator,
-/// and the tests of this file run on parallel threads: every test that draws from it holds
-/// this lock, so a seed is followed by exactly the draws of its own test.
-fn rng_lock() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 fn to_vec(t: &Tensor) -> Vec<i64> {
     Vec::<i64>::try_from(t.reshape([-1])).expect("int64 tensor")

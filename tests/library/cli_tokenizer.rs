@@ -1,8 +1,6 @@
 //! `llm tokenizer train|encode|decode`, and `llm train --tokenizer bpe`, run for real.
 
-mod common;
-
-use common::{TempDir, TINY};
+use crate::common::{TempDir, TINY};
 use llm_from_scratch::tokenizer::{AnyTokenizer, Tokenizer};
 use std::io::Write;
 use std::path::Path;

@@ -1,9 +1,7 @@
 //! `llm data wiki-extract` on small MediaWiki dumps written by the test: plain, bz2,
 //! truncated and corrupt.
 
-mod common;
-
-use common::TempDir;
+use crate::common::TempDir;
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output};

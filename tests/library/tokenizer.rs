@@ -1,9 +1,7 @@
 //! The tokenizers of chapter 1: exact round trips, the lecture's numbers, clear errors,
 //! and JSON files that load back into the same tokenizer.
 
-mod common;
-
-use common::{shakespeare_text, TempDir};
+use crate::common::{shakespeare_text, TempDir};
 use llm_from_scratch::tokenizer::{split_words, CharTokenizer, Tokenizer, WordTokenizer};
 use llm_from_scratch::Error;
 use std::path::Path;

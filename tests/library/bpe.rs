@@ -1,9 +1,7 @@
 //! Chapter 6's byte-level BPE: lossless on any text, the same merges every time, exactly
 //! GPT-2's ids (checked against tiktoken-rs), clear errors, and files that load back.
 
-mod common;
-
-use common::{shakespeare_text, TempDir};
+use crate::common::{shakespeare_text, TempDir};
 use llm_from_scratch::tokenizer::{
     AnyTokenizer, BpeConfig, BpeTokenizer, Specials, Tokenizer, ENDOFTEXT, GPT2_PATTERN, GPT4_PATTERN,
 };

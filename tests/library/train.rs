@@ -2,10 +2,9 @@
 //! schedule against nanoGPT, clipping by global norm, gradient accumulation, the trainer,
 //! its configuration and what it records.
 
-mod common;
-mod tiny_model;
+use crate::common::{rng_lock, shakespeare_text, TempDir};
 
-use common::{shakespeare_text, TempDir};
+use crate::tiny_model::{self, text_data, TinyModel};
 use llm_from_scratch::data::{Split, TokenData};
 use llm_from_scratch::model::{Bigram, LanguageModel};
 use llm_from_scratch::tokenizer::{CharTokenizer, Tokenizer};
@@ -15,7 +14,6 @@ use llm_from_scratch::train::{
 };
 use llm_from_scratch::{device, Error};
 use tch::{nn, Device, Kind, Tensor};
-use tiny_model::{rng_lock, text_data, TinyModel};
 
 fn to_f64(t: &Tensor) -> Vec<f64> {
     Vec::<f64>::try_from(t.detach().reshape([-1]).to_kind(Kind::Double)).unwrap()
@@ -335,15 +333,33 @@ fn trainer_reports_estimates_and_log_lines_and_learns() {
     trainer.run(&model, &data, |e| events.push(e.clone())).unwrap();
     assert_eq!(trainer.step(), 120);
 
+    // Progress comes after the first step, then at most every PROGRESS_EVERY: how many depends
+    // on the machine's speed, so it is checked apart from the rest.
+    let progress: Vec<_> = events
+        .iter()
+        .filter_map(|e| if let TrainEvent::Progress(p) = e { Some(p.clone()) } else { None })
+        .collect();
+    assert_eq!((progress[0].step, progress[0].until), (1, 120), "{progress:?}");
+    assert!(progress.windows(2).all(|w| w[0].step < w[1].step && w[1].until == 120), "{progress:?}");
+    assert!(
+        progress.iter().all(|p| p.loss.is_finite() && p.secs_left.is_none_or(|s| s >= 0.0)),
+        "{progress:?}"
+    );
     let order: Vec<String> = events
         .iter()
-        .map(|e| match e {
-            TrainEvent::Eval(p) => format!("eval {}", p.step),
-            TrainEvent::Log(l) => format!("log {}", l.step),
-            TrainEvent::Stopped { step, .. } => format!("stopped {step}"),
-            TrainEvent::EarlyStopped(e) => format!("early stop {}", e.step),
+        .filter_map(|e| match e {
+            TrainEvent::Eval(p) => Some(format!("eval {}", p.step)),
+            TrainEvent::Log(l) => Some(format!("log {}", l.step)),
+            TrainEvent::Stopped { step, .. } => Some(format!("stopped {step}")),
+            TrainEvent::EarlyStopped(e) => Some(format!("early stop {}", e.step)),
+            TrainEvent::Progress(_) => None,
         })
         .collect();
+    // Where the time went: every step, estimates a part of it.
+    let times = trainer.times();
+    assert_eq!(times.steps, 120);
+    assert!(0.0 < times.eval_secs && times.eval_secs < times.total_secs, "{times:?}");
+    assert!(times.ms_per_step_without_estimates() < times.ms_per_step(), "{times}");
     assert_eq!(
         order,
         [

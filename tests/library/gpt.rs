@@ -1,7 +1,7 @@
 //! Chapters 4 and 5: self-attention in its three forms, and the GPT built from it.
 
-mod common;
-mod tiny_model;
+use crate::common::rng_lock;
+use crate::{common, tiny_model};
 
 use llm_from_scratch::model::gpt::Activation;
 use llm_from_scratch::model::{
@@ -12,16 +12,8 @@ use llm_from_scratch::tokenizer::Tokenizer;
 use llm_from_scratch::train::{Checkpoint, TrainConfig, Trainer};
 use llm_from_scratch::{device, Error};
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
 use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
-
-/// Initial weights, dropout and batches use libtorch's one global generator, and the tests
-/// of this file run on parallel threads: each test that seeds holds this lock.
-fn rng_lock() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
     (a - b).abs().max().double_value(&[])

@@ -1,18 +1,11 @@
 //! Sampling: greedy, temperature, top-k and top-p, the prompt window and streaming.
 
+use crate::common::rng_lock;
 use llm_from_scratch::generate::{generate, generate_batch, next_token, Cache, Rng, Sampling};
 use llm_from_scratch::model::{Gpt, GptConfig, LanguageModel};
 use llm_from_scratch::{device, Error, Result};
 use std::cell::RefCell;
-use std::sync::{Mutex, MutexGuard};
 use tch::{nn, Device, Tensor};
-
-/// Sampling draws from libtorch's one global generator, and the tests of this file run on
-/// parallel threads: each test that seeds holds this lock.
-fn rng_lock() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 const V: usize = 10;
 

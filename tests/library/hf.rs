@@ -2,9 +2,7 @@
 //! files and OpenAI's layout, exporting ours, and parity both ways with the real
 //! `transformers` (from the project's venv, `tests/hf_oracle.py`) as the oracle.
 
-mod common;
-
-use common::TempDir;
+use crate::common::{rng_lock, TempDir};
 use llm_from_scratch::generate::{generate_batch, Cache, Sampling};
 use llm_from_scratch::model::{hf, Activation, Gpt, GptConfig, LanguageModel, Position};
 use llm_from_scratch::tokenizer::{
@@ -63,6 +61,7 @@ fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
 
 #[test]
 fn gpt2_configs_have_the_published_parameter_counts() {
+    let _rng = rng_lock(); // initial weights draw from the global generator
     let model = Gpt::new(GptConfig::gpt2(), Device::Cpu).unwrap();
     assert_eq!(model.num_params(), 124_439_808);
     assert_eq!(GptConfig::gpt2().num_params(), 124_439_808);
@@ -105,6 +104,7 @@ fn a_model_too_big_for_memory_is_refused_before_it_is_allocated() {
 
 #[test]
 fn tanh_gelu_is_the_approximation_and_differs_from_the_exact_one() {
+    let _rng = rng_lock(); // initial weights draw from the global generator
     let x = Tensor::linspace(-4.0, 4.0, 81, (Kind::Float, Device::Cpu));
     let by_formula = &x
         * 0.5
@@ -116,6 +116,7 @@ fn tanh_gelu_is_the_approximation_and_differs_from_the_exact_one() {
 
 #[test]
 fn a_gpt2_saved_by_transformers_gives_the_same_logits_and_greedy_text_here() {
+    let _rng = rng_lock(); // initial weights draw from the global generator
     let dir = TempDir::new("hf-load");
     oracle(&["make", dir.path().to_str().unwrap()]);
     let expected = read_json(&dir.join("expected.json"));
@@ -169,6 +170,7 @@ fn perturbed(config: GptConfig, seed: i64) -> Gpt {
 
 #[test]
 fn our_models_exported_load_in_transformers_with_the_same_logits_greedy_text_and_tokenizer() {
+    let _rng = rng_lock(); // initial weights draw from the global generator
     let base = TempDir::new("hf-export");
     let bpe = BpeTokenizer::train(
         TEXT,
@@ -243,6 +245,7 @@ fn our_models_exported_load_in_transformers_with_the_same_logits_greedy_text_and
 
 #[test]
 fn the_exported_tokenizer_json_encodes_as_ours_in_the_tokenizers_library() {
+    let _rng = rng_lock(); // initial weights draw from the global generator
     let dir = TempDir::new("hf-tokenizer-json");
     let text = format!("{TEXT} Don't   stop: 12345 héllo 🙂\n\n  tabs\there");
     for pattern in [Some(llm_from_scratch::tokenizer::GPT2_PATTERN), Some(GPT4_PATTERN), None] {
@@ -258,6 +261,7 @@ fn the_exported_tokenizer_json_encodes_as_ours_in_the_tokenizers_library() {
 
 #[test]
 fn what_gpt2_cannot_express_is_refused_by_name() {
+    let _rng = rng_lock(); // initial weights draw from the global generator
     let dir = TempDir::new("hf-refuse");
     let chars = AnyTokenizer::Char(CharTokenizer::from_text(TEXT));
     let tiny = GptConfig {
@@ -291,6 +295,7 @@ fn what_gpt2_cannot_express_is_refused_by_name() {
 
 #[test]
 fn weights_that_do_not_fit_the_config_name_the_first_bad_tensor() {
+    let _rng = rng_lock(); // initial weights draw from the global generator
     let dir = TempDir::new("hf-bad");
     let chars = AnyTokenizer::Char(CharTokenizer::from_text(TEXT));
     let config = GptConfig {
