@@ -7,6 +7,9 @@ ROOT := $(CURDIR)
 export PATH := $(ROOT)/.venv/bin:$(PATH)
 export VIRTUAL_ENV := $(ROOT)/.venv
 export LIBTORCH_USE_PYTORCH := 1
+# The cc crate's C++ compiler: c++ behind ccache where installed (setup installs it), so
+# torch-sys's C++ compiles once for cargo's build and the kernel's.
+export CXX := $(ROOT)/scripts/cxx
 
 .PHONY: lab test setup notebooks build bench mlflow
 
@@ -14,8 +17,9 @@ export LIBTORCH_USE_PYTORCH := 1
 lab: setup
 	jupyter lab --ip=127.0.0.1 --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
 
-## test: set up, then cargo test and every chapter executed headless
-test: setup
+## test: set up, then cargo test, the examples in their quick mode, every chapter executed
+## headless and the kernel's tests; ends with a table of every phase's seconds
+test:
 	bash scripts/test.sh
 
 ## setup: the venv with torch and Jupyter, the evcxr kernel, our kernel spec

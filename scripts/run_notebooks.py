@@ -3,10 +3,13 @@
     python scripts/run_notebooks.py [NOTEBOOK...]            # test: outputs go to target/notebooks/
     python scripts/run_notebooks.py --inplace [NOTEBOOK...]  # refresh the committed outputs
 
-Prints each chapter's execution time and its first cell's time (the `:dep` build).
+Prints each chapter's execution time and its first cell's time (the `:dep` line: seconds
+once setup has compiled the library). With LLM_TIMINGS=FILE (make test), each chapter's
+seconds are appended to FILE too, for make test's closing table.
 """
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -62,6 +65,9 @@ def main() -> int:
         try:
             total, first = execute(path, args.inplace)
             print(f"[notebooks] {path.name}: ok in {total:.1f} s (first cell {first:.1f} s)", flush=True)
+            if os.environ.get("LLM_TIMINGS"):
+                with open(os.environ["LLM_TIMINGS"], "a") as timings:
+                    timings.write(f"  chapter {path.stem} (first cell {first:.0f} s)\t{total:.0f}\n")
         except CellExecutionError as e:
             failed.append(path.name)
             print(f"[notebooks] {path.name}: FAILED\n{e}", file=sys.stderr, flush=True)
