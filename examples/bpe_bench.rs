@@ -52,10 +52,13 @@ fn ours_vs(ours: f64, theirs: f64, unit: &str) -> f64 {
 }
 
 fn main() -> llm_from_scratch::Result<()> {
+    // Quick (what `make test` runs, so this cannot rot): one run of each, vocab 512 only, the
+    // encoders on the first 100 kB.
+    let quick = std::env::args().any(|a| a == "--quick");
+    let runs = |n: usize| if quick { 1 } else { n };
     let path = llm_from_scratch::data::fetch("tinyshakespeare")?;
-    let text = std::fs::read_to_string(&path).expect("read Tiny Shakespeare");
+    let mut text = std::fs::read_to_string(&path).expect("read Tiny Shakespeare");
     let path = path.to_string_lossy().into_owned();
-    let mb = text.len() as f64 / 1e6;
     println!(
         "Tiny Shakespeare: {} bytes; {} threads available",
         text.len(),
@@ -66,10 +69,10 @@ fn main() -> llm_from_scratch::Result<()> {
     println!("|{:-<46}|{:-<16}|{:-<16}|{:-<8}|", "", "", "", "");
 
     let mut trained = None;
-    for vocab_size in [512, 4096] {
+    for vocab_size in if quick { vec![512] } else { vec![512, 4096] } {
         let (ours, tok) =
-            best_of(3, || BpeTokenizer::train(&text, &BpeConfig::new(vocab_size)).expect("train"));
-        let (theirs, hf) = best_of(3, || hf_train(&path, vocab_size));
+            best_of(runs(3), || BpeTokenizer::train(&text, &BpeConfig::new(vocab_size)).expect("train"));
+        let (theirs, hf) = best_of(runs(3), || hf_train(&path, vocab_size));
         assert_eq!(tok.vocab_size(), vocab_size);
         assert_eq!(hf.get_vocab_size(true), vocab_size);
         row(&format!("train, vocab {vocab_size} (tokenizers)"), ours, theirs, "s");
@@ -77,9 +80,14 @@ fn main() -> llm_from_scratch::Result<()> {
     }
 
     let (tok, hf) = trained.expect("trained");
-    let (ours, ids) = best_of(5, || tok.encode(&text).expect("encode"));
-    let (theirs, encoding) = best_of(5, || hf.encode(text.as_str(), false).expect("tokenizers: encode"));
-    row("encode, vocab 4096 (tokenizers)", mb / ours, mb / theirs, "MB/s");
+    if quick {
+        text.truncate(text.floor_char_boundary(100_000));
+    }
+    let mb = text.len() as f64 / 1e6;
+    let (ours, ids) = best_of(runs(5), || tok.encode(&text).expect("encode"));
+    let (theirs, encoding) =
+        best_of(runs(5), || hf.encode(text.as_str(), false).expect("tokenizers: encode"));
+    row(&format!("encode, vocab {} (tokenizers)", tok.vocab_size()), mb / ours, mb / theirs, "MB/s");
     println!("|   tokens: ours {} vs tokenizers {}", ids.len(), encoding.get_ids().len());
 
     let oracle = tiktoken_rs::r50k_base().expect("tiktoken-rs r50k_base");
@@ -95,8 +103,8 @@ fn main() -> llm_from_scratch::Result<()> {
             &["<|endoftext|>"],
         )?
     };
-    let (ours, ids) = best_of(5, || gpt2.encode_ordinary(&text).expect("encode"));
-    let (theirs, expected) = best_of(5, || oracle.encode_ordinary(&text));
+    let (ours, ids) = best_of(runs(5), || gpt2.encode_ordinary(&text).expect("encode"));
+    let (theirs, expected) = best_of(runs(5), || oracle.encode_ordinary(&text));
     assert_eq!(ids, expected, "GPT-2 ids differ from tiktoken's");
     row("encode, GPT-2 r50k_base (tiktoken-rs)", mb / ours, mb / theirs, "MB/s");
     println!("|   tokens: {} (both)", ids.len());

@@ -37,12 +37,16 @@ mod io;
 pub use error::{Error, Result};
 
 /// What a chapter notebook usually needs, in one `use llm_from_scratch::prelude::*;`.
+///
+/// The `model` module is not in it: every chapter names its model `model`, and a cell that
+/// reads that variable after it was lost should say "cannot find value `model`", not
+/// "expected value, found module `model`" (write `llm_from_scratch::model::...`).
 pub mod prelude {
     pub use crate::data::{self, Split, TokenData};
     pub use crate::device::{self, seed};
     pub use crate::generate::{self, Sampling};
     pub use crate::interrupt;
-    pub use crate::model::{self, Bigram, Gpt, GptConfig, LanguageModel};
+    pub use crate::model::{Bigram, Gpt, GptConfig, LanguageModel};
     pub use crate::plot::{self, Figure};
     pub use crate::tokenizer::{AnyTokenizer, CharTokenizer, Tokenizer, WordTokenizer};
     pub use crate::train::{self, Checkpoint, History, TrainConfig, TrainEvent, Trainer};

@@ -56,28 +56,28 @@ impl Figure {
     }
 }
 
-/// A figure shown while a cell still runs, and redrawn in place: the loss plot that grows at
-/// every estimate of a training run.
+/// A figure (or a line of text) shown while a cell still runs, and redrawn in place: the loss
+/// plot that grows at every estimate of a training run, the progress line above it.
 ///
 /// Plain evcxr sends a cell's images once, when the cell ends. The course's kernel (evcxr
 /// with our patch, see `scripts/evcxr.patch`) also understands one line of output
 /// `EVCXR_DISPLAY_DATA {json}`: it sends it to Jupyter at once as `display_data`, and later
-/// ones with the same display id as `update_display_data`, which replaces the image. It says
+/// ones with the same display id as `update_display_data`, which replaces what it showed. It says
 /// so by setting `EVCXR_DISPLAY_DATA=1` in the cell's environment; elsewhere (another kernel,
-/// a terminal) [`LiveFigure::show`] does nothing.
+/// a terminal) [`LiveDisplay::show`] does nothing.
 #[derive(Debug, Clone)]
-pub struct LiveFigure {
+pub struct LiveDisplay {
     id: String,
     shown: bool,
 }
 
-impl Default for LiveFigure {
+impl Default for LiveDisplay {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl LiveFigure {
+impl LiveDisplay {
     pub fn new() -> Self {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -90,13 +90,22 @@ impl LiveFigure {
         std::env::var_os("EVCXR_DISPLAY_DATA").is_some_and(|v| v == "1")
     }
 
-    /// Show `figure`, in place of this live figure's previous one.
+    /// Show `figure`, in place of what this display showed before.
     pub fn show(&mut self, figure: &Figure) {
+        self.send(serde_json::json!({"image/png": figure.base64(), "text/plain": "<live figure>"}));
+    }
+
+    /// Show `text` (a progress line), in place of what this display showed before.
+    pub fn show_text(&mut self, text: &str) {
+        self.send(serde_json::json!({"text/plain": text}));
+    }
+
+    fn send(&mut self, data: serde_json::Value) {
         if !Self::supported() {
             return;
         }
         let message = serde_json::json!({
-            "data": {"image/png": figure.base64(), "text/plain": "<live figure>"},
+            "data": data,
             "metadata": {},
             "transient": {"display_id": self.id},
             "update": self.shown,
@@ -104,6 +113,19 @@ impl LiveFigure {
         println!("EVCXR_DISPLAY_DATA {message}");
         self.shown = true;
     }
+}
+
+/// `17412` as `17,412`.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// A curve in one line of text, one block character per value, lowest `▁` to highest `█`:
@@ -166,10 +188,12 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) 
     if x1 - x0 < 1e-12 {
         (x0, x1) = (x0 - 1.0, x1 + 1.0);
     }
-    let pad = match (y1 - y0, y1.abs()) {
-        (range, _) if range > 0.0 => range * 0.05,
-        (_, level) if level > 0.0 => level * 0.05, // a flat line: 5% of its level
-        _ => 1.0,                                  // all zeros
+    // A range narrower than 2% of its level (a flat line, or the first estimate's train and
+    // val losses 3e-4 apart) would give ticks that all read the same: widen it to that.
+    let pad = match (y1 - y0, y1.abs().max(y0.abs())) {
+        (range, level) if range > 0.02 * level => range * 0.05,
+        (range, level) if level > 0.0 => (0.02 * level - range) / 2.0 + 0.001 * level,
+        _ => 1.0, // all zeros
     };
     (y0, y1) = (y0 - pad, y1 + pad);
 
@@ -201,6 +225,10 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) 
             .map_err(|e| err(&e))?;
         for (i, s) in series.iter().enumerate() {
             let color = COLORS[i % COLORS.len()];
+            if let [point] = s.points[..] {
+                // One point is no line: a dot (the first estimate of a live plot).
+                chart.draw_series([Circle::new(point, 5, color.filled())]).map_err(|e| err(&e))?;
+            }
             chart
                 .draw_series(LineSeries::new(s.points.iter().copied(), color.stroke_width(2)))
                 .map_err(|e| err(&e))?

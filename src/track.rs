@@ -391,7 +391,9 @@ fn event_metrics(event: &TrainEvent, timestamp: i64) -> Vec<Value> {
             ],
         ),
         // Not a measurement; the run stays open, as a trainer continues after a stop.
-        TrainEvent::Stopped { .. } | TrainEvent::EarlyStopped(_) => return Vec::new(),
+        TrainEvent::Stopped { .. } | TrainEvent::EarlyStopped(_) | TrainEvent::Progress(_) => {
+            return Vec::new()
+        }
     };
     values
         .into_iter()

@@ -12,7 +12,15 @@ jupyter_client like JupyterLab drives it.
 - a failed assert prints its message without a backtrace, and the cell is an error (as is
   one whose `?` returns an error);
 - a live figure is sent while the cell runs (`display_data`), then redrawn in place
-  (`update_display_data` with the same display id).
+  (`update_display_data` with the same display id);
+- a training cell with `LiveReport` shows its progress line from the first step (a text
+  display redrawn in place), the plot under it with its first point, and the estimates'
+  lines under the plot;
+- execution counts start at [1]; typing `model` shows a short summary of the GPT; a cell
+  that reads a `model` that does not exist says "cannot find value `model`"; a failed
+  assert prints its message and nothing of the generated code;
+- it prints what a trivial cell (`1 + 1`) costs once the library is loaded (a measurement
+  for the README, not a timed check).
 
 It uses the chapters' kernel spec and build folder, so the library is already compiled
 when the chapters ran first. Every wait has a timeout: a hung kernel fails the test.
@@ -99,6 +107,10 @@ def main():
     try:
         reply, out = k.run(f':dep llm_from_scratch = {{ path = "{ROOT}", default-features = false }}')
         check(reply["status"] == "ok", "the library loads", text(out))
+        check(reply["execution_count"] == 1, f"the first cell is [1] (was [{reply['execution_count']}])")
+        reply, out = k.run("use llm_from_scratch::prelude::*;\nlet missing = model.forward;")
+        check(reply["status"] == "error" and "cannot find value `model`" in text(out)
+              and "found module" not in text(out), "a lost `model` is a missing value, not a module", text(out))
         reply, out = k.run(
             "use llm_from_scratch::prelude::*;\n"
             'let text = "the quick brown fox jumps over the lazy dog. ".repeat(200);\n'
@@ -110,6 +122,41 @@ def main():
             "    eval_interval: 10_000_000, eval_iters: 1, ..TrainConfig::default() })?;"
         )
         check(reply["status"] == "ok", "a model and a trainer", text(out))
+        reply, out = k.run("model")
+        shown = [m["content"]["data"].get("text/plain", "") for m in out if m["msg_type"] == "execute_result"]
+        summary = shown[0] if shown else ""
+        check(reply["status"] == "ok" and summary.startswith("Gpt: ") and " parameters on Cpu" in summary
+              and len(summary.splitlines()) <= 4 and "VarStore" not in summary,
+              "typing `model` shows a short summary", summary)
+
+        times = []
+        for _ in range(5):
+            t0 = time.monotonic()
+            reply, out = k.run("1 + 1")
+            times.append(time.monotonic() - t0 - 0.2)  # run() waits 0.2 s before sending
+        check(reply["status"] == "ok" and "2" in str(out), "a trivial cell answers")
+        print(f"[kernel] measured: `1 + 1` answers in {sorted(times)[2]:.2f} s (median of 5) with the library loaded",
+              flush=True)
+
+        # The live report: progress from the first step, the plot under it, the lines under that.
+        reply, out = k.run(
+            'let mut live = train::LiveReport::new("live");\n'
+            "let mut short = Trainer::new(&model, TrainConfig { steps: 40, batch_size: 4, block_size: 16,\n"
+            "    eval_interval: 20, eval_iters: 1, ..TrainConfig::default() })?;\n"
+            "short.run(&model, &data, |e| live.show(e))?;"
+        )
+        shown = [(m["msg_type"], m["content"].get("transient", {}).get("display_id"), m["content"].get("data", {}))
+                 for m in out if m["msg_type"] in ("display_data", "update_display_data")]
+        kinds = [("image" if "image/png" in d else "text") for _, _, d in shown]
+        texts = [d["text/plain"] for _, _, d in shown if "image/png" not in d]
+        check(reply["status"] == "ok" and shown[:2] and [m for m, _, _ in shown[:2]] == ["display_data", "display_data"]
+              and kinds[:2] == ["text", "image"], "the progress line is displayed first, the plot under it", str(kinds))
+        check(any(t.startswith("step 1/40 │ loss ") for t in texts)
+              and all(i == shown[0][1] for (m, i, d) in shown if "image/png" not in d),
+              "... the progress line says step 1 and is redrawn in place", str(texts))
+        first_line = next(i for i, m in enumerate(out) if m["msg_type"] == "stream" and "step     0 │" in m["content"]["text"])
+        first_plot = next(i for i, m in enumerate(out) if m["msg_type"] == "display_data" and "image/png" in m["content"]["data"])
+        check(first_plot < first_line, "... and the first estimate's line sits under the plot, as the later ones do")
 
         # (a) ■ during training keeps the session.
         msg_id = k.send("trainer.run(&model, &data, |e| println!(\"{e}\"))?;")
@@ -156,6 +203,8 @@ def main():
         printed = text(out)
         check(reply["status"] == "error" and "arithmetic is broken" in printed, "a failed assert says why", printed)
         check("stack backtrace" not in printed, "... without a backtrace", printed)
+        check("panicked at" not in printed and "RUST_BACKTRACE" not in printed and not printed.startswith("\n"),
+              "... and without the generated code's panic line or hint", printed)
 
         reply, out = k.run('for i in 0..2 { println!("line {i}"); }')
         check(reply["status"] == "ok" and not [m for m in out if m["msg_type"] == "execute_result"],
@@ -167,7 +216,7 @@ def main():
         # Live figures: shown at once, then redrawn in place.
         reply, out = k.run(
             'let fig = plot::line_chart("live", "x", "y", &[plot::Series { label: "a".into(), points: vec![(0.0, 1.0), (1.0, 2.0)] }])?;\n'
-            "let mut live = plot::LiveFigure::new();\n"
+            "let mut live = plot::LiveDisplay::new();\n"
             "live.show(&fig);\n"
             "live.show(&fig);"
         )

@@ -997,6 +997,7 @@ fn history_events(history: &History) -> Vec<TrainEvent> {
         TrainEvent::Eval(p) => (p.step, 1),
         TrainEvent::Stopped { step, .. } => (*step, 2),
         TrainEvent::EarlyStopped(e) => (e.step, 2),
+        TrainEvent::Progress(p) => (p.step, 2),
     });
     events
 }
@@ -1013,6 +1014,7 @@ fn metrics_line(event: &TrainEvent) -> String {
         TrainEvent::Eval(p) => serde_json::json!({"kind": "eval", "step": p.step, "train_loss": p.train_loss,
             "val_loss": p.val_loss, "lr": p.lr, "grad_norm": p.grad_norm, "tokens_per_sec": p.tokens_per_sec}),
         TrainEvent::Stopped { .. } => return String::new(), // not a measurement: the checkpoint says it
+        TrainEvent::Progress(_) => return String::new(),    // the estimates and log lines are the record
         TrainEvent::EarlyStopped(e) => serde_json::json!({"kind": "early_stop", "step": e.step,
             "best_step": e.best_step, "best_val_loss": e.best_val_loss, "estimates_since": e.estimates_since}),
     };

@@ -596,6 +596,7 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
             (Some(bar), TrainEvent::Eval(_)) => bar.println(event.to_string()),
             (Some(bar), TrainEvent::EarlyStopped(_)) => bar.println(event.to_string()),
             (Some(_), TrainEvent::Stopped { .. }) => {} // said below, with the resume command
+            (_, TrainEvent::Progress(_)) => {}          // the bar moves every step; a log has its lines
             (None, _) => println!("{event}"),
         },
         |step| {
@@ -629,6 +630,7 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
             trainer.step(),
             dir.display()
         );
+        eprintln!("time: {} (checkpoints and plots not counted)", trainer.times());
         return Ok(ExitCode::SUCCESS);
     }
     let sig = interrupt::requested().unwrap_or(interrupt::SIGINT);

@@ -406,7 +406,8 @@ impl Block {
 }
 
 /// A GPT language model. Owns its parameters (`vs`), so a notebook can keep it across cells.
-#[derive(Debug)]
+/// Its `Debug` (what a notebook cell shows for `model`) is a summary: the config, the
+/// parameter count and the device, not every tensor of the var store.
 pub struct Gpt {
     pub vs: nn::VarStore,
     pub config: GptConfig,
@@ -422,6 +423,24 @@ pub struct Gpt {
     pub lm_head: Tensor,
     /// LM head bias `[V]`, if `config.lm_head_bias`.
     pub lm_head_bias: Option<Tensor>,
+}
+
+impl std::fmt::Debug for Gpt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let c = &self.config;
+        write!(
+            f,
+            "Gpt: {} parameters on {:?}\n  {} layers, {} heads, {} channels, context {}, vocabulary {}\n  {:?}",
+            crate::plot::thousands(super::LanguageModel::num_params(self) as u64),
+            self.vs.device(),
+            c.n_layer,
+            c.n_head,
+            c.n_embd,
+            c.block_size,
+            c.vocab_size,
+            c
+        )
+    }
 }
 
 impl Gpt {

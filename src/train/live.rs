@@ -1,17 +1,23 @@
 //! Watching a run train, inside the notebook cell that trains it.
 //!
-//! Evcxr streams a cell's text as it is printed, so [`LiveReport`] prints one compact line per
-//! loss estimate, ending in a sparkline of the validation loss so far:
+//! [`LiveReport`] shows, from the first step on:
+//!
+//! - a progress line, redrawn in place after the first step and then at most every two
+//!   seconds ([`TrainEvent::Progress`]):
+//!   `step 120/2000 │ loss 2.5130 │ 17,412 tokens/s │ 1:48 left`;
+//! - under it the loss plot, redrawn at every estimate, so the curve grows while the cell runs;
+//! - under the plot, one compact line per loss estimate, ending in a sparkline of the
+//!   validation loss so far:
 //!
 //! ```text
 //! step  750 │ train 2.0113 │ val 2.0891 │ █▅▃▂ │ lr 9.02e-4 │ 17,412 tokens/s
 //! ```
 //!
-//! In the course's kernel it also draws the loss plot under the lines and redraws it in place
-//! at every estimate ([`LiveFigure`]), so the curve grows while the cell runs.
+//! The progress line and the plot need the course's kernel ([`LiveDisplay`]); elsewhere (a
+//! terminal) the progress line is redrawn on stderr with a carriage return.
 
-use super::{EvalPoint, History, TrainEvent};
-use crate::plot::{sparkline, LiveFigure};
+use super::{EvalPoint, History, Progress, TrainEvent};
+use crate::plot::{sparkline, thousands, LiveDisplay};
 
 /// Prints (and, where the kernel can, plots) a run's events as they come: pass
 /// `|e| live.show(e)` as a [`Trainer`](super::Trainer)'s `on_event`.
@@ -19,7 +25,10 @@ use crate::plot::{sparkline, LiveFigure};
 pub struct LiveReport {
     title: String,
     history: History,
-    figure: LiveFigure,
+    progress: LiveDisplay,
+    figure: LiveDisplay,
+    /// Whether the progress line and the plot are placed yet (both above every estimate line).
+    placed: bool,
 }
 
 impl LiveReport {
@@ -30,25 +39,50 @@ impl LiveReport {
 
     /// A report that continues a run with this history (a second training cell).
     pub fn resume(title: &str, history: &History) -> Self {
-        Self { title: title.to_owned(), history: history.clone(), figure: LiveFigure::new() }
+        Self {
+            title: title.to_owned(),
+            history: history.clone(),
+            progress: LiveDisplay::new(),
+            figure: LiveDisplay::new(),
+            placed: false,
+        }
     }
 
-    /// Show one event: an estimate as a line (and the plot, redrawn); an early stop as its
-    /// message. Per-step log lines are left out: they would bury the estimates.
+    /// Show one event: progress in its line, redrawn in place; an estimate as a line (and the
+    /// plot, redrawn); a stop as its message. Per-step log lines are left out: they would bury
+    /// the estimates.
     pub fn show(&mut self, event: &TrainEvent) {
+        let live = LiveDisplay::supported();
+        if live && !self.placed {
+            // The progress line first, the plot under it, then the estimates' lines: all in
+            // this order from the first estimate on.
+            self.progress.show_text("starting…");
+            self.redraw_plot();
+            self.placed = true;
+        }
         match event {
             TrainEvent::Eval(point) => {
                 self.history.points.push(point.clone());
-                println!("{}", self.line(point));
-                if LiveFigure::supported() {
-                    match self.history.plot(&self.title) {
-                        Ok(figure) => self.figure.show(&figure),
-                        Err(e) => eprintln!("live plot: {e}"),
-                    }
+                if live {
+                    self.redraw_plot();
                 }
+                println!("{}", self.line(point));
             }
+            TrainEvent::Progress(p) if live => self.progress.show_text(&progress_line(p)),
+            TrainEvent::Progress(p) => eprint!("\r{}", progress_line(p)),
             TrainEvent::Log(_) => {}
             TrainEvent::Stopped { .. } | TrainEvent::EarlyStopped(_) => println!("{event}"),
+        }
+    }
+
+    /// The loss plot, in place of the previous one (nothing before the first estimate).
+    fn redraw_plot(&mut self) {
+        if self.history.points.is_empty() {
+            return;
+        }
+        match self.history.plot(&self.title) {
+            Ok(figure) => self.figure.show(&figure),
+            Err(e) => eprintln!("live plot: {e}"),
         }
     }
 
@@ -69,17 +103,17 @@ impl LiveReport {
     }
 }
 
-/// `17412` as `17,412`.
-fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
+/// `step 120/2000 │ loss 2.5130 │ 17,412 tokens/s │ 1:48 left`
+fn progress_line(p: &Progress) -> String {
+    let mut line = format!("step {}/{} │ loss {:.4}", p.step, p.until, p.loss);
+    if let Some(tps) = p.tokens_per_sec {
+        line += &format!(" │ {} tokens/s", thousands(tps.round() as u64));
     }
-    out
+    if let Some(secs) = p.secs_left {
+        let secs = secs.round() as u64;
+        line += &format!(" │ {}:{:02} left", secs / 60, secs % 60);
+    }
+    line
 }
 
 #[cfg(test)]
@@ -103,6 +137,18 @@ mod tests {
         assert_eq!(
             live.line(&point(750, 2.4)),
             "step   750 │ train 2.3000 │ val 2.4000 │ █▄▂▁ │ lr 1.00e-3 │ 17,412 tokens/s"
+        );
+        let progress = Progress {
+            step: 120,
+            until: 2000,
+            loss: 2.513,
+            tokens_per_sec: Some(17412.4),
+            secs_left: Some(108.4),
+        };
+        assert_eq!(progress_line(&progress), "step 120/2000 │ loss 2.5130 │ 17,412 tokens/s │ 1:48 left");
+        assert_eq!(
+            progress_line(&Progress { tokens_per_sec: None, secs_left: None, ..progress }),
+            "step 120/2000 │ loss 2.5130"
         );
         assert_eq!(thousands(999), "999");
         assert_eq!(thousands(1_234_567), "1,234,567");

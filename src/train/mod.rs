@@ -306,12 +306,30 @@ pub enum TrainEvent {
     Eval(EvalPoint),
     /// A log line every `log_interval` steps (recorded in the history's `logs`).
     Log(LogPoint),
+    /// Where a run is between estimates: after its first step, then at most every
+    /// [`PROGRESS_EVERY`] (the live report's line that moves; not recorded in the history).
+    Progress(Progress),
     /// The run stopped early, after `step` of `until` steps, because ■ (or Ctrl-C) asked it
     /// to ([`crate::interrupt`]). Everything is kept: another call continues from `step`.
     Stopped { step: usize, until: usize },
     /// The run ended before its last step: `early_stop_patience` estimates in a row brought
     /// no new best validation loss.
     EarlyStopped(EarlyStop),
+}
+
+/// How often, at most, a training call reports [`TrainEvent::Progress`].
+pub const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A [`TrainEvent::Progress`]: steps done of the call's `until`, the last step's batch loss,
+/// and the speed since the previous report (estimates left out).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Progress {
+    pub step: usize,
+    pub until: usize,
+    pub loss: f64,
+    pub tokens_per_sec: Option<f64>,
+    /// Seconds until `until` at that speed (estimates left out).
+    pub secs_left: Option<f64>,
 }
 
 /// Why a run ended early: see [`Trainer::early_stop`].
@@ -352,6 +370,15 @@ impl std::fmt::Display for TrainEvent {
                 l.grad_norm,
                 tps(l.tokens_per_sec)
             ),
+            TrainEvent::Progress(p) => {
+                write!(f, "step {}/{}: loss {:.4}", p.step, p.until, p.loss)?;
+                write!(f, "{}", tps(p.tokens_per_sec))?;
+                if let Some(secs) = p.secs_left {
+                    let secs = secs.round() as u64;
+                    write!(f, ", {}:{:02} left", secs / 60, secs % 60)?;
+                }
+                Ok(())
+            }
             TrainEvent::Stopped { step, until } => write!(
                 f,
                 "stopped at step {step} of {until}: the model, the optimizer state and the history \
@@ -435,6 +462,47 @@ pub struct Trainer {
     tracker: Option<Tracker>,
     /// Whether the next training call reads `MLFLOW_TRACKING_URI` for a tracker.
     tracker_from_env: bool,
+    /// Where this trainer's wall-clock time went.
+    times: RunTimes,
+}
+
+/// Where a trainer's wall-clock time went, over every training call so far (not saved in
+/// checkpoints): the optimizer steps, and the loss estimates between them. Chapter 5,
+/// `llm train` and `make bench` all print it, so their ms/step count the same work.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RunTimes {
+    /// Optimizer steps taken.
+    pub steps: usize,
+    /// Seconds in training calls, estimates included.
+    pub total_secs: f64,
+    /// Seconds of those spent estimating the losses.
+    pub eval_secs: f64,
+}
+
+impl RunTimes {
+    /// Milliseconds per optimizer step, the estimates' time included.
+    pub fn ms_per_step(&self) -> f64 {
+        1e3 * self.total_secs / self.steps.max(1) as f64
+    }
+
+    /// Milliseconds per optimizer step, the estimates' time left out.
+    pub fn ms_per_step_without_estimates(&self) -> f64 {
+        1e3 * (self.total_secs - self.eval_secs) / self.steps.max(1) as f64
+    }
+}
+
+impl std::fmt::Display for RunTimes {
+    /// `2000 steps in 88.8 s: 44.4 ms/step with the loss estimates, 40.1 ms/step without`
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} steps in {:.1} s: {:.1} ms/step with the loss estimates, {:.1} ms/step without",
+            self.steps,
+            self.total_secs,
+            self.ms_per_step(),
+            self.ms_per_step_without_estimates()
+        )
+    }
 }
 
 impl Trainer {
@@ -450,6 +518,7 @@ impl Trainer {
             history: History::default(),
             tracker: None,
             tracker_from_env: true,
+            times: RunTimes::default(),
         })
     }
 
@@ -492,6 +561,11 @@ impl Trainer {
 
     pub fn optimizer(&self) -> &AdamW {
         &self.optimizer
+    }
+
+    /// Where the training calls' time went: steps and loss estimates.
+    pub fn times(&self) -> RunTimes {
+        self.times
     }
 
     /// The learning rate of the next step.
@@ -546,6 +620,24 @@ impl Trainer {
         model: &dyn LanguageModel,
         data: &TokenData,
         until: usize,
+        on_event: impl FnMut(&TrainEvent),
+        after_step: impl FnMut(usize) -> ControlFlow<()>,
+    ) -> Result<()> {
+        let (t0, steps0) = (Instant::now(), self.step);
+        let result = self.training_loop(model, data, until, on_event, after_step);
+        if let Device::Cuda(i) = model.var_store().device() {
+            tch::Cuda::synchronize(i as i64);
+        }
+        self.times.total_secs += t0.elapsed().as_secs_f64();
+        self.times.steps += self.step - steps0;
+        result
+    }
+
+    fn training_loop(
+        &mut self,
+        model: &dyn LanguageModel,
+        data: &TokenData,
+        until: usize,
         mut on_event: impl FnMut(&TrainEvent),
         mut after_step: impl FnMut(usize) -> ControlFlow<()>,
     ) -> Result<()> {
@@ -560,15 +652,19 @@ impl Trainer {
         let c = self.config.clone();
         let mut eval_clock = (self.step, Instant::now());
         let mut log_clock = (self.step, Instant::now());
+        let mut progress_clock: Option<(usize, Instant)> = None; // None: report after the next step
         let mut last_norm: Option<Tensor> = None;
         loop {
             let s = self.step;
             if self.eval_due(s) {
                 let tokens_per_sec = throughput(device, eval_clock, s, c.tokens_per_step());
                 let grad_norm = last_norm.take().map(|n| n.f_double_value(&[])).transpose()?;
+                let t_eval = Instant::now();
                 let point = self.estimate(model, data, tokens_per_sec, grad_norm)?;
+                self.times.eval_secs += t_eval.elapsed().as_secs_f64();
                 self.report(&TrainEvent::Eval(point), &mut on_event);
                 (eval_clock, log_clock) = ((s, Instant::now()), (s, Instant::now()));
+                progress_clock = progress_clock.map(|_| (s, Instant::now()));
                 // estimates are not training time
             }
             if self.history.last().is_some_and(|p| p.step == s) {
@@ -607,6 +703,16 @@ impl Trainer {
                 log_clock = (self.step, Instant::now());
             }
             last_norm = norm;
+            if progress_clock.is_none_or(|(_, t)| t.elapsed() >= PROGRESS_EVERY) {
+                let tokens_per_sec = progress_clock
+                    .and_then(|clock| throughput(device, clock, self.step, c.tokens_per_step()));
+                let secs_left =
+                    tokens_per_sec.map(|tps| (until - self.step) as f64 * c.tokens_per_step() as f64 / tps);
+                let loss = loss.f_double_value(&[])?;
+                let progress = Progress { step: self.step, until, loss, tokens_per_sec, secs_left };
+                self.report(&TrainEvent::Progress(progress), &mut on_event);
+                progress_clock = Some((self.step, Instant::now()));
+            }
             if crate::interrupt::requested().is_some() {
                 self.report(&TrainEvent::Stopped { step: self.step, until }, &mut on_event);
                 return Ok(());
@@ -747,7 +853,7 @@ pub fn train(
     let mut trainer = Trainer::new(model, config.clone())?;
     trainer.run(model, data, |event| match event {
         TrainEvent::Eval(point) => on_eval(point),
-        TrainEvent::Log(_) => {}
+        TrainEvent::Log(_) | TrainEvent::Progress(_) => {}
         TrainEvent::Stopped { .. } | TrainEvent::EarlyStopped(_) => println!("{event}"),
     })?;
     Ok(trainer.into_history())
