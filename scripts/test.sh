@@ -36,8 +36,8 @@ phase() {
   printf '%s\t%s\n' "$name" "$((SECONDS - t0))" >> "$LLM_TIMINGS"
 }
 
+# The Makefile exports what cargo and the kernel need (the venv first on PATH, LIBTORCH_USE_PYTORCH, CXX).
 phase "setup (all)" bash scripts/setup.sh
-export PATH=$PWD/.venv/bin:$PATH VIRTUAL_ENV=$PWD/.venv LIBTORCH_USE_PYTORCH=1 CXX=$PWD/scripts/cxx
 
 shared=../shared/data
 if [ -z "${LLM_DATA_MIRROR:-}" ] && [ -d "$shared" ]; then
