@@ -33,16 +33,16 @@ mkdir -p "$root/target"
 # 1. Python venv. The stamp records which requirements it was built from. It installs in the
 #    background while the kernel compiles (it only needs the network and the disk, the kernel
 #    both cores); its output goes to target/venv-install.log.
+venv_stamp=$venv/.requirements.sha256
+venv_want=$(sha256sum scripts/requirements.txt | cut -d' ' -f1)
 venv_step() {
-  local stamp=$venv/.requirements.sha256 want
-  want=$(sha256sum scripts/requirements.txt | cut -d' ' -f1)
-  [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || return 0
+  [ "$(cat "$venv_stamp" 2>/dev/null)" != "$venv_want" ] || return 0
   [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
   "$venv/bin/python" -m pip install --quiet --upgrade pip
   "$venv/bin/python" -m pip install --quiet -r scripts/requirements.txt
-  echo "$want" > "$stamp"
+  echo "$venv_want" > "$venv_stamp"
 }
-if [ "$(cat "$venv/.requirements.sha256" 2>/dev/null)" != "$(sha256sum scripts/requirements.txt | cut -d' ' -f1)" ]; then
+if [ "$(cat "$venv_stamp" 2>/dev/null)" != "$venv_want" ]; then
   say "creating .venv with torch and Jupyter in the background (first time: a few minutes)"
 fi
 timed "venv (in the background)" venv_step > target/venv-install.log 2>&1 &
@@ -55,7 +55,7 @@ wait_for_venv() {
   fi
 }
 
-# 2. ccache as the C++ compiler's wrapper (CXX="ccache c++", read by the cc crate): the
+# 2. ccache behind the C++ compiler (CXX=scripts/cxx, read by the cc crate): the
 #    kernel's build and cargo's build each compile torch-sys's libtch with the same flags, so
 #    the second is a cache hit. Installed from the system's packages where setup may do that
 #    (root with apt-get); otherwise everything works without it, compiling libtch twice.
