@@ -115,6 +115,18 @@ impl LiveDisplay {
     }
 }
 
+/// A tensor's values as tch prints them, without the `Tensor[[4, 8], Int64]` line tch's
+/// `Display` ends with (the shape and kind: print `t.size()` and `t.kind()` where they matter).
+/// `println!("{}", plot::values(&x))`.
+pub fn values(t: &Tensor) -> String {
+    let text = format!("{t}"); // `t.to_string()` would be tch's `Tensor::to_string(lo)`
+    let body = match text.trim_end().rsplit_once('\n') {
+        Some((body, last)) if last.starts_with("Tensor[") => body,
+        _ => text.trim_end(),
+    };
+    body.trim_end().to_owned()
+}
+
 /// `17412` as `17,412`.
 pub fn thousands(n: u64) -> String {
     let digits = n.to_string();
@@ -634,6 +646,14 @@ mod tests {
     fn png_size(figure: &Figure) -> (u32, u32) {
         let info = png::Decoder::new(figure.png()).read_info().expect("a PNG").info().clone();
         (info.width, info.height)
+    }
+
+    #[test]
+    fn values_are_printed_without_the_shape_footer() {
+        let m = Tensor::arange(6, (Kind::Int64, Device::Cpu)).view([2, 3]);
+        assert!(format!("{m}").trim_end().ends_with("Tensor[[2, 3], Int64]"), "{m}");
+        assert_eq!(values(&m), "[[0, 1, 2],\n [3, 4, 5]]");
+        assert_eq!(values(&Tensor::from_slice(&[0.5f32, -1.0])), "[ 0.5000, -1.0000]");
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //!
 //! [`LiveReport`] shows, from the first step on:
 //!
-//! - a progress line, redrawn in place after the first step and then at most every two
-//!   seconds ([`TrainEvent::Progress`]):
+//! - a progress line, redrawn in place after the first step, then at most every two
+//!   seconds and after the last ([`TrainEvent::Progress`]):
 //!   `step 120/2000 │ loss 2.5130 │ 17,412 tokens/s │ 1:48 left`;
 //! - under it the loss plot, redrawn at every estimate, so the curve grows while the cell runs;
 //! - under the plot, one compact line per loss estimate, ending in a sparkline of the

@@ -307,7 +307,8 @@ pub enum TrainEvent {
     /// A log line every `log_interval` steps (recorded in the history's `logs`).
     Log(LogPoint),
     /// Where a run is between estimates: after its first step, then at most every
-    /// [`PROGRESS_EVERY`] (the live report's line that moves; not recorded in the history).
+    /// [`PROGRESS_EVERY`], and after its last (the live report's line that moves; not recorded
+    /// in the history).
     Progress(Progress),
     /// The run stopped early, after `step` of `until` steps, because ■ (or Ctrl-C) asked it
     /// to ([`crate::interrupt`]). Everything is kept: another call continues from `step`.
@@ -703,7 +704,9 @@ impl Trainer {
                 log_clock = (self.step, Instant::now());
             }
             last_norm = norm;
-            if progress_clock.is_none_or(|(_, t)| t.elapsed() >= PROGRESS_EVERY) {
+            // Progress after the first step, at most every PROGRESS_EVERY, and after the last
+            // (the line ends at `until`, not at the last 2-second report).
+            if progress_clock.is_none_or(|(_, t)| t.elapsed() >= PROGRESS_EVERY) || self.step == until {
                 let tokens_per_sec = progress_clock
                     .and_then(|clock| throughput(device, clock, self.step, c.tokens_per_step()));
                 let secs_left =

@@ -333,13 +333,14 @@ fn trainer_reports_estimates_and_log_lines_and_learns() {
     trainer.run(&model, &data, |e| events.push(e.clone())).unwrap();
     assert_eq!(trainer.step(), 120);
 
-    // Progress comes after the first step, then at most every PROGRESS_EVERY: how many depends
-    // on the machine's speed, so it is checked apart from the rest.
+    // Progress comes after the first step, then at most every PROGRESS_EVERY, and after the
+    // last: how many depends on the machine's speed, so it is checked apart from the rest.
     let progress: Vec<_> = events
         .iter()
         .filter_map(|e| if let TrainEvent::Progress(p) = e { Some(p.clone()) } else { None })
         .collect();
     assert_eq!((progress[0].step, progress[0].until), (1, 120), "{progress:?}");
+    assert_eq!(progress.last().map(|p| p.step), Some(120), "the line ends at the last step: {progress:?}");
     assert!(progress.windows(2).all(|w| w[0].step < w[1].step && w[1].until == 120), "{progress:?}");
     assert!(
         progress.iter().all(|p| p.loss.is_finite() && p.secs_left.is_none_or(|s| s >= 0.0)),
