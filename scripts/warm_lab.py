@@ -90,8 +90,12 @@ def run_cell(source: str) -> None:
                 printed.extend(line + "\n" for line in content["traceback"])
             elif kind == "status" and content["execution_state"] == "idle":
                 break
-        reply = kc.get_shell_msg(timeout=60)["content"]
-        if reply["status"] != "ok":
+        # The shell channel may still hold kernel_info replies from the kernel's start: the
+        # cell's own reply is the one whose parent is the execute request.
+        reply = kc.get_shell_msg(timeout=60)
+        while reply["parent_header"].get("msg_id") != msg_id:
+            reply = kc.get_shell_msg(timeout=60)
+        if reply["content"]["status"] != "ok":
             sys.exit(f"[setup] the first cell failed in the kernel:\n{source}\n{''.join(printed)}")
     finally:
         kc.stop_channels()
