@@ -17,8 +17,9 @@ export CXX := $(ROOT)/scripts/cxx
 lab: setup
 	jupyter lab --ip=127.0.0.1 --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
 
-## test: set up, then cargo test, the examples in their quick mode, every chapter executed
-## headless and the kernel's tests; ends with a table of every phase's seconds
+## test: set up, then the committed chapters checked, cargo test, the examples in their quick
+## mode, every chapter executed headless (and checked) and the kernel's tests; ends with a
+## table of every phase's seconds
 test:
 	bash scripts/test.sh
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# `make test`: setup (whatever is missing), the library's tests, every example in its quick
-# mode (so a command the README gives cannot rot unseen), the MLflow tests (MLflow installed
-# on demand), every chapter executed headless, then the kernel's tests. It ends with a table
-# of every phase and every chapter with its seconds (also when a phase fails).
+# `make test`: setup (whatever is missing), the committed chapters checked, the library's
+# tests, every example in its quick mode (so a command the README gives cannot rot unseen),
+# the MLflow tests (MLflow installed on demand), every chapter executed headless, then the
+# kernel's tests. It ends with a table of every phase and every chapter with its seconds
+# (also when a phase fails).
 #
 # Where the reference data of the course sits beside this checkout (../shared/data, as in CI),
 # it is served on 127.0.0.1 and used as the download mirror, so the real HTTP download path
@@ -38,6 +39,14 @@ phase() {
 
 # The Makefile exports what cargo and the kernel need (the venv first on PATH, LIBTORCH_USE_PYTORCH, CXX).
 phase "setup (all)" bash scripts/setup.sh
+
+# The committed chapters as a reader sees them, and the README's numbers against their
+# summaries (seconds; the runner checks the chapters it executes the same way).
+committed_chapters() {
+  .venv/bin/python tests/chapter_check.py
+  .venv/bin/python scripts/chapter_check.py
+}
+phase "committed chapters checked" committed_chapters
 
 shared=../shared/data
 if [ -z "${LLM_DATA_MIRROR:-}" ] && [ -d "$shared" ]; then
