@@ -26,7 +26,7 @@ import nbformat
 ROOT = Path(__file__).resolve().parent.parent
 MAX_TEXT_BYTES = 20_000
 TENSOR_FOOTER = re.compile(r"^Tensor\[\[[\d, ]*\], \w+\]$", re.MULTILINE)
-SUMMARY_LINE = re.compile(r"^  (?P<what>[^:]+): (?P<value>.+)$")
+SUMMARY_LINE = re.compile(r"^  (?P<what>\S.*?): (?P<value>.+)$")  # what: up to the first ": "
 NUMBER = re.compile(r"\d+(?:[.,]\d+)*(?:e-?\d+)?")
 
 
