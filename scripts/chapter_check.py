@@ -62,8 +62,9 @@ def problems(nb, path: Path) -> list[str]:
             if kind == "error":
                 found.append(f"{where}: an error output ({output.get('ename', '?')})")
             for text in _texts(output):
-                if len(text.encode()) > MAX_TEXT_BYTES:
-                    found.append(f"{where}: {len(text.encode()):,} bytes of text (at most {MAX_TEXT_BYTES:,})")
+                size = len(text.encode())
+                if size > MAX_TEXT_BYTES:
+                    found.append(f"{where}: {size:,} bytes of text (at most {MAX_TEXT_BYTES:,})")
                 footer = TENSOR_FOOTER.search(text)
                 if footer:
                     found.append(f"{where}: a tensor's shape footer {footer.group(0)!r} (print it with plot::values)")

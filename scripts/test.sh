@@ -41,7 +41,7 @@ phase() {
 phase "setup (all)" bash scripts/setup.sh
 
 # The committed chapters as a reader sees them, and the README's numbers against their
-# summaries (seconds; the runner checks the chapters it executes the same way).
+# summaries (a few seconds; the runner checks the chapters it executes the same way).
 committed_chapters() {
   .venv/bin/python tests/chapter_check.py
   .venv/bin/python scripts/chapter_check.py

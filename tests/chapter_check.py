@@ -7,7 +7,6 @@ clean chapter. `make test` runs it before the chapters.
 import sys
 from pathlib import Path
 
-import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
