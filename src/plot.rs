@@ -165,13 +165,17 @@ fn finite_range(values: impl Iterator<Item = f64>) -> (f64, f64) {
 const WIDTH: u32 = 900;
 const HEIGHT: u32 = 500;
 const FONT: &str = "sans-serif";
-const COLORS: [RGBColor; 6] = [
+const COLORS: [RGBColor; 10] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
     RGBColor(214, 39, 40),
     RGBColor(148, 103, 189),
     RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
 ];
 
 fn register_fonts() -> Result<()> {

@@ -2,19 +2,22 @@
 //!
 //! Chapter 3's [`Bigram`] is the first; the [`Gpt`] of chapter 5 implements the same
 //! [`LanguageModel`] trait, so the training loop and the sampler work for both. Chapter 4's
-//! self-attention lives in [`attention`]; chapter 7's cache of keys and values in [`kv_cache`]; chapter 8's GPT-2 in and out of the
-//! Hugging Face format in [`hf`].
+//! self-attention lives in [`attention`] and its ladder (the block built up piece by piece)
+//! in [`ladder`]; chapter 7's cache of keys and values in [`kv_cache`]; chapter 8's GPT-2 in
+//! and out of the Hugging Face format in [`hf`].
 
 pub mod attention;
 mod bigram;
 pub mod gpt;
 pub mod hf;
 pub mod kv_cache;
+pub mod ladder;
 
 pub use attention::{CausalSelfAttention, Head, MultiHeadAttention};
 pub use bigram::Bigram;
 pub use gpt::{sinusoidal_positions, Activation, Block, Gpt, GptConfig, Position};
 pub use kv_cache::KvCache;
+pub use ladder::{lecture_ladder, Ladder, LadderConfig};
 
 use crate::{Error, Result};
 use tch::{nn, Tensor};

@@ -615,3 +615,68 @@ fn a_tiny_gpt_overfits_a_repeated_pattern() {
     let (logits, _) = tch::no_grad(|| gpt.forward(&x, None, false)).unwrap();
     assert!(logits.argmax(-1, false).equal(&y), "the model does not predict the pattern");
 }
+
+#[test]
+fn the_ladder_climbs_one_change_at_a_time_and_its_top_rung_is_the_gpt() {
+    use llm_from_scratch::model::ladder::Init;
+    use llm_from_scratch::model::{lecture_ladder, Ladder, LadderConfig};
+    let _rng = rng_lock();
+    let rungs = lecture_ladder(65);
+    let names: Vec<&str> = rungs.iter().map(|(name, _)| *name).collect();
+    assert_eq!(
+        names,
+        ["one head", "4 heads", "+ MLP", "3 blocks", "+ residual", "+ LayerNorm", "+ dropout 0.2"]
+    );
+    for pair in rungs.windows(2) {
+        assert_ne!(pair[0].1, pair[1].1, "{} changes nothing", pair[1].0);
+    }
+    let top = rungs[5].1.clone();
+    let idx = ids(&[&[1, 2, 3, 4, 5, 6, 7, 8], &[8, 7, 6, 5, 4, 3, 2, 1]]);
+
+    // The GPT's init, drawn in the GPT's order: the same weights as Gpt::new, the same logits.
+    device::seed(7);
+    let ladder = Ladder::new(LadderConfig { init: Init::Gpt, ..top.clone() }, Device::Cpu).unwrap();
+    device::seed(7);
+    let gpt = Gpt::new(top.gpt.clone(), Device::Cpu).unwrap();
+    assert_eq!(
+        max_abs_diff(
+            &ladder.forward(&idx, None, false).unwrap().0,
+            &gpt.forward(&idx, None, false).unwrap().0
+        ),
+        0.0
+    );
+    assert_eq!(ladder.num_params(), gpt.num_params());
+
+    // PyTorch's init: N(0, 1) embeddings, Linear weights within ±1/√fan_in; LayerNorms at one.
+    device::seed(7);
+    let ladder = Ladder::new(top.clone(), Device::Cpu).unwrap();
+    let vars = ladder.vs.variables();
+    let std = vars["transformer.wte.weight"].std(true).double_value(&[]);
+    assert!((std - 1.0).abs() < 0.05, "wte std {std}");
+    for (name, fan_in) in [
+        ("transformer.h.0.attn.c_attn.weight", 32.0),
+        ("transformer.h.0.mlp.c_proj.weight", 128.0),
+        ("lm_head.bias", 32.0),
+    ] {
+        let (max, bound) = (vars[name].abs().max().double_value(&[]), 1.0 / f64::sqrt(fan_in));
+        assert!(max <= bound && max > 0.8 * bound, "{name}: largest {max}, bound {bound}");
+    }
+    assert!(vars["transformer.h.0.ln_1.weight"].eq(1.0).all().int64_value(&[]) == 1);
+    // Copied into a Gpt by name, its weights give the Gpt the ladder's logits.
+    let mut gpt = Gpt::new(top.gpt.clone(), Device::Cpu).unwrap();
+    gpt.vs.copy(&ladder.vs).unwrap();
+    assert_eq!(
+        max_abs_diff(
+            &ladder.forward(&idx, None, false).unwrap().0,
+            &gpt.forward(&idx, None, false).unwrap().0
+        ),
+        0.0
+    );
+
+    // The lower rungs have fewer pieces: no MLP or LayerNorm variables until they are in.
+    let one_head = Ladder::new(rungs[0].1.clone(), Device::Cpu).unwrap();
+    assert!(one_head.vs.variables().keys().all(|name| !name.contains("mlp") && !name.contains("ln_")));
+    let sinusoidal =
+        LadderConfig { gpt: GptConfig { position: Position::Sinusoidal, ..top.gpt.clone() }, ..top };
+    assert!(Ladder::new(sinusoidal, Device::Cpu).unwrap_err().to_string().contains("learned positions"));
+}
