@@ -22,4 +22,5 @@ mod gpt;
 mod hf;
 mod tokenizer;
 mod train;
+mod try_this;
 mod wiki;
