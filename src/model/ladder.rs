@@ -148,7 +148,7 @@ impl Ladder {
                 Ok(LadderBlock {
                     ln_1: norm(&p / "ln_1"),
                     attn: CausalSelfAttention::new(&(&p / "attn"), g)?,
-                    ln_2: norm(&p / "ln_2").filter(|_| config.mlp),
+                    ln_2: if config.mlp { norm(&p / "ln_2") } else { None }, // only the MLP reads it
                     mlp: config.mlp.then(|| Mlp::new(&(&p / "mlp"), g)),
                 })
             })

@@ -676,6 +676,11 @@ fn the_ladder_climbs_one_change_at_a_time_and_its_top_rung_is_the_gpt() {
     // The lower rungs have fewer pieces: no MLP or LayerNorm variables until they are in.
     let one_head = Ladder::new(rungs[0].1.clone(), Device::Cpu).unwrap();
     assert!(one_head.vs.variables().keys().all(|name| !name.contains("mlp") && !name.contains("ln_")));
+    let no_mlp = Ladder::new(LadderConfig { mlp: false, ..top.clone() }, Device::Cpu).unwrap();
+    assert!(
+        no_mlp.vs.variables().keys().all(|name| !name.contains("ln_2")),
+        "an ln_2 without an MLP to read it"
+    );
     let sinusoidal =
         LadderConfig { gpt: GptConfig { position: Position::Sinusoidal, ..top.gpt.clone() }, ..top };
     assert!(Ladder::new(sinusoidal, Device::Cpu).unwrap_err().to_string().contains("learned positions"));

@@ -9,7 +9,9 @@ use llm_from_scratch::device::seed;
 use llm_from_scratch::generate::{self, generate_batch, Cache, Sampling};
 use llm_from_scratch::model::ladder::Init;
 use llm_from_scratch::model::{lecture_ladder, Bigram, Gpt, GptConfig, Ladder, LadderConfig, LanguageModel};
-use llm_from_scratch::tokenizer::{BpeConfig, BpeTokenizer, CharTokenizer, Tokenizer, WordTokenizer};
+use llm_from_scratch::tokenizer::{
+    BpeConfig, BpeTokenizer, CharTokenizer, Tokenizer, WordTokenizer, ENDOFTEXT,
+};
 use llm_from_scratch::train::{self, TrainConfig, Trainer};
 use llm_from_scratch::Error;
 use tch::{Device, Kind, Tensor};
@@ -223,10 +225,16 @@ fn chapter_6() {
     let unsplit = BpeTokenizer::train(&text, &BpeConfig::new(512).pattern(None)).unwrap();
     let first: Vec<String> = (256..260).map(|id| unsplit.decode(&[id]).unwrap()).collect();
     assert_eq!(first, ["e ", "th", "t ", "s "]);
-    let inner_space =
-        (256..512).filter(|&id| unsplit.decode(&[id]).unwrap().trim_start().contains(' ')).count();
-    assert_eq!(inner_space, 83);
+    let inner_space = |bpe: &BpeTokenizer| {
+        (256..512).filter(|&id| bpe.decode(&[id]).unwrap().trim_start().contains(' ')).count()
+    };
+    assert_eq!(inner_space(&unsplit), 83);
+    assert_eq!(inner_space(&BpeTokenizer::train(&text, &BpeConfig::new(512)).unwrap()), 0);
     assert_near(per_char(&unsplit), 0.509, 0.0005, "unsplit, vocab 512");
+    // A special token takes the last id of the vocabulary, in place of a merge.
+    let with_special = BpeTokenizer::train(&text, &BpeConfig::new(512).special_tokens(&[ENDOFTEXT])).unwrap();
+    assert_eq!((with_special.vocab_size(), with_special.merges().len()), (512, 255));
+    assert_eq!(with_special.special_id(ENDOFTEXT), Some(511));
 }
 
 #[test]
