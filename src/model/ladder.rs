@@ -20,6 +20,7 @@
 //! GPT video"), and that init ([`Init::Gpt`]) is made for the finished block: without the
 //! LayerNorms, signals that start 50 times smaller than the embeddings' `N(0, 1)` make the
 //! lower rungs train far more slowly.
+//!
 //! One difference from the lecture's code: attention here is the fused
 //! [`CausalSelfAttention`] (chapter 4 checks it equals the lecture's per-head form), so even
 //! the one-head rung has its output projection `c_proj`.
