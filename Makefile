@@ -35,7 +35,8 @@ build: setup
 notebooks: setup
 	python scripts/run_notebooks.py --inplace
 
-## bench: training throughput and share of the matmul peak (examples/bench.rs), generation
+## bench: training throughput in fp32 and bf16, each against its matmul peak, beside a PyTorch
+## reference of the same models (examples/bench.rs, scripts/bench_torch.py), generation
 ## with and without the KV cache (examples/generate_bench.rs), then BPE training and encoding
 ## speed against tokenizers and tiktoken-rs (examples/bpe_bench.rs)
 bench: setup

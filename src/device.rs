@@ -46,6 +46,84 @@ pub fn seed(seed: u64) {
     tch::manual_seed(seed as i64);
 }
 
+/// Whether `device` computes in bfloat16 in hardware, so that [`crate::precision::Precision::Bf16`]
+/// trains faster than float32 there: a CPU with AVX512-BF16 or AMX-BF16 (x86) or BF16 (Arm),
+/// a CUDA GPU of compute capability 8.0 (Ampere) or later. A CPU without them still runs
+/// bfloat16, emulated, slower than float32.
+pub fn bf16_supported(device: Device) -> bool {
+    bf16_hardware(device).is_ok()
+}
+
+/// [`bf16_supported`] with its reason: what `device` has that computes in bfloat16
+/// (`"AVX512-BF16"`, `"compute capability 9.0"`), or why not.
+pub fn bf16_hardware(device: Device) -> Result<String, String> {
+    match device {
+        Device::Cpu => {
+            static CPU: std::sync::OnceLock<Option<&str>> = std::sync::OnceLock::new(); // read once
+            let found = CPU.get_or_init(|| {
+                cpu_bf16_instructions(&std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default())
+            });
+            found.map(str::to_owned).ok_or_else(|| {
+                "this CPU has no bfloat16 instructions (AVX512-BF16 or AMX-BF16 on x86, BF16 on Arm \
+                 in /proc/cpuinfo), so libtorch would emulate them, slower than float32"
+                    .to_owned()
+            })
+        }
+        Device::Cuda(index) => match cuda_capability(index) {
+            Some(capability) => cuda_bf16(capability),
+            None => Err(format!("libtorch sees no CUDA device {index}")),
+        },
+        other => Err(format!("{other:?} is not a device this course trains on")),
+    }
+}
+
+/// The bfloat16 instructions a CPU's `/proc/cpuinfo` lists (the best of them), if any.
+pub fn cpu_bf16_instructions(cpuinfo: &str) -> Option<&'static str> {
+    let flags: std::collections::HashSet<&str> = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("flags") || l.starts_with("Features"))
+        .filter_map(|l| l.split_once(':'))
+        .flat_map(|(_, flags)| flags.split_whitespace())
+        .collect();
+    [("amx_bf16", "AMX-BF16"), ("avx512_bf16", "AVX512-BF16"), ("bf16", "BF16")]
+        .into_iter()
+        .find(|(flag, _)| flags.contains(flag))
+        .map(|(_, name)| name)
+}
+
+/// Whether a GPU of compute capability `major.minor` has bfloat16 tensor cores (8.0, Ampere,
+/// and later), as [`bf16_hardware`] says it.
+pub fn cuda_bf16((major, minor): (i32, i32)) -> Result<String, String> {
+    if major >= 8 {
+        Ok(format!("compute capability {major}.{minor}"))
+    } else {
+        Err(format!("a GPU of compute capability {major}.{minor}; bfloat16 needs 8.0 (Ampere) or later"))
+    }
+}
+
+/// The compute capability of CUDA device `index`, from the CUDA runtime libtorch loaded.
+fn cuda_capability(index: usize) -> Option<(i32, i32)> {
+    load_libtorch_cuda();
+    if index >= tch::Cuda::device_count().max(0) as usize {
+        return None;
+    }
+    type GetAttribute = unsafe extern "C" fn(*mut i32, i32, i32) -> i32;
+    // SAFETY: dlsym with a valid C string; the symbol, when present, is the CUDA runtime's
+    // `cudaError_t cudaDeviceGetAttribute(int*, cudaDeviceAttr, int)`.
+    let get: GetAttribute = unsafe {
+        let symbol = libc::dlsym(libc::RTLD_DEFAULT, c"cudaDeviceGetAttribute".as_ptr());
+        if symbol.is_null() {
+            return None;
+        }
+        std::mem::transmute::<*mut libc::c_void, GetAttribute>(symbol)
+    };
+    let (mut major, mut minor) = (0, 0);
+    // cudaDevAttrComputeCapabilityMajor is 75, ...Minor 76; cudaSuccess is 0.
+    // SAFETY: valid out-pointers, a device index libtorch counts.
+    let ok = unsafe { get(&mut major, 75, index as i32) == 0 && get(&mut minor, 76, index as i32) == 0 };
+    ok.then_some((major, minor))
+}
+
 /// Bytes of memory a new allocation on `device` can count on, if known: on the CPU the
 /// kernel's `MemAvailable` (Linux; elsewhere the physical memory). `None` for a GPU (libtorch
 /// does not say; its own out-of-memory error is then the check).

@@ -12,7 +12,8 @@
 //! | [`train`]     | 3, 5    | the training loop, AdamW, schedules, history, checkpoints |
 //! | [`plot`]      | 3, 5, 7 | loss curves, heatmaps, bar charts, inline or saved as PNG |
 //! | [`generate`]  | 5, 7    | sampling (greedy, temperature, top-k, top-p), batches of samples, cached |
-//! | [`device`]    | all     | CPU or CUDA, and seeding                                  |
+//! | [`precision`] | 9       | mixed precision: bfloat16 matmuls under autocast, float32 weights |
+//! | [`device`]    | all     | CPU or CUDA, and seeding; bfloat16 hardware               |
 //! | [`interrupt`] | all     | ■ / Ctrl-C stops training and sampling, keeping the model |
 //! | [`app`]       | CLI     | what only `llm` needs (feature `cli`): run folders ([`app::run`]), Wikipedia dumps ([`app::wiki`]) |
 //! | [`track`]     | any     | optional: the curves live in MLflow's UI (REST API)       |
@@ -28,6 +29,7 @@ pub mod generate;
 pub mod interrupt;
 pub mod model;
 pub mod plot;
+pub mod precision;
 pub mod tokenizer;
 pub mod track;
 pub mod train;
@@ -48,6 +50,7 @@ pub mod prelude {
     pub use crate::interrupt;
     pub use crate::model::{Bigram, Gpt, GptConfig, LanguageModel};
     pub use crate::plot::{self, Figure};
+    pub use crate::precision::Precision;
     pub use crate::tokenizer::{AnyTokenizer, CharTokenizer, Tokenizer, WordTokenizer};
     pub use crate::train::{self, Checkpoint, History, TrainConfig, TrainEvent, Trainer};
     pub use crate::{Error, Result};

@@ -31,6 +31,7 @@
 use crate::data::{self, TokenData};
 use crate::model::{Gpt, GptConfig, LanguageModel, Position};
 use crate::plot::{self, Series};
+use crate::precision::Precision;
 use crate::tokenizer::{AnyTokenizer, BpeConfig, BpeTokenizer, CharTokenizer, Tokenizer, WordTokenizer};
 use crate::track::{self, Tracker};
 use crate::train::{Checkpoint, EvalPoint, History, TrainConfig, TrainEvent, Trainer};
@@ -187,6 +188,11 @@ pub struct RunSpec {
     /// cpu, cuda, cuda:N, or auto (a GPU if there is one).
     #[arg(long, help_heading = "Training")]
     pub device: Option<String>,
+    /// fp32, or bf16: the matmuls and attention in bfloat16, the weights and optimizer state
+    /// in float32. Default: bf16 where the device has bfloat16 hardware, else fp32 (a resumed
+    /// run keeps its own; either resumes in the other).
+    #[arg(long, value_enum, help_heading = "Training")]
+    pub precision: Option<Precision>,
 }
 
 impl RunSpec {
@@ -432,6 +438,9 @@ impl RunConfig {
             device: "auto".into(),
         };
         config.apply(spec)?;
+        if spec.precision.is_none() {
+            config.train.precision = Precision::auto(crate::device::parse(&config.device)?);
+        }
         config.check()?;
         Ok(config)
     }
@@ -528,7 +537,7 @@ impl RunConfig {
         model.vocab_size = model.vocab_size.max(1); // settled later, from the tokenizer
         model.validate_named(&flag)?;
         self.train.validate_named(&flag)?;
-        crate::device::parse(&self.device)?;
+        self.train.precision.check(crate::device::parse(&self.device)?)?;
         Ok(())
     }
 }
@@ -580,6 +589,7 @@ fn apply_training(train: &mut TrainConfig, spec: &RunSpec) -> Result<()> {
     }
     train.seed = spec.seed.unwrap_or(train.seed);
     train.early_stop_patience = spec.early_stop_patience.or(train.early_stop_patience);
+    train.precision = spec.precision.unwrap_or(train.precision);
     Ok(())
 }
 

@@ -548,8 +548,17 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
         (run, lock, plan, model, trainer)
     };
     let c = &plan.config;
+    let device = model.var_store().device();
+    let chosen = if spec.precision.is_some() {
+        String::new()
+    } else if resuming {
+        " (the run's; --precision to change it)".to_owned()
+    } else {
+        " (the default on this device; --precision to change it)".to_owned()
+    };
     eprintln!(
-        "run {}: {} parameters ({} positions), {} tokenizer ({} tokens), {} training tokens, {} steps on {:?}",
+        "run {}: {} parameters ({} positions), {} tokenizer ({} tokens), {} training tokens, {} steps on \
+         {device:?} in {}{chosen}",
         dir.display(),
         model.num_params(),
         c.model.position,
@@ -557,7 +566,7 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
         plan.tokenizer.vocab_size(),
         plan.data.train.size()[0],
         c.train.steps,
-        model.var_store().device()
+        c.train.precision.describe(device),
     );
     // MLflow, if asked for: the trainer sends it the events, the run folder the plots.
     trainer.track(run.start_tracking(args.mlflow.as_deref(), model.num_params(), trainer.history()));

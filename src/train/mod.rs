@@ -44,6 +44,7 @@ pub use schedule::{LrDecay, LrSchedule};
 
 use crate::data::{Split, TokenData};
 use crate::model::LanguageModel;
+use crate::precision::Precision;
 use crate::tokenizer::Tokenizer;
 use crate::track::{self, Tracker};
 use crate::{Error, Result};
@@ -98,6 +99,11 @@ pub struct TrainConfig {
     /// validation loss ([`Trainer::early_stop`]); `None` trains all `steps`.
     #[serde(default)]
     pub early_stop_patience: Option<usize>,
+    /// The forward pass in float32, or its matmuls and attention in bfloat16 under autocast
+    /// ([`crate::precision`]); the weights, gradients and optimizer state are float32 either
+    /// way. A config saved before there was a choice trained in fp32.
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 impl Default for TrainConfig {
@@ -125,6 +131,7 @@ impl Default for TrainConfig {
             log_interval: None,
             seed: 1337,
             early_stop_patience: None,
+            precision: Precision::Fp32,
         }
     }
 }
@@ -420,13 +427,15 @@ pub fn estimate_loss(
 /// micro-batches along `B`, each loss divided by `micro_batches`: the gradients that
 /// accumulate are those of the mean loss over the whole batch, with the activation memory of
 /// one micro-batch. Returns that mean loss (detached, on the device). `B` must be a multiple
-/// of `micro_batches`. `train` switches dropout on.
+/// of `micro_batches`. `train` switches dropout on. Each forward pass runs in `precision`'s
+/// autocast region, each backward pass outside it (as PyTorch advises).
 pub fn backward_accumulated(
     model: &dyn LanguageModel,
     x: &Tensor,
     y: &Tensor,
     micro_batches: usize,
     train: bool,
+    precision: Precision,
 ) -> Result<Tensor> {
     let b = x.size().first().copied().unwrap_or(0);
     if micro_batches == 0 || b % micro_batches as i64 != 0 || b == 0 {
@@ -438,7 +447,10 @@ pub fn backward_accumulated(
     let (xs, ys) = (x.f_chunk(k, 0)?, y.f_chunk(k, 0)?);
     let mut total: Option<Tensor> = None;
     for (x, y) in xs.iter().zip(&ys) {
-        let loss = model.loss(x, y, train)? / micro_batches as f64; // [] mean over its part
+        let loss = {
+            let _autocast = precision.autocast(x.device())?;
+            model.loss(x, y, train)? / micro_batches as f64 // [] mean over its part, float32
+        };
         loss.f_backward()?;
         let loss = loss.f_detach()?;
         total = Some(match total {
@@ -511,6 +523,7 @@ impl Trainer {
     pub fn new(model: &dyn LanguageModel, config: TrainConfig) -> Result<Self> {
         config.validate()?;
         check_block_size(model, &config)?;
+        config.precision.check(model.var_store().device())?;
         let optimizer = AdamW::new(model.var_store(), config.adamw())?;
         Ok(Self {
             config,
@@ -643,6 +656,7 @@ impl Trainer {
         mut after_step: impl FnMut(usize) -> ControlFlow<()>,
     ) -> Result<()> {
         check_block_size(model, &self.config)?;
+        self.config.precision.check(model.var_store().device())?;
         if std::mem::take(&mut self.tracker_from_env) {
             self.tracker = track::trainer_run(&self.config, model.num_params());
         }
@@ -684,7 +698,7 @@ impl Trainer {
             self.optimizer.config.lr = lr;
             let (x, y) = data.get_batch(Split::Train, c.batch_size * c.grad_accum, c.block_size, device)?;
             self.optimizer.zero_grad();
-            let loss = backward_accumulated(model, &x, &y, c.grad_accum, true)?; // [] on the device
+            let loss = backward_accumulated(model, &x, &y, c.grad_accum, true, c.precision)?; // [] on the device
             let log_now = c.log_interval.is_some_and(|k| s % k == 0);
             let norm = match c.grad_clip {
                 Some(max_norm) => Some(clip_grad_norm(&params, max_norm)?),
@@ -799,7 +813,10 @@ impl Trainer {
     ) -> Result<EvalPoint> {
         let c = &self.config;
         tch::manual_seed(eval_seed(c.seed, self.step) as i64);
-        let (train_loss, val_loss) = estimate_loss(model, data, c.batch_size, c.block_size, c.eval_iters)?;
+        let (train_loss, val_loss) = {
+            let _autocast = c.precision.autocast(model.var_store().device())?; // the model as it trains
+            estimate_loss(model, data, c.batch_size, c.block_size, c.eval_iters)?
+        };
         let point =
             EvalPoint { step: self.step, train_loss, val_loss, lr: self.lr(), tokens_per_sec, grad_norm };
         self.history.points.push(point.clone());

@@ -20,6 +20,7 @@ mod data_and_bigram;
 mod generate;
 mod gpt;
 mod hf;
+mod precision;
 mod tokenizer;
 mod train;
 mod try_this;

@@ -7,6 +7,7 @@ use crate::common::{rng_lock, shakespeare_text, TempDir};
 use crate::tiny_model::{self, text_data, TinyModel};
 use llm_from_scratch::data::{Split, TokenData};
 use llm_from_scratch::model::{Bigram, LanguageModel};
+use llm_from_scratch::precision::Precision;
 use llm_from_scratch::tokenizer::{CharTokenizer, Tokenizer};
 use llm_from_scratch::train::{
     self, backward_accumulated, clip_grad_norm, grad_norm, AdamW, AdamWConfig, EvalPoint, History, LogPoint,
@@ -263,17 +264,21 @@ fn accumulating_k_micro_batches_gives_the_gradient_of_one_k_times_larger_batch()
     let model = TinyModel::new(tok.vocab_size(), 16, 0.0);
     let (x, y) = data.get_batch(Split::Train, 32, 8, Device::Cpu).unwrap();
 
-    let whole = backward_accumulated(&model, &x, &y, 1, true).unwrap().double_value(&[]);
+    let whole = backward_accumulated(&model, &x, &y, 1, true, Precision::Fp32).unwrap().double_value(&[]);
     let whole_grads = grads_of(&model);
     for p in model.vs.trainable_variables() {
         let _ = p.grad().zero_();
     }
-    let accumulated = backward_accumulated(&model, &x, &y, 4, true).unwrap().double_value(&[]);
+    let accumulated =
+        backward_accumulated(&model, &x, &y, 4, true, Precision::Fp32).unwrap().double_value(&[]);
     assert!((whole - accumulated).abs() < 1e-6, "mean loss {whole} vs {accumulated}");
     assert_same_grads(&grads_of(&model), &whole_grads, 1e-5);
 
-    assert!(matches!(backward_accumulated(&model, &x, &y, 5, true), Err(Error::Config(_))), "32 = 5 × ?");
-    assert!(matches!(backward_accumulated(&model, &x, &y, 0, true), Err(Error::Config(_))));
+    assert!(
+        matches!(backward_accumulated(&model, &x, &y, 5, true, Precision::Fp32), Err(Error::Config(_))),
+        "32 = 5 × ?"
+    );
+    assert!(matches!(backward_accumulated(&model, &x, &y, 0, true, Precision::Fp32), Err(Error::Config(_))));
 }
 
 #[test]
