@@ -55,7 +55,10 @@ fn ours(model: &Gpt, config: TrainConfig, data: &TokenData, warmup: usize) -> Re
 
 /// The same rows in eager PyTorch: scripts/bench_torch.py, one JSON line each way per row.
 fn pytorch(rows: &[(GptConfig, TrainConfig, usize, usize)]) -> Result<Vec<Timing>> {
-    let python = std::env::var("VIRTUAL_ENV").map_or("python3".into(), |venv| format!("{venv}/bin/python"));
+    // The venv's python: the one `make bench` puts first, else this checkout's.
+    let venv =
+        std::env::var("VIRTUAL_ENV").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/.venv").into());
+    let python = format!("{venv}/bin/python");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/bench_torch.py");
     let fail = |what: String| Error::Config(format!("the PyTorch reference ({python} {script}): {what}"));
     let mut child = Command::new(&python)

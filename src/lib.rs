@@ -16,6 +16,7 @@
 //! | [`device`]    | all     | CPU or CUDA, and seeding; bfloat16 hardware               |
 //! | [`interrupt`] | all     | ■ / Ctrl-C stops training and sampling, keeping the model |
 //! | [`app`]       | CLI     | what only `llm` needs (feature `cli`): run folders ([`app::run`]), Wikipedia dumps ([`app::wiki`]) |
+//! | [`report`]    | 5       | a run watched live in its cell (and in MLflow, when asked) |
 //! | [`track`]     | any     | optional: the curves live in MLflow's UI (REST API)       |
 //!
 //! Every fallible call returns [`Result`] with an [`Error`] that says what went wrong and
@@ -30,6 +31,7 @@ pub mod interrupt;
 pub mod model;
 pub mod plot;
 pub mod precision;
+pub mod report;
 pub mod tokenizer;
 pub mod track;
 pub mod train;
@@ -51,6 +53,7 @@ pub mod prelude {
     pub use crate::model::{Bigram, Gpt, GptConfig, LanguageModel};
     pub use crate::plot::{self, Figure};
     pub use crate::precision::Precision;
+    pub use crate::report::LiveReport;
     pub use crate::tokenizer::{AnyTokenizer, CharTokenizer, Tokenizer, WordTokenizer};
     pub use crate::train::{self, Checkpoint, History, TrainConfig, TrainEvent, Trainer};
     pub use crate::{Error, Result};

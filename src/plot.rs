@@ -465,7 +465,9 @@ pub fn bar_charts(title: &str, panels: &[Bars], columns: usize) -> Result<Figure
     let columns = columns.min(panels.len());
     let panel_rows = panels.len().div_ceil(columns);
     let widest = panels.iter().map(|p| p.values.len()).max().unwrap_or(1) as u32;
-    let panel_width: u32 = 300.max(22 * widest + 90);
+    // Each bar as wide as its longest name (about 7 px a character), at least 22 px.
+    let longest = panels.iter().flat_map(|p| &p.labels).map(|l| l.chars().count()).max().unwrap_or(1) as u32;
+    let panel_width: u32 = 300.max(widest * 22.max(7 * longest + 8) + 90);
     const PANEL_HEIGHT: u32 = 300;
     const TITLE: u32 = 50;
     let (width, height) = (columns as u32 * panel_width, TITLE + panel_rows as u32 * PANEL_HEIGHT);

@@ -7,6 +7,17 @@
 //! puts runs side by side to compare. `make mlflow` starts one on <http://127.0.0.1:5000>; set
 //! `MLFLOW_TRACKING_URI=http://127.0.0.1:5000` (or pass `llm train --mlflow URI`) and train.
 //!
+//! The metrics are named so the UI explains itself, and every run's description (its
+//! overview's note) says what they are:
+//!
+//! | metric                          | what                                                          |
+//! |---------------------------------|---------------------------------------------------------------|
+//! | `loss/train`, `loss/val`        | the estimates: mean cross-entropy over `eval_iters` batches of each split, every `eval_interval` steps |
+//! | `loss/batch`                    | the loss of the one batch of a step, every `log_interval` steps (noisier) |
+//! | `lr`, `grad_norm`, `tokens_per_sec` | from the log lines; from the estimates in a run without log lines |
+//!
+//! Losses are in nats per token (natural log; divide by ln 2 ≈ 0.693 for bits).
+//!
 //! A [`Tracker`] is one MLflow run. It speaks MLflow's REST API 2.0, JSON over HTTP:
 //!
 //! | what                          | request                                                        |
@@ -84,8 +95,9 @@ impl RunStatus {
 /// One MLflow run, logged to from a background thread. See the [module docs](crate::track).
 ///
 /// Cheap calls that never block: [`Tracker::log_params`], [`Tracker::log_event`],
-/// [`Tracker::log_artifact`]. A notebook can keep one in a variable, or hand it to a
-/// [`Trainer`](crate::train::Trainer) with `trainer.track(Some(tracker))`.
+/// [`Tracker::log_artifact`]. A notebook gets one from its [`LiveReport`](crate::report::LiveReport)
+/// (with `MLFLOW_TRACKING_URI` set), or starts one and hands it the events itself:
+/// `trainer.run(&model, &data, |e| tracker.log_event(e))`.
 pub struct Tracker {
     uri: String,
     experiment_id: String,
@@ -99,7 +111,17 @@ pub struct Tracker {
     /// The sender thread says here that it has ended the run.
     ended: Mutex<Option<Receiver<()>>>,
     shared: Arc<Shared>,
+    /// Whether `lr`, `grad_norm` and `tokens_per_sec` come with the estimates (a run without
+    /// log lines) rather than with the log lines (see [`Tracker::rates_with_estimates`]).
+    rates_with_estimates: AtomicBool,
 }
+
+/// The description of every run (MLflow shows it as the run's note): what the metrics are.
+const RUN_NOTE: &str = "Losses are cross-entropy in nats per token (divide by ln 2 = 0.693 for bits). \
+loss/train and loss/val: estimates, the mean over eval_iters batches of each split every eval_interval \
+steps. loss/batch: the loss of the one training batch of a step, every log_interval steps (noisier). \
+lr, grad_norm (before clipping) and tokens_per_sec: at the log lines, or at the estimates in a run \
+without log lines.";
 
 /// What the caller and the sender thread both see.
 struct Shared {
@@ -152,7 +174,10 @@ impl Tracker {
         let fail = |reason: String| Error::Tracking { uri: uri.clone(), reason };
         let api = Api::new(&uri).map_err(fail)?;
         let experiment_id = api.experiment_id(experiment).map_err(fail)?;
-        let mut tags = vec![json!({"key": "mlflow.source.name", "value": "llm-from-scratch"})];
+        let mut tags = vec![
+            json!({"key": "mlflow.source.name", "value": "llm-from-scratch"}),
+            json!({"key": "mlflow.note.content", "value": RUN_NOTE}),
+        ];
         if let Ok(user) = std::env::var("USER") {
             tags.push(json!({"key": "mlflow.user", "value": user}));
         }
@@ -206,11 +231,34 @@ impl Tracker {
         }
     }
 
-    /// A training event as metrics at its step: a loss estimate as `train_loss`, `val_loss`,
-    /// `lr` (and `tokens_per_sec`, `grad_norm` when known), a log line as `loss`, `lr`,
-    /// `grad_norm` (and `tokens_per_sec`); an early stop is no metric.
+    /// The run for a training run of `config`, of a model of `num_params` parameters, on the
+    /// server [`URI_VAR`] names (`None` without one): in [`EXPERIMENT_VAR`]'s experiment or
+    /// the [`DEFAULT_EXPERIMENT`], with the settings and the size as its params. The one place
+    /// a run is attached from the environment; a notebook's [`LiveReport`](crate::report::LiveReport)
+    /// calls it when its run starts.
+    pub fn for_training(config: &TrainConfig, num_params: usize) -> Option<Tracker> {
+        let tracker = Tracker::from_env(DEFAULT_EXPERIMENT, None)?;
+        let mut params = params_of(config);
+        params.push(("num_params".into(), num_params.to_string()));
+        tracker.log_params(&params);
+        tracker.rates_with_estimates(config.log_interval.is_none());
+        Some(tracker)
+    }
+
+    /// Take `lr`, `grad_norm` and `tokens_per_sec` from the estimates (`true`: a run without
+    /// log lines) or from the log lines (`false`), never both: at a step with an estimate and
+    /// a log line they differ (other spans of time, other steps' gradients), and two values
+    /// at one step draw a jump. Until this is called, from the estimates.
+    pub fn rates_with_estimates(&self, yes: bool) {
+        self.rates_with_estimates.store(yes, Ordering::Relaxed);
+    }
+
+    /// A training event as metrics at its step: a loss estimate as `loss/train` and
+    /// `loss/val`, a log line as `loss/batch`, `lr`, `grad_norm` and `tokens_per_sec` (those
+    /// three from the estimates instead, see [`Tracker::rates_with_estimates`]). The rest
+    /// are no metrics.
     pub fn log_event(&self, event: &TrainEvent) {
-        let metrics = event_metrics(event, now_ms());
+        let metrics = event_metrics(event, self.rates_with_estimates.load(Ordering::Relaxed), now_ms());
         if !metrics.is_empty() {
             self.enqueue(Job::Metrics(metrics));
         }
@@ -303,6 +351,7 @@ impl Tracker {
             queue: Mutex::new(Some(queue)),
             ended: Mutex::new(Some(ended)),
             shared,
+            rates_with_estimates: AtomicBool::new(true),
         })
     }
 
@@ -333,17 +382,6 @@ impl Drop for Tracker {
     }
 }
 
-/// The run a [`Trainer`](crate::train::Trainer) starts by itself when [`URI_VAR`] is set: in
-/// the [`DEFAULT_EXPERIMENT`] (or [`EXPERIMENT_VAR`]'s), with the training settings and the
-/// model's size as its params.
-pub fn trainer_run(config: &TrainConfig, num_params: usize) -> Option<Tracker> {
-    let tracker = Tracker::from_env(DEFAULT_EXPERIMENT, None)?;
-    let mut params = params_of(config);
-    params.push(("num_params".into(), num_params.to_string()));
-    tracker.log_params(&params);
-    Some(tracker)
-}
-
 /// A config (any `Serialize`, as JSON) as MLflow params: nested fields joined with dots
 /// (`model.n_layer`), strings as they are, everything else as its JSON text.
 pub fn params_of(value: &impl serde::Serialize) -> Vec<(String, String)> {
@@ -368,33 +406,34 @@ pub fn params_of(value: &impl serde::Serialize) -> Vec<(String, String)> {
     out
 }
 
-/// The metrics of one event, stamped `timestamp` (ms since 1970).
-fn event_metrics(event: &TrainEvent, timestamp: i64) -> Vec<Value> {
-    let (step, values): (usize, Vec<(&str, Option<f64>)>) = match event {
-        TrainEvent::Eval(p) => (
-            p.step,
-            vec![
-                ("train_loss", Some(p.train_loss)),
-                ("val_loss", Some(p.val_loss)),
-                ("lr", Some(p.lr)),
-                ("tokens_per_sec", p.tokens_per_sec),
-                ("grad_norm", p.grad_norm),
-            ],
-        ),
-        TrainEvent::Log(l) => (
-            l.step,
-            vec![
-                ("loss", Some(l.loss)),
-                ("lr", Some(l.lr)),
-                ("grad_norm", Some(l.grad_norm)),
-                ("tokens_per_sec", l.tokens_per_sec),
-            ],
-        ),
-        // Not a measurement; the run stays open, as a trainer continues after a stop.
-        TrainEvent::Stopped { .. } | TrainEvent::EarlyStopped(_) | TrainEvent::Progress(_) => {
-            return Vec::new()
+/// The metrics of one event, stamped `timestamp` (ms since 1970); the rates (`lr`,
+/// `grad_norm`, `tokens_per_sec`) with the estimates if `rates_with_estimates`, else with the
+/// log lines.
+fn event_metrics(event: &TrainEvent, rates_with_estimates: bool, timestamp: i64) -> Vec<Value> {
+    let (step, mut values): (usize, Vec<(&str, Option<f64>)>) = match event {
+        TrainEvent::Eval(p) => {
+            (p.step, vec![("loss/train", Some(p.train_loss)), ("loss/val", Some(p.val_loss))])
         }
+        TrainEvent::Log(l) => (l.step, vec![("loss/batch", Some(l.loss))]),
+        // Not a measurement; the run stays open, as a trainer continues after a stop.
+        TrainEvent::Started(_)
+        | TrainEvent::Stopped { .. }
+        | TrainEvent::EarlyStopped(_)
+        | TrainEvent::Progress(_) => return Vec::new(),
     };
+    match event {
+        TrainEvent::Eval(p) if rates_with_estimates => values.extend([
+            ("lr", Some(p.lr)),
+            ("grad_norm", p.grad_norm),
+            ("tokens_per_sec", p.tokens_per_sec),
+        ]),
+        TrainEvent::Log(l) if !rates_with_estimates => values.extend([
+            ("lr", Some(l.lr)),
+            ("grad_norm", Some(l.grad_norm)),
+            ("tokens_per_sec", l.tokens_per_sec),
+        ]),
+        _ => {}
+    }
     values
         .into_iter()
         .filter_map(|(key, value)| {
@@ -637,11 +676,18 @@ mod tests {
             tokens_per_sec: None,
             grad_norm: Some(0.5),
         });
-        let metrics = event_metrics(&eval, 7);
-        let keys: Vec<&str> = metrics.iter().filter_map(|m| m["key"].as_str()).collect();
-        assert_eq!(keys, ["train_loss", "val_loss", "lr", "grad_norm"]);
+        let keys = |metrics: &[Value]| -> Vec<String> {
+            metrics.iter().filter_map(|m| m["key"].as_str().map(str::to_owned)).collect()
+        };
+        let metrics = event_metrics(&eval, true, 7);
+        assert_eq!(keys(&metrics), ["loss/train", "loss/val", "lr", "grad_norm"]);
         assert!(metrics.iter().all(|m| m["step"] == 250 && m["timestamp"] == 7));
         assert_eq!(metrics[1]["value"], 1.75);
+        assert_eq!(
+            keys(&event_metrics(&eval, false, 7)),
+            ["loss/train", "loss/val"],
+            "the rates come with the log lines"
+        );
 
         let log = TrainEvent::Log(LogPoint {
             step: 10,
@@ -650,7 +696,8 @@ mod tests {
             grad_norm: f64::INFINITY,
             tokens_per_sec: Some(5000.0),
         });
-        let metrics = event_metrics(&log, 8);
+        assert_eq!(keys(&event_metrics(&log, true, 8)), ["loss/batch"], "the rates come with the estimates");
+        let metrics = event_metrics(&log, false, 8);
         let pairs: Vec<(String, Value)> = metrics
             .iter()
             .map(|m| (m["key"].as_str().unwrap_or_default().to_string(), m["value"].clone()))
@@ -658,7 +705,7 @@ mod tests {
         assert_eq!(
             pairs,
             [
-                ("loss".to_string(), json!("NaN")),
+                ("loss/batch".to_string(), json!("NaN")),
                 ("lr".to_string(), json!(1e-4)),
                 ("grad_norm".to_string(), json!("Infinity")),
                 ("tokens_per_sec".to_string(), json!(5000.0)),

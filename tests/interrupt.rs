@@ -38,7 +38,7 @@ fn an_interrupt_stops_training_and_sampling_and_keeps_everything() {
         .unwrap();
     // The process is still here, and the run stopped after that step, saying so.
     assert_eq!(trainer.step(), 26);
-    assert_eq!(events.last(), Some(&TrainEvent::Stopped { step: 26, until: 60 }));
+    assert_eq!(events.last(), Some(&TrainEvent::Stopped { step: 26, steps: 60 }));
     assert!(events.last().unwrap().to_string().starts_with("stopped at step 26 of 60:"));
     assert_eq!(interrupt::requested(), Some(interrupt::SIGINT));
     let steps: Vec<usize> = trainer.history().points.iter().map(|p| p.step).collect();

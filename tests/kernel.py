@@ -143,7 +143,7 @@ def main():
 
         # The live report: progress from the first step, the plot under it, the lines under that.
         reply, out = k.run(
-            'let mut live = train::LiveReport::new("live");\n'
+            'let mut live = LiveReport::new("live");\n'
             "let mut short = Trainer::new(&model, TrainConfig { steps: 40, batch_size: 4, block_size: 16,\n"
             "    eval_interval: 20, eval_iters: 1, ..TrainConfig::default() })?;\n"
             "short.run(&model, &data, |e| live.show(e))?;"

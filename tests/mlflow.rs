@@ -9,6 +9,7 @@ mod common;
 use common::{TempDir, TINY};
 use llm_from_scratch::data::TokenData;
 use llm_from_scratch::model::{Bigram, LanguageModel};
+use llm_from_scratch::report::LiveReport;
 use llm_from_scratch::tokenizer::{CharTokenizer, Tokenizer};
 use llm_from_scratch::train::{TrainConfig, Trainer};
 use serde_json::{json, Value};
@@ -21,7 +22,7 @@ use std::time::{Duration, Instant};
 const STARTUP: Duration = Duration::from_secs(90);
 
 /// One test at a time: two servers starting at once on two cores starve the runs they serve,
-/// and the Trainer's test sets `MLFLOW_TRACKING_URI` for this process.
+/// and the live report's test sets `MLFLOW_TRACKING_URI` for this process.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn my_turn() -> std::sync::MutexGuard<'static, ()> {
@@ -208,7 +209,7 @@ fn jsonl(run: &Path, kind: &str, key: &str) -> Vec<(u64, f64)> {
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
         .filter(|v| v["kind"] == kind)
-        .map(|v| (v["step"].as_u64().unwrap(), v[key].as_f64().unwrap()))
+        .filter_map(|v| Some((v["step"].as_u64().unwrap(), v[key].as_f64()?))) // null: no metric
         .collect()
 }
 
@@ -257,16 +258,29 @@ fn a_short_run_logs_its_params_curves_and_plots() {
     // The estimates at the steps the run evaluates at, the log lines at the log steps, with
     // the very numbers the run folder's metrics.jsonl has.
     let run = dir.join("run");
-    let val_loss = server.history(run_id, "val_loss");
+    // The estimates as loss/train and loss/val, a batch's loss as loss/batch, so the UI says
+    // which is which; the rates once per step, from the log lines only (the estimates at the
+    // same steps would give a second, different value: a jump in the chart).
+    let val_loss = server.history(run_id, "loss/val");
     assert_eq!(val_loss.iter().map(|p| p.0).collect::<Vec<_>>(), [0, 5, 10]);
     assert_eq!(val_loss, jsonl(&run, "eval", "val_loss"));
-    assert_eq!(server.history(run_id, "train_loss"), jsonl(&run, "eval", "train_loss"));
-    let loss = server.history(run_id, "loss");
+    assert_eq!(server.history(run_id, "loss/train"), jsonl(&run, "eval", "train_loss"));
+    let loss = server.history(run_id, "loss/batch");
     assert_eq!(loss.iter().map(|p| p.0).collect::<Vec<_>>(), [0, 5]);
     assert_eq!(loss, jsonl(&run, "log", "loss"));
     for key in ["lr", "grad_norm", "tokens_per_sec"] {
-        assert!(!server.history(run_id, key).is_empty(), "no {key}");
+        let points = server.history(run_id, key);
+        let from_log_lines = jsonl(&run, "log", key);
+        assert_eq!(points.iter().map(|p| p.0).collect::<Vec<_>>(), [0, 5], "{key}: one value per log line");
+        assert_eq!(points, from_log_lines, "{key}");
     }
+    for old in ["val_loss", "train_loss", "loss"] {
+        assert!(server.history(run_id, old).is_empty(), "{old} is no metric any more");
+    }
+    // The units, where the run's overview shows them: its description.
+    let tags = runs[0]["data"]["tags"].as_array().unwrap();
+    let note = tags.iter().find(|t| t["key"] == "mlflow.note.content").expect("a description");
+    assert!(note["value"].as_str().unwrap().contains("nats per token"), "{note}");
 
     // config.json as written, and the last loss.png drawn.
     let listed = server.get("artifacts/list", &[("run_id", run_id)]);
@@ -287,7 +301,7 @@ fn a_short_run_logs_its_params_curves_and_plots() {
     let runs = server.runs("cli-test");
     let resumed = runs.iter().find(|r| r["info"]["run_id"] != run_id).expect("a second run");
     let resumed_id = resumed["info"]["run_id"].as_str().unwrap();
-    assert_eq!(server.history(resumed_id, "val_loss"), jsonl(&run, "eval", "val_loss"));
+    assert_eq!(server.history(resumed_id, "loss/val"), jsonl(&run, "eval", "val_loss"));
     assert_eq!(jsonl(&run, "eval", "val_loss").iter().map(|p| p.0).collect::<Vec<_>>(), [0, 5, 10, 15]);
 }
 
@@ -322,7 +336,7 @@ fn a_server_that_dies_mid_run_costs_one_warning_and_no_training() {
         );
         let runs = server.runs("llm-from-scratch");
         let run_id = runs.first().and_then(|r| r["info"]["run_id"].as_str());
-        if run_id.is_some_and(|id| !server.history(id, "loss").is_empty()) {
+        if run_id.is_some_and(|id| !server.history(id, "loss/batch").is_empty()) {
             break;
         }
         assert!(Instant::now() < deadline, "no metric in MLflow within 60 s; server log:\n{}", server.log());
@@ -387,10 +401,10 @@ fn no_server_there_is_one_warning_and_the_run_trains() {
 }
 
 /// The notebooks' way: no flag, just `MLFLOW_TRACKING_URI` (and here `MLFLOW_EXPERIMENT_NAME`)
-/// set when the Trainer first trains; dropping the Trainer ends the run.
+/// set when the run starts; the live report attaches the MLflow run, and dropping it ends it.
 #[test]
 #[ignore = "needs MLflow: make test installs it (scripts/mlflow.sh install) and runs this with --ignored"]
-fn the_trainer_logs_to_the_server_the_environment_names() {
+fn a_notebooks_live_report_logs_to_the_server_the_environment_names() {
     let _turn = my_turn();
     let server = Server::start("mlflow-server-trainer");
     let text: String = (0..200).map(|i| format!("All: Speak, speak. ({i})\n")).collect();
@@ -405,16 +419,17 @@ fn the_trainer_logs_to_the_server_the_environment_names() {
         ..Default::default()
     };
     let mut trainer = Trainer::new(&model, config).unwrap();
+    let mut live = LiveReport::new("a notebook's run");
     // Safe here: every test of this file holds the turn, and none reads the environment meanwhile.
     std::env::set_var("MLFLOW_TRACKING_URI", server.uri());
     std::env::set_var("MLFLOW_EXPERIMENT_NAME", "notebook");
-    let trained = trainer.train_until(&model, &data, 12, |_| {}); // in two pieces, as a notebook does
+    let trained = trainer.train_until(&model, &data, 12, |e| live.show(e)); // in two pieces, as a notebook does
     std::env::remove_var("MLFLOW_TRACKING_URI");
     std::env::remove_var("MLFLOW_EXPERIMENT_NAME");
     trained.unwrap();
-    trainer.train_until(&model, &data, 20, |_| {}).unwrap();
-    let run_id = trainer.tracker().expect("a tracker from MLFLOW_TRACKING_URI").run_id().to_string();
-    drop(trainer); // ends the MLflow run, after what is queued
+    trainer.train_until(&model, &data, 20, |e| live.show(e)).unwrap();
+    let run_id = live.tracker().expect("a tracker from MLFLOW_TRACKING_URI").run_id().to_string();
+    drop(live); // ends the MLflow run, after what is queued
 
     let runs = server.runs("notebook");
     assert_eq!(runs.len(), 1, "{runs:?}");
@@ -431,6 +446,7 @@ fn the_trainer_logs_to_the_server_the_environment_names() {
     }
     assert!(params.contains(&("num_params", model.num_params().to_string().as_str())), "{params:?}");
     let steps = |key| server.history(&run_id, key).iter().map(|p| p.0).collect::<Vec<_>>();
-    assert_eq!(steps("val_loss"), [0, 10, 20]);
-    assert_eq!(steps("loss"), [0, 4, 8, 12, 16]);
+    assert_eq!(steps("loss/val"), [0, 10, 20]);
+    assert_eq!(steps("loss/batch"), [0, 4, 8, 12, 16]);
+    assert_eq!(steps("lr"), [0, 4, 8, 12, 16], "the rates from the log lines only");
 }

@@ -878,7 +878,7 @@ impl Run {
     /// run (a warning on stderr; training goes on without). The MLflow run is named after the
     /// folder and gets the configuration (plus `run_dir` and `num_params`) as params,
     /// `config.json` as a file, and `history`'s events (a resumed run's curves so far).
-    /// Hand it to the trainer ([`Trainer::track`]): [`Run::train`] then uploads the plots.
+    /// Hand it to [`Run::train`]: it gets the events and the plots.
     pub fn start_tracking(&self, uri: Option<&str>, num_params: usize, history: &History) -> Option<Tracker> {
         let name = self.dir.file_name().map(|n| n.to_string_lossy().into_owned());
         let tracker = match uri {
@@ -889,6 +889,7 @@ impl Run {
         params.push(("run_dir".into(), absolute(&self.dir).display().to_string()));
         params.push(("num_params".into(), num_params.to_string()));
         tracker.log_params(&params);
+        tracker.rates_with_estimates(self.config.train.log_interval.is_none());
         if let Ok(bytes) = std::fs::read(self.dir.join(CONFIG_FILE)) {
             tracker.log_artifact(CONFIG_FILE, bytes);
         }
@@ -919,10 +920,10 @@ impl Run {
     /// Train `model` with `trainer` until its configured steps are done, in pieces of
     /// `eval_interval` steps. After each piece: `checkpoints/latest` is saved (atomically),
     /// `checkpoints/best` too when the validation loss is the lowest so far, and the plots
-    /// are redrawn (and uploaded to the trainer's MLflow run, if it has one); every log line
-    /// and estimate goes to `metrics.jsonl` as it happens.
+    /// are redrawn (and uploaded to `tracker`'s MLflow run, if there is one); every log line
+    /// and estimate goes to `metrics.jsonl`, and every event to `tracker`, as it happens.
     ///
-    /// `on_event` sees the trainer's events; `after_step` is called after every optimizer
+    /// `on_event` sees the trainer's events too; `after_step` is called after every optimizer
     /// step and may stop the run there with `ControlFlow::Break(())`. An interrupt (Ctrl-C,
     /// SIGTERM: [`crate::interrupt`]) stops it too. Stopped, the latest checkpoint is saved at
     /// that step. Returns whether the run finished.
@@ -932,6 +933,7 @@ impl Run {
         trainer: &mut Trainer,
         data: &TokenData,
         tokenizer: &AnyTokenizer,
+        tracker: Option<&Tracker>,
         mut on_event: impl FnMut(&TrainEvent),
         mut after_step: impl FnMut(usize) -> ControlFlow<()>,
     ) -> Result<bool> {
@@ -955,6 +957,9 @@ impl Run {
                     if let Err(e) = self.append_metrics(event) {
                         metrics_error.get_or_insert(e);
                     }
+                    if let Some(tracker) = tracker {
+                        tracker.log_event(event);
+                    }
                     if let TrainEvent::Eval(p) = event {
                         evals.push(p.clone());
                     }
@@ -977,7 +982,7 @@ impl Run {
             }
             if !evals.is_empty() {
                 self.plot(trainer.history())?;
-                if let Some(tracker) = trainer.tracker() {
+                if let Some(tracker) = tracker {
                     self.upload_plots(tracker);
                 }
             }
@@ -1005,6 +1010,7 @@ fn history_events(history: &History) -> Vec<TrainEvent> {
     events.sort_by_key(|e| match e {
         TrainEvent::Log(l) => (l.step + 1, 0),
         TrainEvent::Eval(p) => (p.step, 1),
+        TrainEvent::Started(s) => (s.step, 0),
         TrainEvent::Stopped { step, .. } => (*step, 2),
         TrainEvent::EarlyStopped(e) => (e.step, 2),
         TrainEvent::Progress(p) => (p.step, 2),
@@ -1023,8 +1029,9 @@ fn metrics_line(event: &TrainEvent) -> String {
             "grad_norm": l.grad_norm, "tokens_per_sec": l.tokens_per_sec}),
         TrainEvent::Eval(p) => serde_json::json!({"kind": "eval", "step": p.step, "train_loss": p.train_loss,
             "val_loss": p.val_loss, "lr": p.lr, "grad_norm": p.grad_norm, "tokens_per_sec": p.tokens_per_sec}),
+        TrainEvent::Started(_) => return String::new(), // config.json says it
         TrainEvent::Stopped { .. } => return String::new(), // not a measurement: the checkpoint says it
-        TrainEvent::Progress(_) => return String::new(),    // the estimates and log lines are the record
+        TrainEvent::Progress(_) => return String::new(), // the estimates and log lines are the record
         TrainEvent::EarlyStopped(e) => serde_json::json!({"kind": "early_stop", "step": e.step,
             "best_step": e.best_step, "best_val_loss": e.best_val_loss, "estimates_since": e.estimates_since}),
     };

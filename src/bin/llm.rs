@@ -568,8 +568,8 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
         c.train.steps,
         c.train.precision.describe(device),
     );
-    // MLflow, if asked for: the trainer sends it the events, the run folder the plots.
-    trainer.track(run.start_tracking(args.mlflow.as_deref(), model.num_params(), trainer.history()));
+    // MLflow, if asked for: the run folder sends it the events and the plots.
+    let tracker = run.start_tracking(args.mlflow.as_deref(), model.num_params(), trainer.history());
 
     // Ctrl-C or SIGTERM: the trainer finishes the step (the library's interrupt flag), the
     // run saves, and we exit. A second one exits at once.
@@ -596,6 +596,7 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
         &mut trainer,
         &plan.data,
         &plan.tokenizer,
+        tracker.as_ref(),
         |event| match (&bar, event) {
             (Some(bar), TrainEvent::Log(l)) => bar.set_message(format!(
                 "loss {:.4}{}",
@@ -604,8 +605,9 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
             )),
             (Some(bar), TrainEvent::Eval(_)) => bar.println(event.to_string()),
             (Some(bar), TrainEvent::EarlyStopped(_)) => bar.println(event.to_string()),
-            (Some(_), TrainEvent::Stopped { .. }) => {} // said below, with the resume command
-            (_, TrainEvent::Progress(_)) => {}          // the bar moves every step; a log has its lines
+            (_, TrainEvent::Started(_)) => {}     // the first line said it
+            (_, TrainEvent::Stopped { .. }) => {} // said below, with the resume command
+            (_, TrainEvent::Progress(_)) => {}    // the bar moves every step; a log has its lines
             (None, _) => println!("{event}"),
         },
         |step| {
@@ -618,7 +620,7 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
-    if let Some(tracker) = trainer.tracker() {
+    if let Some(tracker) = &tracker {
         tracker.finish(match result {
             Ok(true) => RunStatus::Finished,
             Ok(false) => RunStatus::Killed,
@@ -644,8 +646,9 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
     }
     let sig = interrupt::requested().unwrap_or(interrupt::SIGINT);
     eprintln!(
-        "stopped at step {} ({}); checkpoint saved in {}.\nResume with: llm train --resume --run-dir {}",
+        "stopped at step {} of {} ({}); checkpoint saved in {}.\nResume with: llm train --resume --run-dir {}",
         trainer.step(),
+        trainer.config().steps,
         if sig == interrupt::SIGTERM { "SIGTERM" } else { "Ctrl-C" },
         run.latest().display(),
         dir.display()

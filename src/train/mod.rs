@@ -12,9 +12,12 @@
 //!   optimizer step, for batches larger than memory allows;
 //! - [`Trainer`]: the loop itself, resumable, and usable piece by piece across notebook cells;
 //! - [`History`] (`history`): every loss estimate and log line, as plots, JSON or CSV;
-//! - [`LiveReport`] (`live`): a compact line per estimate and a loss plot redrawn in place,
-//!   while the notebook cell trains;
 //! - [`checkpoint`]: save a run and continue it exactly later.
+//!
+//! The trainer reports what happens as [`TrainEvent`]s to the observer each training call is
+//! given (a closure), and knows none of them: the notebook's live report and MLflow
+//! ([`crate::report`], [`crate::track`]), the command line's run folder ([`crate::app`]) each
+//! take the events they want.
 //!
 //! Two rules keep a run fast and repeatable:
 //!
@@ -32,21 +35,18 @@ mod adamw;
 pub mod checkpoint;
 mod clip;
 mod history;
-mod live;
 mod schedule;
 
 pub use adamw::{AdamW, AdamWConfig, ParamState};
 pub use checkpoint::Checkpoint;
 pub use clip::{clip_grad_norm, grad_norm};
 pub use history::{EvalPoint, History, LogPoint};
-pub use live::LiveReport;
 pub use schedule::{LrDecay, LrSchedule};
 
 use crate::data::{Split, TokenData};
 use crate::model::LanguageModel;
 use crate::precision::Precision;
 use crate::tokenizer::Tokenizer;
-use crate::track::{self, Tracker};
 use crate::{Error, Result};
 use std::ops::ControlFlow;
 use std::path::Path;
@@ -309,6 +309,9 @@ pub fn eval_seed(seed: u64, step: usize) -> u64 {
 /// What [`Trainer::train_until`] reports as it goes.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TrainEvent {
+    /// A training call begins (before its first estimate or step; not when it has nothing to
+    /// do): what trains, where, how.
+    Started(Start),
     /// A loss estimate (also recorded in the history's `points`).
     Eval(EvalPoint),
     /// A log line every `log_interval` steps (recorded in the history's `logs`).
@@ -317,12 +320,28 @@ pub enum TrainEvent {
     /// [`PROGRESS_EVERY`], and after its last (the live report's line that moves; not recorded
     /// in the history).
     Progress(Progress),
-    /// The run stopped early, after `step` of `until` steps, because ■ (or Ctrl-C) asked it
-    /// to ([`crate::interrupt`]). Everything is kept: another call continues from `step`.
-    Stopped { step: usize, until: usize },
+    /// The run stopped early, after `step` of its `steps`, because ■ (or Ctrl-C, or SIGTERM)
+    /// asked it to ([`crate::interrupt`]). Everything is kept: another call continues from
+    /// `step`.
+    Stopped { step: usize, steps: usize },
     /// The run ended before its last step: `early_stop_patience` estimates in a row brought
     /// no new best validation loss.
     EarlyStopped(EarlyStop),
+}
+
+/// A [`TrainEvent::Started`]: a training call from `step` to `until`, of a run of `steps`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Start {
+    pub step: usize,
+    pub until: usize,
+    pub steps: usize,
+    /// The model's trainable parameters.
+    pub num_params: usize,
+    pub device: Device,
+    /// What the forward pass computes in there ([`Precision::describe`]): `bf16 (AVX512-BF16)`.
+    pub precision: String,
+    /// The run's settings (an observer may record them: MLflow's params).
+    pub config: TrainConfig,
 }
 
 /// How often, at most, a training call reports [`TrainEvent::Progress`].
@@ -358,6 +377,16 @@ impl std::fmt::Display for TrainEvent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let tps = |t: Option<f64>| t.map(|t| format!(", {t:.0} tokens/s")).unwrap_or_default();
         match self {
+            TrainEvent::Started(s) => write!(
+                f,
+                "training steps {}..{} of {}: {} parameters on {:?}, {}",
+                s.step,
+                s.until,
+                s.steps,
+                crate::plot::thousands(s.num_params as u64),
+                s.device,
+                s.precision
+            ),
             TrainEvent::Eval(p) => {
                 write!(
                     f,
@@ -387,10 +416,9 @@ impl std::fmt::Display for TrainEvent {
                 }
                 Ok(())
             }
-            TrainEvent::Stopped { step, until } => write!(
+            TrainEvent::Stopped { step, steps } => write!(
                 f,
-                "stopped at step {step} of {until}: the model, the optimizer state and the history \
-                 are kept (train again with the same trainer to continue)"
+                "stopped at step {step} of {steps}: the model, the optimizer state and the history are kept"
             ),
             TrainEvent::EarlyStopped(e) => write!(
                 f,
@@ -471,10 +499,6 @@ pub struct Trainer {
     optimizer: AdamW,
     step: usize,
     history: History,
-    /// An MLflow run that also gets the events (see [`Trainer::track`]).
-    tracker: Option<Tracker>,
-    /// Whether the next training call reads `MLFLOW_TRACKING_URI` for a tracker.
-    tracker_from_env: bool,
     /// Where this trainer's wall-clock time went.
     times: RunTimes,
 }
@@ -525,15 +549,7 @@ impl Trainer {
         check_block_size(model, &config)?;
         config.precision.check(model.var_store().device())?;
         let optimizer = AdamW::new(model.var_store(), config.adamw())?;
-        Ok(Self {
-            config,
-            optimizer,
-            step: 0,
-            history: History::default(),
-            tracker: None,
-            tracker_from_env: true,
-            times: RunTimes::default(),
-        })
+        Ok(Self { config, optimizer, step: 0, history: History::default(), times: RunTimes::default() })
     }
 
     /// Continue the run saved in `checkpoint` with `model`, whose weights must already be
@@ -585,18 +601,6 @@ impl Trainer {
     /// The learning rate of the next step.
     pub fn lr(&self) -> f64 {
         self.config.lr_at(self.step)
-    }
-
-    /// Send every event to this MLflow run too ([`crate::track`]); `None` for no tracking at
-    /// all. Without this call, the first training call starts a run of the server that
-    /// `MLFLOW_TRACKING_URI` names, if it is set, with the training settings as its params.
-    pub fn track(&mut self, tracker: Option<Tracker>) {
-        (self.tracker, self.tracker_from_env) = (tracker, false);
-    }
-
-    /// The MLflow run the events go to, if any.
-    pub fn tracker(&self) -> Option<&Tracker> {
-        self.tracker.as_ref()
     }
 
     /// Train until `config.steps` steps are done.
@@ -656,13 +660,22 @@ impl Trainer {
         mut after_step: impl FnMut(usize) -> ControlFlow<()>,
     ) -> Result<()> {
         check_block_size(model, &self.config)?;
-        self.config.precision.check(model.var_store().device())?;
-        if std::mem::take(&mut self.tracker_from_env) {
-            self.tracker = track::trainer_run(&self.config, model.num_params());
-        }
+        let device = model.var_store().device();
+        self.config.precision.check(device)?;
         self.optimizer.attach(model.var_store())?;
         crate::interrupt::start()?;
-        let device = model.var_store().device();
+        if self.step < until || self.eval_due(self.step) {
+            // (A call with nothing to do starts nothing.)
+            on_event(&TrainEvent::Started(Start {
+                step: self.step,
+                until,
+                steps: self.config.steps,
+                num_params: model.num_params(),
+                device,
+                precision: self.config.precision.describe(device),
+                config: self.config.clone(),
+            }));
+        }
         let params = self.optimizer.param_tensors();
         let c = self.config.clone();
         let mut eval_clock = (self.step, Instant::now());
@@ -677,14 +690,14 @@ impl Trainer {
                 let t_eval = Instant::now();
                 let point = self.estimate(model, data, tokens_per_sec, grad_norm)?;
                 self.times.eval_secs += t_eval.elapsed().as_secs_f64();
-                self.report(&TrainEvent::Eval(point), &mut on_event);
+                on_event(&TrainEvent::Eval(point));
                 (eval_clock, log_clock) = ((s, Instant::now()), (s, Instant::now()));
                 progress_clock = progress_clock.map(|_| (s, Instant::now()));
                 // estimates are not training time
             }
             if self.history.last().is_some_and(|p| p.step == s) {
                 if let Some(stop) = self.early_stop() {
-                    self.report(&TrainEvent::EarlyStopped(stop), &mut on_event);
+                    on_event(&TrainEvent::EarlyStopped(stop));
                     return Ok(());
                 }
             }
@@ -714,7 +727,7 @@ impl Trainer {
                 let tokens_per_sec = throughput(device, log_clock, self.step, c.tokens_per_step());
                 let line = LogPoint { step: s, loss, lr, grad_norm, tokens_per_sec };
                 self.history.logs.push(line.clone());
-                self.report(&TrainEvent::Log(line), &mut on_event);
+                on_event(&TrainEvent::Log(line));
                 log_clock = (self.step, Instant::now());
             }
             last_norm = norm;
@@ -727,25 +740,17 @@ impl Trainer {
                     tokens_per_sec.map(|tps| (until - self.step) as f64 * c.tokens_per_step() as f64 / tps);
                 let loss = loss.f_double_value(&[])?;
                 let progress = Progress { step: self.step, until, loss, tokens_per_sec, secs_left };
-                self.report(&TrainEvent::Progress(progress), &mut on_event);
+                on_event(&TrainEvent::Progress(progress));
                 progress_clock = Some((self.step, Instant::now()));
             }
             if crate::interrupt::requested().is_some() {
-                self.report(&TrainEvent::Stopped { step: self.step, until }, &mut on_event);
+                on_event(&TrainEvent::Stopped { step: self.step, steps: c.steps });
                 return Ok(());
             }
             if after_step(self.step).is_break() {
                 return Ok(());
             }
         }
-    }
-
-    /// Hand `event` to the MLflow run, if there is one, and to the caller.
-    fn report(&self, event: &TrainEvent, on_event: &mut impl FnMut(&TrainEvent)) {
-        if let Some(tracker) = &self.tracker {
-            tracker.log_event(event);
-        }
-        on_event(event);
     }
 
     /// Whether the run is over before its last step: with `early_stop_patience` set, when that
@@ -873,7 +878,7 @@ pub fn train(
     let mut trainer = Trainer::new(model, config.clone())?;
     trainer.run(model, data, |event| match event {
         TrainEvent::Eval(point) => on_eval(point),
-        TrainEvent::Log(_) | TrainEvent::Progress(_) => {}
+        TrainEvent::Started(_) | TrainEvent::Log(_) | TrainEvent::Progress(_) => {}
         TrainEvent::Stopped { .. } | TrainEvent::EarlyStopped(_) => println!("{event}"),
     })?;
     Ok(trainer.into_history())

@@ -354,6 +354,7 @@ fn trainer_reports_estimates_and_log_lines_and_learns() {
     let order: Vec<String> = events
         .iter()
         .filter_map(|e| match e {
+            TrainEvent::Started(s) => Some(format!("start {}..{} of {}", s.step, s.until, s.steps)),
             TrainEvent::Eval(p) => Some(format!("eval {}", p.step)),
             TrainEvent::Log(l) => Some(format!("log {}", l.step)),
             TrainEvent::Stopped { step, .. } => Some(format!("stopped {step}")),
@@ -369,9 +370,27 @@ fn trainer_reports_estimates_and_log_lines_and_learns() {
     assert_eq!(
         order,
         [
-            "eval 0", "log 0", "log 20", "log 40", "eval 50", "log 60", "log 80", "eval 100", "log 100",
+            "start 0..120 of 120",
+            "eval 0",
+            "log 0",
+            "log 20",
+            "log 40",
+            "eval 50",
+            "log 60",
+            "log 80",
+            "eval 100",
+            "log 100",
             "eval 120"
         ]
+    );
+    // The start says what trains, where and how: the first line of a run.
+    let started = events[0].to_string();
+    assert_eq!(
+        started,
+        format!(
+            "training steps 0..120 of 120: {} parameters on Cpu, fp32",
+            llm_from_scratch::plot::thousands(model.num_params() as u64)
+        )
     );
     let history = trainer.history().clone();
     assert_eq!(history.points.iter().map(|p| p.step).collect::<Vec<_>>(), [0, 50, 100, 120]);

@@ -246,3 +246,43 @@ fn chapter_8() {
     assert_near(gb(8), 41.4, 0.05, "GPT-2 training memory, 8 × 1024");
     assert_near(gb(1), 6.9, 0.05, "GPT-2 training memory, 1 × 1024");
 }
+
+#[test]
+fn chapter_9() {
+    // 1. GPT-2's FLOPs per token at its context of 1,024: 6·N + 12·L·C·T.
+    let gpt2 = GptConfig::gpt2();
+    let n = gpt2.num_params() - gpt2.block_size * gpt2.n_embd; // without the position embeddings
+    assert_eq!(n, 123_653_376);
+    let attention = 12 * gpt2.n_layer * gpt2.n_embd * gpt2.block_size;
+    let flops = 6 * n + attention;
+    assert_eq!(flops, 855_166_464);
+    assert_eq!((100.0 * attention as f64 / flops as f64).round(), 13.0);
+    assert_eq!(format!("{:.1e}", 1e6 * flops as f64), "8.6e14");
+    assert!(1e6 * flops as f64 / 200e9 > 3600.0, "over an hour at 200 GFLOP/s");
+
+    // 2. The smallest update that survives: 2⁻⁷ next to 1 in bfloat16, 2⁻²³ in float32.
+    let round = |x: f64, kind: Kind| Tensor::from(x).to_kind(kind).to_kind(Kind::Double).double_value(&[]);
+    assert_eq!(round(1.0 + 2f64.powi(-8), Kind::BFloat16), 1.0);
+    assert_eq!(round(1.0 + 2f64.powi(-7), Kind::BFloat16), 1.0 + 2f64.powi(-7));
+    assert_eq!(round(1.0 + 2f64.powi(-23), Kind::Float), 1.0 + 2f64.powi(-23));
+
+    // 3. Padding to a multiple of 64.
+    let padded = |v: usize| v.div_ceil(64) * 64;
+    assert_eq!(padded(50_257), 50_304);
+    assert_eq!((padded(50_257) - 50_257) * 768, 36_096);
+    assert_eq!(padded(32_000), 32_000);
+
+    // 4. Deeper accumulation: the memory of one window at a time.
+    let ladder = GptConfig {
+        n_layer: 4,
+        n_head: 4,
+        n_embd: 256,
+        block_size: 128,
+        dropout: 0.0,
+        ..GptConfig::shakespeare_char()
+    };
+    let mb = |batch: usize| (ladder.training_bytes(batch, 128) as f64 / 1e6).round();
+    assert_eq!((mb(1), mb(16)), (74.0, 422.0));
+    assert_eq!((16 * ladder.num_params()) as f64 / 1e6, 51.15904);
+    assert_eq!((mb(16) / mb(1)).round(), 6.0, "about a sixth");
+}

@@ -15,13 +15,19 @@
 //!
 //! The progress line and the plot need the course's kernel ([`LiveDisplay`]); elsewhere (a
 //! terminal) the progress line is redrawn on stderr with a carriage return.
+//!
+//! With `MLFLOW_TRACKING_URI` set, the report also starts an MLflow run when its run starts
+//! ([`track::Tracker::for_training`], the one place a run is attached from the environment)
+//! and hands it every event: the chapters' curves appear in MLflow's UI with nothing to add
+//! to a cell. This module sits above both the trainer and the tracker; neither knows it.
 
-use super::{EvalPoint, History, Progress, TrainEvent};
 use crate::plot::{sparkline, thousands, LiveDisplay};
+use crate::track::{self, Tracker};
+use crate::train::{EvalPoint, History, Progress, TrainEvent};
 
 /// Prints (and, where the kernel can, plots) a run's events as they come: pass
-/// `|e| live.show(e)` as a [`Trainer`](super::Trainer)'s `on_event`.
-#[derive(Debug, Clone)]
+/// `|e| live.show(e)` as a [`Trainer`](crate::train::Trainer)'s `on_event`.
+#[derive(Debug)]
 pub struct LiveReport {
     title: String,
     history: History,
@@ -29,6 +35,11 @@ pub struct LiveReport {
     figure: LiveDisplay,
     /// Whether the progress line and the plot are placed yet (both above every estimate line).
     placed: bool,
+    /// The MLflow run the events also go to; `None` until the run starts, and without
+    /// `MLFLOW_TRACKING_URI`.
+    tracker: Option<Tracker>,
+    /// Whether the environment was read for a tracker (once per report).
+    tracker_looked_for: bool,
 }
 
 impl LiveReport {
@@ -45,18 +56,39 @@ impl LiveReport {
             progress: LiveDisplay::new(),
             figure: LiveDisplay::new(),
             placed: false,
+            tracker: None,
+            tracker_looked_for: false,
         }
     }
 
-    /// Show one event: progress in its line, redrawn in place; an estimate as a line (and the
-    /// plot, redrawn); a stop as its message. Per-step log lines are left out: they would bury
-    /// the estimates.
+    /// The MLflow run this report sends the events to, if `MLFLOW_TRACKING_URI` named a
+    /// server when the run started.
+    pub fn tracker(&self) -> Option<&Tracker> {
+        self.tracker.as_ref()
+    }
+
+    /// Show one event: the start of a run in the progress line, then its progress there,
+    /// redrawn in place; an estimate as a line (and the plot, redrawn); a stop as its message.
+    /// Per-step log lines are left out: they would bury the estimates (MLflow gets them).
     pub fn show(&mut self, event: &TrainEvent) {
+        if let TrainEvent::Started(start) = event {
+            if !std::mem::replace(&mut self.tracker_looked_for, true) {
+                self.tracker = track::Tracker::for_training(&start.config, start.num_params);
+            }
+        }
+        if let Some(tracker) = &self.tracker {
+            tracker.log_event(event);
+        }
         let live = LiveDisplay::supported();
         if live && !self.placed {
-            // The progress line first, the plot under it, then the estimates' lines: all in
-            // this order from the first estimate on.
-            self.progress.show_text("starting…");
+            // The progress line first (what trains, if the run's start is the first event),
+            // the plot under it, then the estimates' lines: in this order from the first
+            // estimate on.
+            let first = match event {
+                TrainEvent::Started(_) => event.to_string(),
+                _ => "starting…".to_owned(),
+            };
+            self.progress.show_text(&first);
             self.redraw_plot();
             self.placed = true;
         }
@@ -68,10 +100,12 @@ impl LiveReport {
                 }
                 println!("{}", self.line(point));
             }
+            TrainEvent::Started(_) => {} // in the progress line, until the first step replaces it
             TrainEvent::Progress(p) if live => self.progress.show_text(&progress_line(p)),
             TrainEvent::Progress(p) => eprint!("\r{}", progress_line(p)),
             TrainEvent::Log(_) => {}
-            TrainEvent::Stopped { .. } | TrainEvent::EarlyStopped(_) => println!("{event}"),
+            TrainEvent::Stopped { .. } => println!("{event} (train again with the same trainer to continue)"),
+            TrainEvent::EarlyStopped(_) => println!("{event}"),
         }
     }
 
