@@ -44,7 +44,7 @@ def fingerprint(cells: list[str]) -> str:
     h.update(subprocess.run(["rustc", "-V"], capture_output=True, text=True, check=True).stdout.encode())
     for path in [ROOT / "target/tools/.evcxr.sha256", ROOT / "Cargo.toml", ROOT / "Cargo.lock", ROOT / "build.rs"]:
         h.update(path.read_bytes())
-    for path in sorted((ROOT / "src").rglob("*.rs")):
+    for path in sorted([*(ROOT / "src").rglob("*.rs"), *(ROOT / "csrc").rglob("*.cpp")]):
         h.update(str(path.relative_to(ROOT)).encode() + path.read_bytes())
     for cell in cells:
         h.update(cell.encode())
