@@ -178,7 +178,32 @@ fn unreachable_server_is_a_download_error() {
         data::download(&format!("http://127.0.0.1:{port}/x.txt"), &dir.join("x.txt"), None, &"0".repeat(64))
             .unwrap_err();
     assert!(matches!(err, Error::Download { .. }), "got {err:?}");
+    let msg = err.to_string().to_lowercase(); // the cause, which reqwest keeps in its sources
+    assert_eq!(msg.matches("connection refused").count(), 1, "{msg}");
     assert!(dir.entries().is_empty(), "left behind: {:?}", dir.entries());
+}
+
+#[test]
+fn a_bad_sha256_or_another_scheme_is_refused_before_any_request() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("http://127.0.0.1:{port}/book.txt"); // a request would be refused
+    for (given, chars) in [("abc", 3), (&*"g".repeat(64), 64)] {
+        let err = data::fetch_url(&url, Some(given), false).unwrap_err().to_string();
+        let said = format!(
+            "{given:?} is not one: it is 64 hex digits (sha256sum prints it), got {chars} characters"
+        );
+        assert!(err.contains(&said) && !err.contains("refused"), "{err}");
+    }
+    let refused = [
+        data::dataset("ftp://example.com/book.txt").unwrap_err(),
+        data::fetch("ftp://example.com/book.txt").unwrap_err(),
+    ];
+    for err in refused {
+        let err = err.to_string();
+        assert!(err.contains("the ftp:// scheme is not supported: only http:// and https://"), "{err}");
+    }
+    let err = data::fetch_url("ftp://example.com/book.txt", None, false).unwrap_err().to_string();
+    assert!(err.contains("the ftp:// scheme is not supported"), "{err}");
 }
 
 #[test]

@@ -391,6 +391,9 @@ pub struct RunConfig {
     pub train: TrainConfig,
     /// `cpu`, `cuda`, `cuda:N` or `auto`.
     pub device: String,
+    /// The trained GPT-2 the run started from (`llm train --init-from`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_from: Option<String>,
 }
 
 /// The model and training settings of a preset.
@@ -436,6 +439,7 @@ impl RunConfig {
             data: DataSource::Dataset("tinyshakespeare".into()),
             train,
             device: "auto".into(),
+            init_from: None,
         };
         config.apply(spec)?;
         if spec.precision.is_none() {
@@ -653,6 +657,40 @@ pub fn plan(spec: &RunSpec) -> Result<Plan> {
         None => tokenizer.vocab_size(),
     };
     let data = corpus.token_data(&tokenizer)?;
+    finish_plan(config, tokenizer, data, spec.max_epochs)
+}
+
+/// Resolve and check a fresh run that starts from a trained GPT-2 (`llm train --init-from
+/// SOURCE`): its `model` sizes and its `tokenizer`, with `spec`'s training and data settings
+/// (and its `--dropout`, for finetuning). A flag that would change the model's sizes or its
+/// tokenizer is an error naming it. Writes nothing.
+pub fn plan_init(spec: &RunSpec, source: &str, model: &GptConfig, tokenizer: AnyTokenizer) -> Result<Plan> {
+    let fixed = [
+        ("--n-layer", spec.n_layer.is_some()),
+        ("--n-head", spec.n_head.is_some()),
+        ("--n-embd", spec.n_embd.is_some()),
+        ("--block-size", spec.block_size.is_some_and(|b| b != model.block_size)),
+        ("--vocab-size", spec.vocab_size.is_some()),
+        ("--d-ff", spec.d_ff.is_some()),
+        ("--position", spec.position.is_some()),
+        ("--tokenizer", spec.tokenizer.is_some()),
+        ("--tokenizer-path", spec.tokenizer_path.is_some()),
+    ];
+    let given: Vec<&str> = fixed.iter().filter(|(_, given)| *given).map(|(flag, _)| *flag).collect();
+    if !given.is_empty() {
+        return Err(Error::Config(format!(
+            "--init-from {source} takes the model's sizes and tokenizer from there: drop {}",
+            given.join(", ")
+        )));
+    }
+    let mut config = RunConfig::from_spec(spec)?;
+    config.model = GptConfig { dropout: spec.dropout.unwrap_or(model.dropout), ..model.clone() };
+    config.train.block_size = model.block_size;
+    config.tokenizer = tokenizer.kind().into();
+    config.init_from = Some(source.to_owned());
+    config.data.check()?;
+    config.data.pin()?;
+    let data = config.data.load()?.token_data(&tokenizer)?;
     finish_plan(config, tokenizer, data, spec.max_epochs)
 }
 

@@ -150,6 +150,12 @@ struct TrainArgs {
     /// A TOML or JSON file with any of the flags below (n_layer = 4, lr = 1e-3, ...).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Start from a trained GPT-2 instead of fresh weights: a folder of `llm export`, one saved
+    /// by `transformers` (`save_pretrained`), or gpt2 (OpenAI's 124M, downloaded once). Its
+    /// sizes and tokenizer are the run's; training and data flags apply. For finetuning, and
+    /// for continuing here what was trained elsewhere (a new run: not with --resume).
+    #[arg(long, value_name = "DIR|gpt2", conflicts_with = "resume")]
+    init_from: Option<String>,
     /// Log the settings, curves and plots to the MLflow server at this URI, e.g.
     /// http://127.0.0.1:5000 (`make mlflow` starts one). Default: $MLFLOW_TRACKING_URI, if set.
     #[arg(long, value_name = "URI")]
@@ -208,26 +214,33 @@ impl ModelSource {
             let tokenizer = checkpoint.tokenizer.clone();
             return Ok(Loaded { model, tokenizer, checkpoint: Some(checkpoint) });
         };
-        let dir = match name.as_str() {
-            "gpt2" if !Path::new("gpt2").exists() => {
-                let weights = fetch_with_bar("gpt2")?;
-                weights.parent().map(Path::to_path_buf).unwrap_or_default()
-            }
-            _ => PathBuf::from(name),
-        };
-        let model = hf::load(&dir, device)?;
-        let tokenizer = match hf::load_tokenizer(&dir)? {
-            Some(tokenizer) => tokenizer,
-            None if model.config.vocab_size == GptConfig::gpt2().vocab_size => gpt2_tokenizer()?,
-            None => bail!(
-                "{}: no {} beside the model, and its vocab_size {} is not GPT-2's: which tokenizer is it?",
-                dir.display(),
-                hf::LLM_TOKENIZER_FILE,
-                model.config.vocab_size
-            ),
-        };
+        let (model, tokenizer) = load_hf(name, device)?;
         Ok(Loaded { model, tokenizer, checkpoint: None })
     }
+}
+
+/// A GPT-2 in the Hugging Face layout and its tokenizer: the folder `name`, or OpenAI's 124M
+/// for `gpt2` (downloaded once, unless a folder of that name is here).
+fn load_hf(name: &str, device: tch::Device) -> Result<(Gpt, AnyTokenizer)> {
+    let dir = match name {
+        "gpt2" if !Path::new("gpt2").exists() => {
+            let weights = fetch_with_bar("gpt2")?;
+            weights.parent().map(Path::to_path_buf).unwrap_or_default()
+        }
+        _ => PathBuf::from(name),
+    };
+    let model = hf::load(&dir, device)?;
+    let tokenizer = match hf::load_tokenizer(&dir)? {
+        Some(tokenizer) => tokenizer,
+        None if model.config.vocab_size == GptConfig::gpt2().vocab_size => gpt2_tokenizer()?,
+        None => bail!(
+            "{}: no {} beside the model, and its vocab_size {} is not GPT-2's: which tokenizer is it?",
+            dir.display(),
+            hf::LLM_TOKENIZER_FILE,
+            model.config.vocab_size
+        ),
+    };
+    Ok((model, tokenizer))
 }
 
 /// GPT-2's tokenizer, from the manifest's ranks (downloaded once).
@@ -517,6 +530,13 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
 
     // Everything is checked before anything is written: a rejected start leaves no folder.
     let resuming = args.resume || Run::exists(&dir);
+    if let (Some(source), true) = (&args.init_from, resuming) {
+        bail!(
+            "--init-from {source} starts a new run, and {} holds one already: resume it without \
+             --init-from, or give another --run-dir",
+            dir.display()
+        );
+    }
     let (run, _lock, plan, model, mut trainer) = if resuming {
         let (mut run, tokenizer) = Run::open(&dir)?;
         let lock = run.lock()?; // before anything in the folder is read to be rewritten
@@ -536,6 +556,18 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
         run.save_config()?;
         run.rewrite_metrics(trainer.history())?;
         eprintln!("resuming {} at step {}", dir.display(), trainer.step());
+        (run, lock, plan, model, trainer)
+    } else if let Some(source) = &args.init_from {
+        // The folder's weights, sizes and tokenizer; the run's training and data settings.
+        let device = device::parse(spec.device.as_deref().unwrap_or("auto"))?;
+        let (trained, tokenizer) = load_hf(source, device)?;
+        let plan = run::plan_init(&spec, source, &trained.config, tokenizer)?;
+        device::seed(plan.config.train.seed);
+        let mut model = Gpt::new(plan.config.model.clone(), device)?; // its dropout may be the run's
+        model.vs.copy(&trained.vs).map_err(llm_from_scratch::Error::from)?;
+        let trainer = Trainer::new(&model, plan.config.train.clone())?;
+        let run = Run::create(&dir, &plan.config, &plan.tokenizer)?;
+        let lock = run.lock()?;
         (run, lock, plan, model, trainer)
     } else {
         let plan = run::plan(&spec)?;

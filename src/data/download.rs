@@ -67,8 +67,12 @@ pub fn datasets() -> Result<Vec<Dataset>> {
     Ok(all)
 }
 
-/// The manifest entry called `name`.
+/// The manifest entry called `name`. A URL is not a name: one of another scheme than
+/// `http(s)://` is an error that says so (an `http(s)://` one is [`fetch_url`]'s).
 pub fn dataset(name: &str) -> Result<Dataset> {
+    if name.contains("://") {
+        return Err(Error::Download { url: name.into(), reason: unsupported_scheme(name) });
+    }
     let all = datasets()?;
     let known = all.iter().map(|d| d.name.as_str()).collect::<Vec<_>>().join(", ");
     all.iter()
@@ -230,10 +234,16 @@ pub fn fetch_url_with_progress(
     on_bytes: impl FnMut(u64, Option<u64>),
 ) -> Result<PathBuf> {
     let fail = |reason: String| Error::Download { url: url.to_owned(), reason };
+    if let Some(given) = sha256.filter(|s| s.len() != 64 || !s.chars().all(|c| c.is_ascii_hexdigit())) {
+        return Err(fail(format!(
+            "the SHA-256 {given:?} is not one: it is 64 hex digits (sha256sum prints it), got {} characters",
+            given.chars().count()
+        )));
+    }
     let rest = url
         .strip_prefix("https://")
         .or_else(|| url.strip_prefix("http://"))
-        .ok_or_else(|| fail("only http:// and https:// URLs can be fetched".into()))?;
+        .ok_or_else(|| fail(unsupported_scheme(url)))?;
     let rest = rest.split(['?', '#']).next().unwrap_or_default();
     let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
     let safe = |s: &str| -> String {
@@ -312,8 +322,8 @@ fn transfer(
             .connect_timeout(Duration::from_secs(30))
             .timeout(Duration::from_secs(30 * 60))
             .build()
-            .map_err(|e| fail(e.to_string()))?;
-        let response = client.get(source).send().map_err(|e| fail(e.to_string()))?;
+            .map_err(|e| fail(with_causes(&e)))?;
+        let response = client.get(source).send().map_err(|e| fail(with_causes(&e)))?;
         if !response.status().is_success() {
             return Err(fail(format!("HTTP {}", response.status())));
         }
@@ -329,8 +339,9 @@ fn transfer(
     let mut bytes = 0u64;
     let mut buf = vec![0u8; 1 << 16];
     loop {
-        let n =
-            reader.read(&mut buf).map_err(|e| fail(format!("connection lost after {bytes} bytes: {e}")))?;
+        let n = reader
+            .read(&mut buf)
+            .map_err(|e| fail(format!("connection lost after {bytes} bytes: {}", with_causes(&e))))?;
         if n == 0 {
             break;
         }
@@ -350,6 +361,31 @@ fn transfer(
     drop(out);
     partial.persist(dest)?;
     Ok(actual)
+}
+
+/// Why `url` cannot be fetched: its scheme, when it has one, is not `http(s)://`.
+fn unsupported_scheme(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, _)) => {
+            format!("the {scheme}:// scheme is not supported: only http:// and https:// URLs can be fetched")
+        }
+        None => "not a URL: only http:// and https:// URLs can be fetched".into(),
+    }
+}
+
+/// An error and what caused it, each cause once: reqwest's "error sending request for url
+/// (…)" says why only in its sources ("Connection refused", a DNS failure).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let said = c.to_string();
+        if !text.contains(&said) {
+            text = format!("{text}: {said}");
+        }
+        cause = c.source();
+    }
+    text
 }
 
 /// A file removed when dropped, unless [`TempFile::persist`] renamed it into place.

@@ -167,17 +167,21 @@ pub fn config_to_hf(config: &GptConfig, eos: Option<u32>) -> Result<Value> {
     }))
 }
 
-/// The weights file and config of `path`: a Hugging Face folder, or its `.safetensors` file.
-fn files(path: &Path) -> (PathBuf, PathBuf) {
-    match path.is_dir() {
-        true => (path.join(WEIGHTS_FILE), path.join(CONFIG_FILE)),
-        false => (path.to_owned(), path.with_file_name(CONFIG_FILE)),
+/// The weights file and config of `path`: a Hugging Face folder, or its `.safetensors` file;
+/// an error naming `path` when it is neither.
+fn files(path: &Path) -> Result<(PathBuf, PathBuf)> {
+    if path.is_dir() {
+        Ok((path.join(WEIGHTS_FILE), path.join(CONFIG_FILE)))
+    } else if path.is_file() {
+        Ok((path.to_owned(), path.with_file_name(CONFIG_FILE)))
+    } else {
+        Err(fail(path, "no such folder or file: give a GPT-2 folder (config.json, model.safetensors) or its .safetensors file"))
     }
 }
 
 /// Read a `config.json` as a [`GptConfig`].
 pub fn load_config(path: &Path) -> Result<GptConfig> {
-    let (_, config) = files(path);
+    let (_, config) = files(path)?;
     let hf: Value = crate::io::read_json(&config)?;
     config_from_hf(&hf).map_err(|e| fail(&config, e.to_string()))
 }
@@ -188,7 +192,7 @@ pub fn load(path: impl AsRef<Path>, device: Device) -> Result<Gpt> {
     let path = path.as_ref();
     let config = load_config(path)?;
     let mut model = Gpt::new(config, device)?;
-    load_weights(&mut model, &files(path).0)?;
+    load_weights(&mut model, &files(path)?.0)?;
     Ok(model)
 }
 

@@ -53,14 +53,22 @@ fn checkpoint_step(path: &Path) -> usize {
     Checkpoint::load(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).step
 }
 
-fn eval_steps(run: &Path) -> Vec<usize> {
+/// The estimates of a run folder's `metrics.jsonl`, in order.
+fn estimates(run: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(run.join("metrics.jsonl"))
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
         .filter(|v| v["kind"] == "eval")
-        .map(|v| v["step"].as_u64().unwrap() as usize)
         .collect()
+}
+
+fn eval_steps(run: &Path) -> Vec<usize> {
+    estimates(run).iter().map(|v| v["step"].as_u64().unwrap() as usize).collect()
+}
+
+fn val_losses(run: &Path) -> Vec<f64> {
+    estimates(run).iter().map(|v| v["val_loss"].as_f64().unwrap()).collect()
 }
 
 #[test]
@@ -513,4 +521,91 @@ fn sigint_and_sigterm_save_a_checkpoint_and_say_how_to_resume() {
         let stdout = text(&out.stdout);
         assert!(!stdout.contains("stopped at") && !stderr.contains("trainer"), "{stdout}\n{stderr}");
     }
+}
+
+#[test]
+fn init_from_starts_a_new_run_from_a_trained_gpt2_folder() {
+    let dir = TempDir::new("cli-train-init-from");
+    let input = corpus(&dir);
+    let first = [
+        "--input",
+        &input,
+        "--max-steps",
+        "150",
+        "--eval-interval",
+        "150",
+        "--eval-iters",
+        "20",
+        "--run-dir",
+        "first",
+    ];
+    let out = llm(dir.path(), &train_args(&first));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = llm(dir.path(), &["export", "--run-dir", "first", "--out", "hf"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // A new run from the export: its weights, sizes and tokenizer, this run's training.
+    let second = [
+        "train",
+        "--init-from",
+        "hf",
+        "--input",
+        &input,
+        "--max-steps",
+        "4",
+        "--eval-interval",
+        "4",
+        "--eval-iters",
+        "20",
+        "--warmup",
+        "0",
+        "--batch-size",
+        "4",
+        "--device",
+        "cpu",
+        "--run-dir",
+        "second",
+    ];
+    let out = llm(dir.path(), &second);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (trained, started) = (val_losses(&dir.join("first")), val_losses(&dir.join("second")));
+    assert!(trained[1] < trained[0] - 0.5, "the first run learned: {trained:?}");
+    assert!(
+        (started[0] - trained[1]).abs() < 0.1,
+        "step 0 of the second run is where the first ended: {started:?} vs {trained:?}"
+    );
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("second/config.json")).unwrap()).unwrap();
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("first/config.json")).unwrap()).unwrap();
+    assert_eq!(config["init_from"], "hf");
+    assert_eq!(
+        (&config["model"]["n_embd"], &config["model"]["n_layer"]),
+        (&saved["model"]["n_embd"], &saved["model"]["n_layer"])
+    );
+    assert_eq!(
+        std::fs::read(dir.join("second/tokenizer.json")).unwrap(),
+        std::fs::read(dir.join("first/tokenizer.json")).unwrap()
+    );
+
+    // What --init-from cannot be given with, each refused before anything is written.
+    let refused = |args: &[&str], says: &str| {
+        let out = llm(dir.path(), args);
+        let stderr = text(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(says), "{args:?}: {stderr}");
+    };
+    refused(&["train", "--init-from", "hf", "--resume", "--run-dir", "second"], "cannot be used with");
+    refused(
+        &["train", "--init-from", "hf", "--input", &input, "--run-dir", "second"],
+        "starts a new run, and second holds one already",
+    );
+    refused(
+        &["train", "--init-from", "hf", "--input", &input, "--n-layer", "3", "--run-dir", "third"],
+        "takes the model's sizes and tokenizer from there: drop --n-layer",
+    );
+    refused(
+        &["train", "--init-from", "nowhere", "--input", &input, "--run-dir", "third"],
+        "nowhere: no such folder or file",
+    );
+    assert!(!dir.join("third").exists());
 }
