@@ -17,12 +17,12 @@
 //! terminal) the progress line is redrawn on stderr with a carriage return.
 //!
 //! With `MLFLOW_TRACKING_URI` set, the report also starts an MLflow run when its run starts
-//! ([`track::Tracker::for_training`], the one place a run is attached from the environment)
+//! ([`Tracker::for_training`], the one place a run is attached from the environment)
 //! and hands it every event: the chapters' curves appear in MLflow's UI with nothing to add
 //! to a cell. This module sits above both the trainer and the tracker; neither knows it.
 
 use crate::plot::{sparkline, thousands, LiveDisplay};
-use crate::track::{self, Tracker};
+use crate::track::Tracker;
 use crate::train::{EvalPoint, History, Progress, TrainEvent};
 
 /// Prints (and, where the kernel can, plots) a run's events as they come: pass
@@ -73,7 +73,7 @@ impl LiveReport {
     pub fn show(&mut self, event: &TrainEvent) {
         if let TrainEvent::Started(start) = event {
             if !std::mem::replace(&mut self.tracker_looked_for, true) {
-                self.tracker = track::Tracker::for_training(&start.config, start.num_params);
+                self.tracker = Tracker::for_training(&start.config, start.num_params);
             }
         }
         if let Some(tracker) = &self.tracker {
