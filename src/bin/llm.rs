@@ -564,7 +564,7 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
         let plan = run::plan_init(&spec, source, &trained.config, tokenizer)?;
         device::seed(plan.config.train.seed);
         let mut model = Gpt::new(plan.config.model.clone(), device)?; // its dropout may be the run's
-        model.vs.copy(&trained.vs).map_err(llm_from_scratch::Error::from)?;
+        model.vs.copy(&trained.vs)?;
         let trainer = Trainer::new(&model, plan.config.train.clone())?;
         let run = Run::create(&dir, &plan.config, &plan.tokenizer)?;
         let lock = run.lock()?;
