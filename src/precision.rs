@@ -82,15 +82,14 @@ impl Precision {
     }
 
     /// The region the forward pass runs in on `device`: autocast to bfloat16 for
-    /// [`Precision::Bf16`] (see [`Precision::check`]), nothing for [`Precision::Fp32`]. The
-    /// region lasts until the guard is dropped.
+    /// [`Precision::Bf16`], nothing for [`Precision::Fp32`]; an error for a device autocast
+    /// does not know. The region lasts until the guard is dropped. Called per forward pass,
+    /// it does not read the hardware again: [`Precision::check`] it once first (the trainer
+    /// does, when it starts).
     pub fn autocast(self, device: Device) -> Result<Autocast> {
         match self {
             Precision::Fp32 => Ok(Autocast::none()),
-            Precision::Bf16 => {
-                self.check(device)?;
-                Autocast::bf16(device)
-            }
+            Precision::Bf16 => Autocast::bf16(device),
         }
     }
 }
@@ -142,11 +141,8 @@ impl Autocast {
 
     /// Autocast to bfloat16 on `device`'s type, whether or not it has the hardware.
     fn bf16(device: Device) -> Result<Self> {
-        let cuda = match device {
-            Device::Cpu => 0,
-            Device::Cuda(_) => 1,
-            other => return Err(Error::Config(format!("autocast is not available on {other:?}"))),
-        };
+        let cuda = device_type(device)
+            .ok_or_else(|| Error::Config(format!("autocast is not available on {device:?}")))?;
         let (mut was_enabled, mut was_dtype) = (0, 0);
         // SAFETY: plain C calls with valid out-pointers; the shim catches libtorch's exceptions.
         if unsafe { llm_autocast_enter(cuda, BFLOAT16, &mut was_enabled, &mut was_dtype) } != 0 {
@@ -158,8 +154,16 @@ impl Autocast {
     /// Whether autocast is on for `device`'s type in this thread now.
     pub fn is_enabled(device: Device) -> bool {
         // SAFETY: a plain C call.
-        device.is_cuda() && unsafe { llm_autocast_is_enabled(1) } == 1
-            || device == Device::Cpu && unsafe { llm_autocast_is_enabled(0) } == 1
+        device_type(device).is_some_and(|cuda| unsafe { llm_autocast_is_enabled(cuda) } == 1)
+    }
+}
+
+/// The shim's code for `device`'s type: `0` the CPU, `1` CUDA; `None` for the others.
+fn device_type(device: Device) -> Option<i32> {
+    match device {
+        Device::Cpu => Some(0),
+        Device::Cuda(_) => Some(1),
+        _ => None,
     }
 }
 
