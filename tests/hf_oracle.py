@@ -9,13 +9,38 @@
                                                 AutoTokenizer gives its text (when the folder
                                                 has a tokenizer), and one training step's loss
                                                 before and after on a fixed batch
+    python tests/hf_oracle.py generate DIR PROMPT N
+                                                load DIR (a model and its tokenizer) with
+                                                transformers; print, as JSON, the prompt's ids,
+                                                their logits, and the text of N greedy tokens
+                                                from `generate`
+    python tests/hf_oracle.py tokenizers DIR CORPUS SAMPLES
+                                                byte-level BPE tokenizer.json files as the
+                                                `tokenizers` library writes them (trained on
+                                                CORPUS: special token first) in DIR/tokenizers,
+                                                and as transformers saves a GPT-2 tokenizer in
+                                                DIR/transformers; print, as JSON, each one's
+                                                ids of the texts in SAMPLES (a JSON list)
+    python tests/hf_oracle.py train DIR BATCHES SETTINGS OUT
+                                                continue training DIR (an export) in PyTorch,
+                                                as nanoGPT's train.py does: one step per pair
+                                                x_S, y_S of BATCHES (a safetensors file), split
+                                                into micro-batches, with AdamW, its decay groups,
+                                                clipping and warmup + cosine from SETTINGS (a
+                                                JSON file); save the result into OUT and print,
+                                                as JSON, each step's loss and gradient norm
+    python tests/hf_oracle.py gpt2-124m DIR     a random GPT-2 of the 124M size (GPT2Config's
+                                                defaults: 498 MB of float32), saved by
+                                                transformers into DIR
 """
 
 import json
+import math
 import os
 import sys
 
 import torch
+import torch.nn.functional as F
 from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
 
@@ -75,10 +100,106 @@ def check(folder):
     return result
 
 
+def generate(folder, prompt, n):
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = GPT2LMHeadModel.from_pretrained(folder).eval()
+    ids = tokenizer(prompt)["input_ids"]
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).logits[0]
+        out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                             max_new_tokens=int(n), do_sample=False, pad_token_id=0)
+    new = out[0, len(ids):].tolist()
+    assert len(new) == int(n), f"generate stopped after {len(new)} tokens (an end-of-text token?)"
+    return {"ids": ids, "logits": logits.tolist(), "new_ids": new, "text": tokenizer.decode(new)}
+
+
+def tokenizers(out, corpus, samples_file):
+    from tokenizers import ByteLevelBPETokenizer, Tokenizer
+    from transformers import GPT2TokenizerFast
+
+    with open(corpus) as f:
+        text = f.read()
+    trained = ByteLevelBPETokenizer()
+    trained.train_from_iterator([text], vocab_size=400, min_frequency=1,
+                                special_tokens=["<|endoftext|>"], show_progress=False)
+    os.makedirs(os.path.join(out, "tokenizers"))
+    trained.save(os.path.join(out, "tokenizers", "tokenizer.json"))
+    # GPT-2's own tokenizer.json came this way: vocab.json and merges.txt read by transformers.
+    trained.save_model(out)
+    gpt2_kind = GPT2TokenizerFast(vocab=os.path.join(out, "vocab.json"), merges=os.path.join(out, "merges.txt"))
+    gpt2_kind.save_pretrained(os.path.join(out, "transformers"))
+    with open(samples_file) as f:
+        samples = json.load(f)
+    by_tokenizers = Tokenizer.from_file(os.path.join(out, "tokenizers", "tokenizer.json"))
+    by_transformers = AutoTokenizer.from_pretrained(os.path.join(out, "transformers"))
+    return {
+        "tokenizers": {"vocab_size": by_tokenizers.get_vocab_size(),
+                       "ids": [by_tokenizers.encode(s).ids for s in samples]},
+        "transformers": {"vocab_size": len(by_transformers),
+                         "ids": [by_transformers(s)["input_ids"] for s in samples]},
+    }
+
+
+def lr_at(step, s):
+    """nanoGPT's get_lr: linear warmup from lr / (warmup + 1), then a half cosine that reaches
+    min_lr at step `steps`."""
+    warmup, decay = s["warmup_steps"], s["steps"]
+    if step < warmup:
+        return s["lr"] * (step + 1) / (warmup + 1)
+    ratio = (step - warmup) / (decay - warmup)
+    return s["min_lr"] + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (s["lr"] - s["min_lr"])
+
+
+def train(folder, batches_file, settings_file, out):
+    from safetensors.torch import load_file
+
+    with open(settings_file) as f:
+        s = json.load(f)
+    batches = load_file(batches_file)
+    model = GPT2LMHeadModel.from_pretrained(folder)
+    model.train()  # dropout is 0: train mode computes what eval mode does
+    # model.parameters() lists the tied wte/lm_head once; 2-D tensors decay, the rest not.
+    params = list(model.parameters())
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": s["weight_decay"]},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    optimizer = torch.optim.AdamW(groups, lr=s["lr"], betas=(s["beta1"], s["beta2"]), eps=s["eps"])
+    losses, norms = [], []
+    for step in range(s["steps"]):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, s)
+        xs = batches[f"x_{step}"].chunk(s["grad_accum"])
+        ys = batches[f"y_{step}"].chunk(s["grad_accum"])
+        total = 0.0
+        for x, y in zip(xs, ys):
+            logits = model(x).logits
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1)) / s["grad_accum"]
+            loss.backward()
+            total += loss.item()
+        norms.append(float(torch.nn.utils.clip_grad_norm_(params, s["grad_clip"])))
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(total)
+    model.save_pretrained(out)
+    return {"losses": losses, "grad_norms": norms}
+
+
+def gpt2_124m(out):
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config()).save_pretrained(out)
+
+
 if __name__ == "__main__":
     command, folders = sys.argv[1], sys.argv[2:]
     if command == "make":
         make(folders[0])
+    elif command == "gpt2-124m":
+        gpt2_124m(folders[0])
+    elif command == "train":
+        print(json.dumps(train(*folders)))
+    elif command == "generate":
+        print(json.dumps(generate(*folders)))
+    elif command == "tokenizers":
+        print(json.dumps(tokenizers(*folders)))
     elif command == "check":
         print(json.dumps({folder: check(folder) for folder in folders}))
     else:

@@ -774,8 +774,9 @@ fn stable_prefix(text: &str) -> &str {
 }
 
 fn export(args: ExportArgs) -> Result<()> {
-    let Loaded { model, tokenizer, .. } = args.model.load()?;
-    hf::export(&model, &tokenizer, &args.out)?;
+    let Loaded { model, tokenizer, checkpoint } = args.model.load()?;
+    let training = checkpoint.map(|c| serde_json::to_value(&c.train_config)).transpose()?;
+    hf::export_with_training(&model, &tokenizer, training.as_ref(), &args.out)?;
     println!("{}", args.out.display());
     eprintln!(
         "{} parameters in the Hugging Face GPT-2 layout; in Python: \

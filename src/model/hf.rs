@@ -6,8 +6,10 @@
 //! gpt2/
 //!   config.json          GPT2Config: n_layer, n_head, n_embd, n_positions, vocab_size, ...
 //!   model.safetensors    GPT2LMHeadModel's tensors, by name
-//!   tokenizer.json       (ours: byte-level BPE models) the tokenizer, for AutoTokenizer
+//!   tokenizer.json       the tokenizer, for AutoTokenizer (ours write it for byte-level BPE;
+//!                        read back when there is no llm_tokenizer.json: [`tokenizer_from_json`])
 //!   llm_tokenizer.json   (ours: every model) the tokenizer in this course's format
+//!   llm_training.json    (ours, from a run) its training settings, for scripts/train_ddp.py
 //! ```
 //!
 //! **The name map.** Our variables already carry GPT-2's names (nanoGPT kept them:
@@ -44,6 +46,10 @@ pub const TOKENIZER_FILE: &str = "tokenizer.json";
 const TOKENIZER_CONFIG_FILE: &str = "tokenizer_config.json";
 /// The tokenizer in this course's format, written for every model, so `llm` reads it back.
 pub const LLM_TOKENIZER_FILE: &str = "llm_tokenizer.json";
+
+/// The training settings of the run an export came from (`{"train": TrainConfig}`), for
+/// `scripts/train_ddp.py`; it writes its own back beside its result.
+pub const TRAINING_FILE: &str = "llm_training.json";
 
 /// The layer norms' epsilon: GPT-2's, and the only one our [`crate::model::gpt::LayerNorm`] uses.
 const LAYER_NORM_EPSILON: f64 = 1e-5;
@@ -198,9 +204,21 @@ pub fn load(path: impl AsRef<Path>, device: Device) -> Result<Gpt> {
 
 /// Copy a `GPT2LMHeadModel` weights file into `model`, after checking every tensor's name and
 /// shape against it (see the module docs for the name map).
+///
+/// The file is memory-mapped and copied a slice of rows at a time ([`LOAD_CHUNK_BYTES`]),
+/// each slice's pages let go as soon as it is in place: loading holds one copy of the weights
+/// (the model's), where reading the file whole held three (the file's bytes, its tensors,
+/// the model).
 pub fn load_weights(model: &mut Gpt, weights: &Path) -> Result<()> {
-    let tensors = Tensor::read_safetensors(weights).map_err(|e| fail(weights, e.to_string()))?;
-    let mut by_name: HashMap<String, Tensor> = tensors
+    let file = std::fs::File::open(weights).map_err(|e| Error::io(weights, e))?;
+    // SAFETY: a read-only map of a file we only read. Were another program to truncate it
+    // while we read, the process would stop on SIGBUS: the risk every reader of mapped
+    // weights takes (safetensors in Python too).
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(weights, e))?;
+    let tensors = safetensors::SafeTensors::deserialize(&map)
+        .map_err(|e| fail(weights, format!("not a safetensors file: {e:?}")))?;
+    let mut by_name: HashMap<String, safetensors::tensor::TensorView> = tensors
+        .tensors()
         .into_iter()
         .map(|(name, t)| (name.strip_prefix("transformer.").unwrap_or(&name).to_owned(), t))
         .filter(|(name, _)| !(name.ends_with(".attn.bias") || name.ends_with(".attn.masked_bias")))
@@ -227,7 +245,8 @@ pub fn load_weights(model: &mut Gpt, weights: &Path) -> Result<()> {
             (file_name(name), shape)
         })
         .collect();
-    let found = by_name.iter().map(|(n, t)| (n.clone(), t.size())).collect();
+    let found =
+        by_name.iter().map(|(n, t)| (n.clone(), t.shape().iter().map(|&d| d as i64).collect())).collect();
     if let Some(first) = crate::io::shape_mismatches(&want, &found).into_iter().next() {
         return Err(fail(
             weights,
@@ -241,18 +260,64 @@ pub fn load_weights(model: &mut Gpt, weights: &Path) -> Result<()> {
             },
         ));
     }
-    let mut sources = Vec::with_capacity(variables.len());
+    let _no_grad = tch::no_grad_guard();
     for (name, var) in &variables {
-        let t = by_name.remove(&file_name(name)).ok_or_else(|| fail(weights, format!("no tensor {name}")))?;
-        let t = if is_conv1d(name) { t.f_transpose(0, 1)? } else { t };
-        sources.push((var.shallow_clone(), t));
+        let view =
+            by_name.remove(&file_name(name)).ok_or_else(|| fail(weights, format!("no tensor {name}")))?;
+        copy_mapped(&map, &view, var, is_conv1d(name)).map_err(|e| fail(weights, format!("{name}: {e}")))?;
     }
-    tch::no_grad(|| -> Result<()> {
-        for (mut var, t) in sources {
-            var.f_copy_(&t.f_to_kind(var.kind())?)?;
+    Ok(())
+}
+
+/// How much of a mapped weights file is held at once while [`load_weights`] copies it.
+pub const LOAD_CHUNK_BYTES: usize = 16 << 20;
+
+/// Copy the tensor `view` of the mapped file `map` into `var` (transposed: a Conv1D weight),
+/// [`LOAD_CHUNK_BYTES`] of rows at a time, letting each slice's pages go once copied.
+fn copy_mapped(
+    map: &memmap2::Mmap,
+    view: &safetensors::tensor::TensorView,
+    var: &Tensor,
+    transposed: bool,
+) -> Result<()> {
+    use safetensors::Dtype;
+    let kind = match view.dtype() {
+        Dtype::F32 => Kind::Float,
+        Dtype::F16 => Kind::Half,
+        Dtype::BF16 => Kind::BFloat16,
+        Dtype::F64 => Kind::Double,
+        other => return Err(Error::Config(format!("dtype {other:?}: weights must be floating point"))),
+    };
+    let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+    let (rows, row_shape) = shape.split_first().map_or((1, &[][..]), |(&rows, rest)| (rows, rest));
+    let row_bytes = view.data().len() / rows.max(1) as usize;
+    let rows_per_chunk = (LOAD_CHUNK_BYTES / row_bytes.max(1)).max(1) as i64;
+    let mut row = 0;
+    while row < rows {
+        let n = rows_per_chunk.min(rows - row);
+        let bytes = &view.data()[row as usize * row_bytes..(row + n) as usize * row_bytes];
+        let chunk_shape: Vec<i64> = if shape.is_empty() { Vec::new() } else { [&[n], row_shape].concat() };
+        let chunk = Tensor::f_from_data_size(bytes, &chunk_shape, kind)?;
+        let mut dst = match (transposed, shape.is_empty()) {
+            (_, true) => var.shallow_clone(),
+            (true, false) => var.f_narrow(1, row, n)?,
+            (false, false) => var.f_narrow(0, row, n)?,
+        };
+        dst.f_copy_(&if transposed { chunk.f_transpose(0, 1)? } else { chunk })?;
+        // The slice is copied: its pages leave this process's memory (and are read from the
+        // file again, should anything look at them).
+        #[cfg(unix)]
+        {
+            let offset = bytes.as_ptr() as usize - map.as_ptr() as usize;
+            // SAFETY: the map is a read-only shared map of a file: MADV_DONTNEED drops its pages
+            // from this process, and reading them again reads the same bytes from the file, so
+            // every reference into the map stays valid.
+            unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, bytes.len()) }
+                .map_err(|e| Error::Config(format!("madvise: {e}")))?;
         }
-        Ok(())
-    })
+        row += n;
+    }
+    Ok(())
 }
 
 /// `h.10.ln_1.weight` after `h.9.ln_1.weight`: numbers in names compared as numbers.
@@ -308,6 +373,17 @@ pub fn hf_tensors(model: &Gpt) -> Result<Vec<(String, Tensor)>> {
 /// place, so a failed export leaves what was there; an existing `dir` must be an export
 /// (it has a `config.json`), anything else is refused, never deleted.
 pub fn export(model: &Gpt, tokenizer: &AnyTokenizer, dir: impl AsRef<Path>) -> Result<()> {
+    export_with_training(model, tokenizer, None, dir)
+}
+
+/// [`export`], with the run's training settings (a `TrainConfig` as JSON) in
+/// [`TRAINING_FILE`]: what a trainer elsewhere (`scripts/train_ddp.py`) continues with.
+pub fn export_with_training(
+    model: &Gpt,
+    tokenizer: &AnyTokenizer,
+    training: Option<&Value>,
+    dir: impl AsRef<Path>,
+) -> Result<()> {
     let dir = dir.as_ref();
     if tokenizer.vocab_size() > model.config.vocab_size {
         return Err(fail(
@@ -335,6 +411,10 @@ pub fn export(model: &Gpt, tokenizer: &AnyTokenizer, dir: impl AsRef<Path>) -> R
     write_safetensors(&tmp.path().join(WEIGHTS_FILE), &hf_tensors(model)?)?;
     crate::io::write_atomic(&tmp.path().join(CONFIG_FILE), pretty(&config)?.as_bytes())?;
     tokenizer.save(&tmp.path().join(LLM_TOKENIZER_FILE))?;
+    if let Some(train) = training {
+        let file = json!({"train": train});
+        crate::io::write_atomic(&tmp.path().join(TRAINING_FILE), pretty(&file)?.as_bytes())?;
+    }
     if let AnyTokenizer::Bpe(bpe) = tokenizer {
         crate::io::write_atomic(&tmp.path().join(TOKENIZER_FILE), pretty(&tokenizer_json(bpe)?)?.as_bytes())?;
         let endoftext = bpe.special_id(crate::tokenizer::ENDOFTEXT).map(|_| crate::tokenizer::ENDOFTEXT);
@@ -362,6 +442,7 @@ const EXPORT_FILES: &[&str] = &[
     TOKENIZER_FILE,
     LLM_TOKENIZER_FILE,
     TOKENIZER_CONFIG_FILE,
+    TRAINING_FILE,
     "generation_config.json",
 ];
 
@@ -374,13 +455,20 @@ fn is_export(dir: &Path) -> bool {
     names.iter().any(|n| n == CONFIG_FILE) && names.iter().all(|n| EXPORT_FILES.contains(&n.as_str()))
 }
 
-/// The tokenizer a Hugging Face folder carries in our format ([`LLM_TOKENIZER_FILE`]), if any.
+/// The tokenizer a Hugging Face folder carries: in our format ([`LLM_TOKENIZER_FILE`]), else
+/// its `tokenizer.json` when that is a byte-level BPE ([`tokenizer_from_json`]); `None` when
+/// it has neither file.
 pub fn load_tokenizer(dir: impl AsRef<Path>) -> Result<Option<AnyTokenizer>> {
-    let file = dir.as_ref().join(LLM_TOKENIZER_FILE);
-    if !file.is_file() {
+    let (ours, theirs) = (dir.as_ref().join(LLM_TOKENIZER_FILE), dir.as_ref().join(TOKENIZER_FILE));
+    if ours.is_file() {
+        return AnyTokenizer::load(&ours).map(Some);
+    }
+    if !theirs.is_file() {
         return Ok(None);
     }
-    AnyTokenizer::load(&file).map(Some)
+    let json: Value = crate::io::read_json(&theirs)?;
+    let bpe = tokenizer_from_json(&json).map_err(|e| fail(&theirs, e.to_string()))?;
+    Ok(Some(AnyTokenizer::Bpe(bpe)))
 }
 
 fn pretty(value: &Value) -> Result<String> {
@@ -444,12 +532,15 @@ pub fn byte_to_unicode() -> [char; 256] {
 /// (the format keys tokens by their text): refused.
 pub fn tokenizer_json(bpe: &BpeTokenizer) -> Result<Value> {
     let table = byte_to_unicode();
-    let text =
-        |id: u32| -> Result<String> { Ok(bpe.token_bytes(id)?.iter().map(|&b| table[b as usize]).collect()) };
+    // The text of our token `ours` (merges() number tokens the tokenizer's own way).
+    let text = |ours: u32| -> Result<String> {
+        Ok(bpe.token_bytes(bpe.outer_id(ours))?.iter().map(|&b| table[b as usize]).collect())
+    };
     let n_tokens = 256 + bpe.merges().len();
     let mut vocab = serde_json::Map::new();
-    for id in 0..n_tokens as u32 {
-        if vocab.insert(text(id)?, json!(id)).is_some() {
+    for ours in 0..n_tokens as u32 {
+        let id = bpe.outer_id(ours);
+        if vocab.insert(text(ours)?, json!(id)).is_some_and(|earlier| earlier != json!(id)) {
             return Err(Error::Config(format!(
                 "token {id} has the same bytes as an earlier one: the Hugging Face format cannot hold both"
             )));
@@ -487,4 +578,172 @@ pub fn tokenizer_json(bpe: &BpeTokenizer) -> Result<Value> {
                   "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
                   "vocab": vocab, "merges": merges},
     }))
+}
+
+/// A byte-level BPE `tokenizer.json` (what `transformers` saves for GPT-2, what the
+/// `tokenizers` library's `ByteLevelBPETokenizer` writes, what [`export`] writes) as a
+/// [`BpeTokenizer`] with the file's own ids, whatever order they come in (special tokens
+/// first, say). What ours would tokenize differently is refused by name: a normalizer, a
+/// pre-tokenizer other than byte-level (alone, with GPT-2's split, or after one `Split` by a
+/// regex), a prefix space, byte fallback, word prefixes or suffixes, `ignore_merges`, tokens
+/// around the text, and vocabulary entries that no merge makes.
+pub fn tokenizer_from_json(json: &Value) -> Result<BpeTokenizer> {
+    let refuse = |why: String| Error::Config(why);
+    let kind = |v: &Value| v.get("type").and_then(Value::as_str).unwrap_or("?").to_owned();
+    let set = |v: &Value, key: &str| {
+        v.get(key).is_some_and(|x| !x.is_null() && x != &json!(false) && x != &json!(""))
+    };
+    let model = json.get("model").ok_or_else(|| refuse("no \"model\": not a tokenizer.json".into()))?;
+    if kind(model) != "BPE" {
+        return Err(refuse(format!("model type {:?}: only byte-level BPE is read here", kind(model))));
+    }
+    for key in ["byte_fallback", "continuing_subword_prefix", "end_of_word_suffix", "ignore_merges"] {
+        if set(model, key) {
+            return Err(refuse(format!("model.{key} = {}: ours has no such setting", model[key])));
+        }
+    }
+    if model.get("dropout").and_then(Value::as_f64).is_some_and(|p| p > 0.0) {
+        return Err(refuse(format!("model.dropout = {}: ours has no BPE dropout", model["dropout"])));
+    }
+    if let Some(normalizer) = json.get("normalizer").filter(|v| !v.is_null()) {
+        return Err(refuse(format!(
+            "normalizer {:?}: ours changes no text before splitting it",
+            kind(normalizer)
+        )));
+    }
+    if let Some(post) = json.get("post_processor").filter(|v| !v.is_null()) {
+        // transformers 5 writes a template of the text alone ("single": [$A]): it adds nothing.
+        let text_alone = || {
+            post.get("single").and_then(Value::as_array).is_some_and(|single| {
+                single.len() == 1 && single[0].get("Sequence").is_some_and(|s| s["id"] == "A")
+            })
+        };
+        match kind(post).as_str() {
+            "ByteLevel" => {}
+            "TemplateProcessing" if text_alone() => {}
+            other => {
+                return Err(refuse(format!(
+                    "post_processor {other:?} adds tokens around the text; ours adds none"
+                )))
+            }
+        }
+    }
+    match json.get("decoder").filter(|v| !v.is_null()).map(kind).as_deref() {
+        None | Some("ByteLevel") => {}
+        Some(other) => {
+            return Err(refuse(format!("decoder {other:?}: a byte-level BPE decodes with ByteLevel")))
+        }
+    }
+    let pattern = pre_split_pattern(json.get("pre_tokenizer").unwrap_or(&Value::Null))?;
+
+    // The vocabulary, by text, and the 256 byte tokens in it.
+    let vocab: HashMap<&str, u32> = model
+        .get("vocab")
+        .and_then(Value::as_object)
+        .ok_or_else(|| refuse("model.vocab is not an object of token -> id".into()))?
+        .iter()
+        .map(|(text, id)| {
+            let id = id.as_u64().and_then(|i| u32::try_from(i).ok());
+            id.map(|id| (text.as_str(), id)).ok_or_else(|| refuse(format!("model.vocab: {text:?} has no id")))
+        })
+        .collect::<Result<_>>()?;
+    let table = byte_to_unicode();
+    let id_of = |text: &str| vocab.get(text).copied();
+    let mut byte_ids = [0; 256];
+    for (b, id) in byte_ids.iter_mut().enumerate() {
+        *id = id_of(&table[b].to_string()).ok_or_else(|| {
+            refuse(format!("the vocabulary lacks byte {b:#04x} ({:?}): not a byte-level BPE", table[b]))
+        })?;
+    }
+    // The merges, as "left right" or ["left", "right"], each with the id of what it makes.
+    let merges = model
+        .get("merges")
+        .and_then(Value::as_array)
+        .ok_or_else(|| refuse("model.merges is not a list".into()))?
+        .iter()
+        .enumerate()
+        .map(|(i, merge)| {
+            let pair = match merge {
+                Value::String(s) => s.split_once(' '),
+                Value::Array(pair) => match pair.as_slice() {
+                    [Value::String(a), Value::String(b)] => Some((a.as_str(), b.as_str())),
+                    _ => None,
+                },
+                _ => None,
+            };
+            let (a, b) = pair.ok_or_else(|| refuse(format!("merge {i} is not \"left right\": {merge}")))?;
+            let merged = format!("{a}{b}");
+            let find = |t: &str| {
+                id_of(t).ok_or_else(|| {
+                    refuse(format!("merge {i} ({a:?}, {b:?}): {t:?} is not in the vocabulary"))
+                })
+            };
+            Ok((find(a)?, find(b)?, find(&merged)?))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    // Every added token is special here: matched in the text before BPE, as `tokenizers` does.
+    let mut specials = Vec::new();
+    for token in json.get("added_tokens").and_then(Value::as_array).into_iter().flatten() {
+        let content = token.get("content").and_then(Value::as_str);
+        let id = token.get("id").and_then(Value::as_u64).and_then(|i| u32::try_from(i).ok());
+        let (Some(content), Some(id)) = (content, id) else {
+            return Err(refuse(format!("added token without content or id: {token}")));
+        };
+        for key in ["lstrip", "rstrip", "single_word"] {
+            if set(token, key) {
+                return Err(refuse(format!("added token {content:?} has {key}: ours are matched exactly")));
+            }
+        }
+        specials.push((content, id));
+    }
+    let bpe = BpeTokenizer::from_vocab(pattern.as_deref(), byte_ids, &merges, &specials)?;
+    // Each vocabulary entry must be a token ours can make: a byte, a merge, an added token.
+    let byte_of: HashMap<char, u8> = table.iter().enumerate().map(|(b, &c)| (c, b as u8)).collect();
+    for (&text, &id) in &vocab {
+        if specials.contains(&(text, id)) {
+            continue;
+        }
+        let bytes: Option<Vec<u8>> = text.chars().map(|c| byte_of.get(&c).copied()).collect();
+        if bytes.as_deref() != bpe.token_bytes(id).ok() {
+            return Err(refuse(format!(
+                "vocabulary token {text:?} (id {id}) is neither a byte, nor made by a merge, nor an added token"
+            )));
+        }
+    }
+    Ok(bpe)
+}
+
+/// The pre-split regex of a byte-level `pre_tokenizer`: GPT-2's for `ByteLevel` with
+/// `use_regex`, the `Split`'s before a `ByteLevel` without, `None` for a `ByteLevel` alone.
+fn pre_split_pattern(pre: &Value) -> Result<Option<String>> {
+    let refuse = |why: String| Error::Config(format!("pre_tokenizer: {why}"));
+    let kind = |v: &Value| v.get("type").and_then(Value::as_str).unwrap_or("?").to_owned();
+    let flag = |v: &Value, key: &str, default: bool| v.get(key).and_then(Value::as_bool).unwrap_or(default);
+    let byte_level = |v: &Value| -> Result<bool> {
+        if kind(v) != "ByteLevel" {
+            return Err(refuse(format!("{:?} where a byte-level BPE has ByteLevel", kind(v))));
+        }
+        if flag(v, "add_prefix_space", true) {
+            return Err(refuse("ByteLevel with add_prefix_space: ours adds no space before the text".into()));
+        }
+        Ok(flag(v, "use_regex", true))
+    };
+    let steps: Vec<&Value> = match kind(pre).as_str() {
+        "Sequence" => pre.get("pretokenizers").and_then(Value::as_array).into_iter().flatten().collect(),
+        _ => vec![pre],
+    };
+    match steps.as_slice() {
+        [level] => Ok(byte_level(level)?.then(|| crate::tokenizer::GPT2_PATTERN.to_owned())),
+        [split, level] if kind(split) == "Split" => {
+            let regex = split.get("pattern").and_then(|p| p.get("Regex")).and_then(Value::as_str);
+            let behavior = split.get("behavior").and_then(Value::as_str);
+            match (regex, behavior, flag(split, "invert", false), byte_level(level)?) {
+                (Some(regex), Some("Isolated"), false, false) => Ok(Some(regex.to_owned())),
+                _ => Err(refuse(format!(
+                    "a Split other than by a Regex, Isolated, not inverted, before a ByteLevel without its own regex: {split}"
+                ))),
+            }
+        }
+        _ => Err(refuse(format!("{} steps; ours reads ByteLevel, or one Split then ByteLevel", steps.len()))),
+    }
 }

@@ -105,8 +105,41 @@ pub struct BpeTokenizer {
     ranks: HashMap<(u32, u32), u32>,
     /// The bytes of every id, special tokens included.
     vocab: Vec<Vec<u8>>,
-    /// Special tokens and their ids, in id order.
+    /// Special tokens and their ids (as the world knows them: after [`Renumbering`]).
     specials: Vec<(String, u32)>,
+    /// The ids another library gave these tokens, where they differ from ours (a
+    /// `tokenizer.json` that numbers its special tokens first, say); `None` for every
+    /// tokenizer trained or exported here, and for GPT-2's.
+    renumbering: Option<Box<Renumbering>>,
+}
+
+/// Our ids (bytes, then merges in rank order, then special tokens) against a vocabulary's
+/// own. Encoding works in ours and maps its output; decoding maps its input back.
+#[derive(Debug, Clone, PartialEq)]
+struct Renumbering {
+    /// The outside id of each of our ids.
+    outer: Vec<u32>,
+    /// Our id of each outside id (the first, if two merges make the same bytes), `NO_TOKEN`
+    /// where the vocabulary has no token with that id.
+    inner: Vec<u32>,
+}
+
+const NO_TOKEN: u32 = u32::MAX;
+
+impl Renumbering {
+    /// The renumbering of `outer` (the outside id of each of our ids), `None` when it is the
+    /// identity.
+    fn new(outer: Vec<u32>) -> Option<Box<Self>> {
+        if outer.iter().enumerate().all(|(i, &id)| id == i as u32) {
+            return None;
+        }
+        let size = outer.iter().max().map_or(0, |&m| m as usize + 1);
+        let mut inner = vec![NO_TOKEN; size];
+        for (ours, &theirs) in outer.iter().enumerate().rev() {
+            inner[theirs as usize] = ours as u32;
+        }
+        Some(Box::new(Self { outer, inner }))
+    }
 }
 
 impl PartialEq for BpeTokenizer {
@@ -115,6 +148,7 @@ impl PartialEq for BpeTokenizer {
             && self.byte_ids == other.byte_ids
             && self.merges == other.merges
             && self.specials == other.specials
+            && self.renumbering == other.renumbering
     }
 }
 
@@ -213,6 +247,7 @@ impl BpeTokenizer {
             ranks: HashMap::default(),
             vocab: vec![Vec::new(); 256],
             specials: Vec::new(),
+            renumbering: None,
         };
         for (b, &id) in byte_ids.iter().enumerate() {
             tokenizer.vocab[id as usize] = vec![b as u8];
@@ -240,6 +275,79 @@ impl BpeTokenizer {
         Ok(tokenizer)
     }
 
+    /// A tokenizer from a vocabulary that another library numbered (a Hugging Face
+    /// `tokenizer.json`: see [`crate::model::hf::tokenizer_from_json`]): `byte_ids[b]` is the
+    /// id of byte `b`, `merges` are `(left, right, merged)` ids in rank order, and `specials`
+    /// the special tokens with their ids. Encoding gives these ids and decoding takes them.
+    pub fn from_vocab(
+        pattern: Option<&str>,
+        byte_ids: [u32; 256],
+        merges: &[(u32, u32, u32)],
+        specials: &[(&str, u32)],
+    ) -> Result<Self> {
+        let mut sorted = byte_ids;
+        sorted.sort_unstable();
+        if sorted.windows(2).any(|w| w[0] == w[1]) {
+            return Err(Error::Config("two byte values have the same id".into()));
+        }
+        // Ours number the bytes as theirs do when theirs are 0..=255 (GPT-2's), else in order.
+        let our_bytes = if sorted == identity_bytes() { byte_ids } else { identity_bytes() };
+        let mut ours_of: HashMap<u32, u32> = HashMap::default(); // their id -> ours, as made
+        let mut outer = vec![0; 256];
+        for b in 0..256 {
+            ours_of.insert(byte_ids[b], our_bytes[b]);
+            outer[our_bytes[b] as usize] = byte_ids[b];
+        }
+        let mut our_merges = Vec::with_capacity(merges.len());
+        for (i, &(left, right, merged)) in merges.iter().enumerate() {
+            let ours = |id: u32| {
+                ours_of.get(&id).copied().ok_or_else(|| {
+                    Error::Config(format!(
+                        "merge {i} ({left}, {right} -> {merged}) uses id {id}, which is neither a byte nor made \
+                         by an earlier merge"
+                    ))
+                })
+            };
+            our_merges.push((ours(left)?, ours(right)?));
+            ours_of.entry(merged).or_insert(256 + i as u32);
+            outer.push(merged);
+        }
+        outer.extend(specials.iter().map(|&(_, id)| id));
+        let names: Vec<&str> = specials.iter().map(|&(token, _)| token).collect();
+        Self::build(pattern.map(str::to_string), our_bytes, our_merges, &names)?.renumber(outer)
+    }
+
+    /// Give our ids the outside ids `outer` (one per token, ours in order). Two tokens may
+    /// share an id only if they are merges that make the same bytes.
+    fn renumber(mut self, outer: Vec<u32>) -> Result<Self> {
+        if outer.len() != self.vocab.len() {
+            return Err(Error::Config(format!(
+                "{} ids for {} tokens (256 bytes, {} merges, {} special)",
+                outer.len(),
+                self.vocab.len(),
+                self.merges.len(),
+                self.specials.len()
+            )));
+        }
+        let first_special = 256 + self.merges.len();
+        let mut first_with: HashMap<u32, usize> = HashMap::default();
+        for (ours, &theirs) in outer.iter().enumerate() {
+            let first = *first_with.entry(theirs).or_insert(ours);
+            if first != ours && (self.vocab[first] != self.vocab[ours] || ours >= first_special) {
+                return Err(Error::Config(format!(
+                    "id {theirs} is both {:?} and {:?}",
+                    String::from_utf8_lossy(&self.vocab[first]),
+                    String::from_utf8_lossy(&self.vocab[ours])
+                )));
+            }
+        }
+        for (special, &id) in self.specials.iter_mut().zip(&outer[first_special..]) {
+            special.1 = id;
+        }
+        self.renumbering = Renumbering::new(outer);
+        Ok(self)
+    }
+
     fn add_merge(&mut self, left: u32, right: u32) {
         let id = 256 + self.merges.len() as u32;
         self.merges.push((left, right));
@@ -253,7 +361,9 @@ impl BpeTokenizer {
         super::read_json(path.as_ref())
     }
 
-    /// The learned merges: merge `i` makes id `256 + i` from the pair.
+    /// The learned merges: merge `i` makes id `256 + i` from the pair. (In the tokenizer's
+    /// own numbering: a vocabulary numbered elsewhere ([`BpeTokenizer::from_vocab`]) gives
+    /// its tokens other ids outside.)
     pub fn merges(&self) -> &[(u32, u32)] {
         &self.merges
     }
@@ -275,10 +385,19 @@ impl BpeTokenizer {
 
     /// The bytes of a token (a special token's are its text).
     pub fn token_bytes(&self, id: u32) -> Result<&[u8]> {
-        self.vocab
-            .get(id as usize)
+        let ours = match &self.renumbering {
+            None => Some(id),
+            Some(r) => r.inner.get(id as usize).copied().filter(|&ours| ours != NO_TOKEN),
+        };
+        ours.and_then(|ours| self.vocab.get(ours as usize))
             .map(Vec::as_slice)
-            .ok_or(Error::UnknownId { id, vocab_size: self.vocab.len() })
+            .ok_or(Error::UnknownId { id, vocab_size: self.vocab_size() })
+    }
+
+    /// The id of our token `ours` outside (the same, unless the vocabulary was numbered
+    /// elsewhere).
+    pub(crate) fn outer_id(&self, ours: u32) -> u32 {
+        self.renumbering.as_ref().map_or(ours, |r| r.outer[ours as usize])
     }
 
     /// The chunks the pre-split pattern cuts `text` into.
@@ -304,6 +423,9 @@ impl BpeTokenizer {
                 seen.insert(chunk, (start, out.len()));
             }
         })?;
+        if let Some(r) = &self.renumbering {
+            out.iter_mut().for_each(|id| *id = r.outer[*id as usize]);
+        }
         Ok(out)
     }
 
@@ -671,7 +793,7 @@ impl Tokenizer for BpeTokenizer {
     }
 
     fn vocab_size(&self) -> usize {
-        self.vocab.len()
+        self.renumbering.as_ref().map_or(self.vocab.len(), |r| r.inner.len())
     }
 
     fn to_json(&self) -> Result<String> {
@@ -688,6 +810,9 @@ impl Tokenizer for BpeTokenizer {
 /// ```
 ///
 /// `byte_ids` is `null` when byte `b` has id `b` (every tokenizer we train), else the 256 ids.
+/// Version 2 adds `ids`, the outside id of each token (bytes, merges, special tokens), for a
+/// vocabulary numbered elsewhere ([`BpeTokenizer::from_vocab`]); the merges and `byte_ids`
+/// stay in the tokenizer's own numbering.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct BpeFile {
     kind: String,
@@ -696,17 +821,20 @@ struct BpeFile {
     byte_ids: Option<Vec<u32>>,
     merges: Vec<(u32, u32)>,
     special_tokens: Vec<(String, u32)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ids: Option<Vec<u32>>,
 }
 
 impl From<&BpeTokenizer> for BpeFile {
     fn from(t: &BpeTokenizer) -> Self {
         BpeFile {
             kind: "bpe".into(),
-            version: 1,
+            version: if t.renumbering.is_some() { 2 } else { 1 },
             pattern: t.pattern.clone(),
             byte_ids: (t.byte_ids != identity_bytes()).then(|| t.byte_ids.to_vec()),
             merges: t.merges.clone(),
             special_tokens: t.specials.clone(),
+            ids: t.renumbering.as_ref().map(|r| r.outer.clone()),
         }
     }
 }
@@ -714,9 +842,9 @@ impl From<&BpeTokenizer> for BpeFile {
 impl TryFrom<BpeFile> for BpeTokenizer {
     type Error = String;
     fn try_from(file: BpeFile) -> Result<Self, String> {
-        if file.kind != "bpe" || file.version != 1 {
+        if file.kind != "bpe" || !matches!((file.version, &file.ids), (1, None) | (2, Some(_))) {
             return Err(format!(
-                "not a bpe tokenizer v1 file (kind {:?}, version {})",
+                "not a bpe tokenizer file of version 1, or 2 with ids (kind {:?}, version {})",
                 file.kind, file.version
             ));
         }
@@ -732,9 +860,12 @@ impl TryFrom<BpeFile> for BpeTokenizer {
             }
         };
         let names: Vec<&str> = file.special_tokens.iter().map(|(t, _)| t.as_str()).collect();
-        let tokenizer = BpeTokenizer::build(file.pattern.clone(), byte_ids, file.merges, &names)
+        let mut tokenizer = BpeTokenizer::build(file.pattern.clone(), byte_ids, file.merges, &names)
             .map_err(|e| e.to_string())?;
-        // Special tokens take the ids after the merges, in order.
+        if let Some(ids) = file.ids {
+            tokenizer = tokenizer.renumber(ids).map_err(|e| e.to_string())?;
+        }
+        // Special tokens take the ids after the merges, in order (or the ids `ids` gives them).
         for ((token, id), (_, expected)) in file.special_tokens.iter().zip(&tokenizer.specials) {
             if id != expected {
                 return Err(format!("special token {token:?} has id {id}, expected {expected}"));

@@ -265,7 +265,8 @@ fn corrupt_tokenizer_files_are_clear_errors() {
         j.to_string()
     };
     let cases = [
-        (with("version", 2.into()), "not a bpe tokenizer v1"),
+        (with("version", 2.into()), "version 1, or 2 with ids"),
+        (with("version", 3.into()), "(kind \"bpe\", version 3)"),
         (with("merges", serde_json::json!([[104, 101], [9999, 1]])), "does not exist yet"),
         (with("merges", serde_json::json!([[104, 101], [104, 101]])), "appears twice"),
         (with("byte_ids", serde_json::json!([0, 0])), "byte_ids"),

@@ -6,7 +6,7 @@ use crate::common::{rng_lock, TempDir};
 use llm_from_scratch::generate::{generate_batch, Cache, Sampling};
 use llm_from_scratch::model::{hf, Activation, Gpt, GptConfig, LanguageModel, Position};
 use llm_from_scratch::tokenizer::{
-    AnyTokenizer, BpeConfig, BpeTokenizer, CharTokenizer, Tokenizer, GPT4_PATTERN,
+    AnyTokenizer, BpeConfig, BpeTokenizer, CharTokenizer, Specials, Tokenizer, GPT4_PATTERN,
 };
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -17,7 +17,7 @@ const TEXT: &str = "First Citizen:\nBefore we proceed any further, hear me speak
                     First Citizen:\nYou are all resolved rather to die than to famish?\n\nAll:\nResolved. resolved.\n";
 
 /// Run `tests/hf_oracle.py` with the venv's python (where setup installs transformers).
-fn oracle(args: &[&str]) -> String {
+pub(crate) fn oracle(args: &[&str]) -> String {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let python = root.join(".venv/bin/python");
     let out = Command::new(&python)
@@ -35,17 +35,17 @@ fn read_json(path: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).expect("read")).expect("json")
 }
 
-fn ids_of(v: &Value) -> Vec<u32> {
+pub(crate) fn ids_of(v: &Value) -> Vec<u32> {
     v.as_array().expect("array").iter().map(|x| x.as_u64().expect("id") as u32).collect()
 }
 
-fn tensor_of(v: &Value) -> Tensor {
+pub(crate) fn tensor_of(v: &Value) -> Tensor {
     let rows: Vec<Vec<f32>> = serde_json::from_value(v.clone()).expect("rows of floats");
     let n = rows.len() as i64;
     Tensor::from_slice(&rows.concat()).reshape([n, -1])
 }
 
-fn logits(model: &Gpt, ids: &[u32]) -> Tensor {
+pub(crate) fn logits(model: &Gpt, ids: &[u32]) -> Tensor {
     let idx = Tensor::from_slice(&ids.iter().map(|&i| i as i64).collect::<Vec<_>>()).unsqueeze(0);
     tch::no_grad(|| model.forward(&idx, None, false).unwrap().0.squeeze_dim(0))
 }
@@ -54,7 +54,7 @@ fn greedy(model: &Gpt, ids: &[u32], n: usize, cache: Cache) -> Vec<u32> {
     generate_batch(model, ids, n, &Sampling::greedy(), &[0], cache, |_| Ok(())).unwrap().remove(0)
 }
 
-fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+pub(crate) fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
     assert_eq!(a.size(), b.size());
     (a - b).abs().max().double_value(&[])
 }
@@ -331,4 +331,156 @@ fn weights_that_do_not_fit_the_config_name_the_first_bad_tensor() {
     std::fs::write(good.join(hf::CONFIG_FILE), r#"{"model_type": "llama"}"#).unwrap();
     let err = hf::load(&good, Device::Cpu).unwrap_err().to_string();
     assert!(err.contains("model_type is \"llama\""), "{err}");
+}
+
+/// Texts that exercise the pre-split: contractions, runs of spaces, newlines, digits, bytes
+/// of several lengths, and the special token.
+const TOKENIZER_SAMPLES: &[&str] = &[
+    "First Citizen:\nBefore we proceed any further, hear me speak.",
+    "It's we'll they've   three  spaces\n\n\tand 12345 digits ",
+    "héllo wörld, 日本語 🙂 (bytes the corpus never had)",
+    "Speak, speak.<|endoftext|>All:\nResolved.",
+];
+
+#[test]
+fn tokenizer_json_files_written_by_tokenizers_and_transformers_load_with_their_ids() {
+    let dir = TempDir::new("hf-their-tokenizers");
+    let corpus = dir.join("corpus.txt");
+    std::fs::write(&corpus, TEXT.repeat(3)).unwrap();
+    let samples = dir.join("samples.json");
+    std::fs::write(&samples, serde_json::to_string(TOKENIZER_SAMPLES).unwrap()).unwrap();
+    let out = dir.join("out");
+    let theirs: Value = serde_json::from_str(&oracle(&[
+        "tokenizers",
+        out.to_str().unwrap(),
+        corpus.to_str().unwrap(),
+        samples.to_str().unwrap(),
+    ]))
+    .unwrap();
+    for kind in ["tokenizers", "transformers"] {
+        // Neither folder has our llm_tokenizer.json: the tokenizer.json is read.
+        let folder = out.join(kind);
+        assert!(!folder.join(hf::LLM_TOKENIZER_FILE).exists());
+        let Some(AnyTokenizer::Bpe(bpe)) = hf::load_tokenizer(&folder).unwrap() else {
+            panic!("{kind}: no byte-level BPE read from {}", folder.display())
+        };
+        assert_eq!(bpe.vocab_size() as u64, theirs[kind]["vocab_size"].as_u64().unwrap(), "{kind}");
+        for (text, ids) in TOKENIZER_SAMPLES.iter().zip(theirs[kind]["ids"].as_array().unwrap()) {
+            let ours = bpe.encode_with_specials(text, Specials::AllowAll).unwrap();
+            assert_eq!(ours, ids_of(ids), "{kind}: {text:?}");
+            assert_eq!(bpe.decode(&ours).unwrap(), *text, "{kind}");
+        }
+        // The file's numbering survives our own format and our tokenizer.json.
+        let again = AnyTokenizer::from_json(&bpe.to_json().unwrap()).unwrap();
+        assert_eq!(again, AnyTokenizer::Bpe(bpe.clone()), "{kind}");
+        assert_eq!(hf::tokenizer_from_json(&hf::tokenizer_json(&bpe).unwrap()).unwrap(), bpe, "{kind}");
+    }
+    // `tokenizers` numbers the special token first, so its ids are not ours: a renumbering.
+    let Some(AnyTokenizer::Bpe(specials_first)) = hf::load_tokenizer(out.join("tokenizers")).unwrap() else {
+        unreachable!()
+    };
+    assert_eq!(specials_first.special_id(llm_from_scratch::tokenizer::ENDOFTEXT), Some(0));
+}
+
+#[test]
+fn a_tokenizer_json_ours_would_read_differently_is_refused_by_name() {
+    let bpe = BpeTokenizer::train(TEXT, &BpeConfig::new(300).special_tokens(&["<|endoftext|>"])).unwrap();
+    let good = hf::tokenizer_json(&bpe).unwrap();
+    assert_eq!(hf::tokenizer_from_json(&good).unwrap(), bpe);
+    let refused = |change: &dyn Fn(&mut Value), expected: &str| {
+        let mut json = good.clone();
+        change(&mut json);
+        let err = hf::tokenizer_from_json(&json).unwrap_err().to_string();
+        assert!(err.contains(expected), "expected {expected:?} in: {err}");
+    };
+    refused(&|j| j["normalizer"] = serde_json::json!({"type": "NFC"}), "normalizer \"NFC\"");
+    refused(&|j| j["model"]["byte_fallback"] = true.into(), "model.byte_fallback");
+    refused(&|j| j["model"]["ignore_merges"] = true.into(), "model.ignore_merges");
+    refused(&|j| j["model"]["type"] = "WordPiece".into(), "model type \"WordPiece\"");
+    refused(
+        &|j| j["pre_tokenizer"] = serde_json::json!({"type": "ByteLevel", "add_prefix_space": true}),
+        "add_prefix_space",
+    );
+    refused(&|j| j["pre_tokenizer"] = serde_json::json!({"type": "Whitespace"}), "\"Whitespace\"");
+    refused(
+        &|j| {
+            j["post_processor"] = serde_json::json!({"type": "TemplateProcessing", "single": [
+                {"SpecialToken": {"id": "<|endoftext|>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}]})
+        },
+        "adds tokens",
+    );
+    refused(&|j| drop(j["model"]["vocab"].as_object_mut().unwrap().remove("Ġ")), "lacks byte 0x20");
+    refused(&|j| j["model"]["vocab"]["zzzq"] = 299.into(), "\"zzzq\" (id 299) is neither");
+    refused(&|j| j["model"]["merges"][0] = "nosuch token".into(), "is not in the vocabulary");
+    // A folder whose tokenizer.json is refused says which file.
+    let dir = TempDir::new("hf-bad-tokenizer");
+    let mut json = good.clone();
+    json["normalizer"] = serde_json::json!({"type": "Lowercase"});
+    std::fs::write(dir.join(hf::TOKENIZER_FILE), json.to_string()).unwrap();
+    let err = hf::load_tokenizer(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("tokenizer.json") && err.contains("Lowercase"), "{err}");
+}
+
+/// The peak resident memory, in bytes, of `cmd` run to its end (`getrusage`'s `ru_maxrss` of
+/// the child, from `wait4`), with what it printed (into `out`); fails the test unless it
+/// succeeds.
+fn peak_rss(mut cmd: Command, out: &Path) -> (u64, String) {
+    let file = || std::fs::OpenOptions::new().create(true).append(true).open(out).unwrap();
+    let child = cmd.stdout(file()).stderr(file()).spawn().unwrap();
+    let pid = child.id() as libc::pid_t;
+    let (mut status, mut usage) = (0, unsafe { std::mem::zeroed::<libc::rusage>() });
+    // SAFETY: wait4 on our own child (reaped here, never by `child`), into locals.
+    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(reaped, pid, "wait4: {}", std::io::Error::last_os_error());
+    let printed = std::fs::read_to_string(out).unwrap();
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "status {status}: {printed}");
+    (usage.ru_maxrss as u64 * 1024, printed) // Linux counts kibibytes
+}
+
+/// `hf::load_weights` maps the file and copies it a slice at a time: loading a GPT-2 of the
+/// 124M size (498 MB in float32, saved by `transformers`) costs one copy of the weights plus
+/// working memory, where reading the file whole held nearly three (`llm eval --model`: 1.91
+/// GB at its peak before, 1.01 GB now). The cost is the peak above the same command's on a
+/// tiny model: libtorch alone is about half a gigabyte of the process (its pages, touched
+/// as it loads).
+#[test]
+fn loading_a_124m_gpt2_costs_one_copy_of_its_weights() {
+    let dir = TempDir::new("hf-124m");
+    let (big, tiny) = (dir.join("gpt2-124m"), dir.join("tiny"));
+    oracle(&["gpt2-124m", big.to_str().unwrap()]);
+    let file = std::fs::metadata(big.join(hf::WEIGHTS_FILE)).unwrap().len();
+    assert!(file > 490_000_000, "{file} bytes");
+    let text = "First Citizen:\nBefore we proceed any further, hear me speak.\n";
+    let chars = AnyTokenizer::Char(CharTokenizer::from_text(text));
+    {
+        let _rng = rng_lock(); // initial weights draw from the global generator
+        let config = GptConfig {
+            vocab_size: 128,
+            block_size: 16,
+            n_layer: 1,
+            n_head: 2,
+            n_embd: 16,
+            ..GptConfig::gpt2()
+        };
+        hf::export(&Gpt::new(config, Device::Cpu).unwrap(), &chars, &tiny).unwrap();
+    }
+    // A character tokenizer beside the big one too (GPT-2's ranks are not fetched offline):
+    // ids 0..20 are as good as any for measuring memory.
+    chars.save(&big.join(hf::LLM_TOKENIZER_FILE)).unwrap();
+    std::fs::write(dir.join("text.txt"), text).unwrap();
+    let peak = |model: &Path| {
+        let mut eval = Command::new(env!("CARGO_BIN_EXE_llm"));
+        eval.args(["eval", "--model"])
+            .arg(model)
+            .arg("--input")
+            .arg(dir.join("text.txt"))
+            .args(["--device", "cpu"]);
+        let (peak, printed) = peak_rss(eval, &model.with_extension("out"));
+        assert!(printed.contains("loss "), "{printed}");
+        peak
+    };
+    let (baseline, loaded) = (peak(&tiny), peak(&big));
+    let cost = loaded.saturating_sub(baseline) as f64 / file as f64;
+    eprintln!("llm eval --model, peak RSS: {loaded} bytes with the 124M model ({file} bytes of weights), {baseline} with a tiny one: {cost:.2}× the file");
+    assert!(cost <= 1.25, "loading cost {cost:.2}× the {file}-byte file ({loaded} bytes against {baseline})");
 }

@@ -17,6 +17,7 @@ mod cli;
 mod cli_tokenizer;
 mod cli_train;
 mod data_and_bigram;
+mod ddp;
 mod generate;
 mod gpt;
 mod hf;
