@@ -12,9 +12,10 @@ fails on these as on a cell error. A chapter fails when it has:
 - no closing summary: its last cell is code and prints `chapter N: all checks passed`, then
   one line `  what: value` per number the chapter asserts.
 
-Run on its own (make test does, first), it also checks that every number in the committed
-chapters' summaries appears in README.md's "Results" section, so the results table says what
-the chapters print.
+Run on its own (make test does, first), it also checks that each line of the committed
+chapters' summaries has a row of its own in README.md's "Results" tables: one row that names
+the chapter ("ch. N") and shows every number of the line, so the results say what the
+chapters print, where a reader looks for it.
 """
 
 import re
@@ -82,21 +83,25 @@ def problems(nb, path: Path) -> list[str]:
     return found
 
 
-def results_section(readme: str) -> str:
-    """README.md's "## Results" section, up to the next section."""
+def results_rows(readme: str) -> list[str]:
+    """The rows of README.md's "## Results" tables, up to the next section."""
     start = readme.find("\n## Results\n")
     end = readme.find("\n## ", start + 1)
-    return readme[start:end] if start >= 0 else ""
+    section = readme[start:end] if start >= 0 else ""
+    return [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("|---")]
 
 
 def readme_problems(nb, path: Path, readme: str) -> list[str]:
-    """Numbers in a committed chapter's summary that README.md's results do not show."""
-    shown = set(NUMBER.findall(results_section(readme)))
+    """Summary lines of a committed chapter that no row of README.md's results shows whole:
+    each line's numbers must all be in one row that names the chapter ("ch. N")."""
+    chapter = re.compile(rf"\bch\. (?:\d+, )*{chapter_number(path)}\b")
+    rows = [set(NUMBER.findall(row)) for row in results_rows(readme) if chapter.search(row)]
     found = []
     for m in filter(None, map(SUMMARY_LINE.match, summary(nb)[1:])):
-        missing = [n for n in NUMBER.findall(m["value"]) if n not in shown]
-        if missing:
-            found.append(f"{path.name}: README.md's results do not show {', '.join(missing)} ({m['what']}: {m['value']})")
+        numbers = NUMBER.findall(m["value"])
+        if not any(all(n in row for n in numbers) for row in rows):
+            found.append(f"{path.name}: no row of README.md's results for chapter {chapter_number(path)} "
+                         f"shows all of {', '.join(numbers)} ({m['what']}: {m['value']})")
     return found
 
 

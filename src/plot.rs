@@ -165,7 +165,9 @@ fn finite_range(values: impl Iterator<Item = f64>) -> (f64, f64) {
 const WIDTH: u32 = 900;
 const HEIGHT: u32 = 500;
 const FONT: &str = "sans-serif";
-const COLORS: [RGBColor; 10] = [
+/// The series' colours, in order (matplotlib's "tab10"): series `i` is drawn in
+/// `COLORS[i % 10]`.
+pub const COLORS: [RGBColor; 10] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),

@@ -47,10 +47,20 @@ cases = [
 ]
 results = [check(*case) for case in cases]
 
-readme_ok = readme_problems(chapter(), PATH, "# x\n\n## Results\n\n| val loss | 1.911 |\n\n## Timings\n") == []
-readme_stale = readme_problems(chapter(), PATH, "# x\n\n## Results\n\n| val loss | 1.893 |\n\n## Timings\n1.911\n") != []
-print(f"{'ok  ' if readme_ok and readme_stale else 'FAIL'} the README's results must show each summary number")
-results.append(readme_ok and readme_stale)
+# The README's results: each summary line whole, in one row naming the chapter.
+two_lines = chapter(closing=("chapter 9: all checks passed\n  val loss: 1.911\n  steps: 2000\n",))
+readme_cases = [
+    ("its own row shows it", two_lines, "| val loss 1.911 after 2000 steps (ch. 9) | yes |", True),
+    ("a stale number", chapter(), "| val loss (ch. 9) | 1.893 |\n\n## Timings\n1.911", False),
+    ("another chapter's row", chapter(), "| val loss (ch. 8) | 1.911 |", False),
+    ("the numbers split over two rows", chapter(closing=("chapter 9: all checks passed\n  losses: 1.911 vs 2.5\n",)),
+     "| train loss (ch. 9) | 1.911 |\n| val loss (ch. 9) | 2.5 |", False),
+]
+for name, nb, rows, fine in readme_cases:
+    found = readme_problems(nb, PATH, f"# x\n\n## Results\n\n| what | value |\n|---|---|\n{rows}\n\n## Timings\n")
+    ok = (found == []) == fine
+    print(f"{'ok  ' if ok else 'FAIL'} README results, {name}: {found}")
+    results.append(ok)
 
 print(f"chapter check: {sum(results)} of {len(results)} cases as expected")
 sys.exit(0 if all(results) else 1)

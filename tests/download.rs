@@ -4,7 +4,7 @@
 mod common;
 
 use common::http::{Reply, Server};
-use common::{shakespeare_path, wikitext_zip, TempDir, WIKI};
+use common::{shakespeare, wikitext_zip, TempDir, WIKI};
 use llm_from_scratch::{data, Error};
 use sha2::{Digest, Sha256};
 use std::sync::{Arc, Mutex};
@@ -294,10 +294,12 @@ fn unknown_dataset_is_an_error_listing_the_known_ones() {
 #[test]
 fn fetch_uses_the_mirror_and_the_data_dir_from_the_environment() {
     let ts = data::dataset("tinyshakespeare").unwrap();
-    let real = shakespeare_path().map(|p| std::fs::read(p).unwrap());
+    // The real bytes, fetched as every other test fetches them, before this test changes
+    // where fetches go.
+    let real = shakespeare().as_bytes().to_vec();
     let served = real.clone();
     let server = Server::start(move |path| match (path, &served) {
-        ("/mirror/tinyshakespeare.txt", Some(bytes)) => Reply::Body(bytes.clone()),
+        ("/mirror/tinyshakespeare.txt", bytes) => Reply::Body(bytes.clone()),
         ("/short/tinyshakespeare.txt", _) => Reply::Body(b"not shakespeare".to_vec()),
         ("/corrupt/tinyshakespeare.txt", _) => Reply::Body(vec![b'x'; 1_115_394]),
         _ => Reply::Status(404),
@@ -350,40 +352,37 @@ fn fetch_uses_the_mirror_and_the_data_dir_from_the_environment() {
     assert!(matches!(data::fetch("nope"), Err(Error::UnknownDataset { .. })));
     assert_eq!(server.requests().len(), before);
 
-    if let Some(real) = real {
-        // A good HTTP mirror: downloaded once, then served from the cache.
-        let dir = TempDir::new("fetch_http");
-        set_env(&server.url("/mirror"), dir.path());
-        let path = data::fetch("tinyshakespeare").expect("fetch from the HTTP mirror");
-        assert_eq!(path, dir.join(&ts.file));
-        assert_eq!(std::fs::read(&path).unwrap(), real);
-        assert_eq!(dir.entries(), [ts.file.as_str()]);
-        let downloads = || server.requests().iter().filter(|p| *p == "/mirror/tinyshakespeare.txt").count();
-        assert_eq!(downloads(), 1);
-        assert_eq!(data::fetch("tinyshakespeare").unwrap(), path);
-        assert_eq!(downloads(), 1, "a verified cached file is not downloaded again");
+    // A good HTTP mirror: downloaded once, then served from the cache.
+    let dir = TempDir::new("fetch_http");
+    set_env(&server.url("/mirror"), dir.path());
+    let path = data::fetch("tinyshakespeare").expect("fetch from the HTTP mirror");
+    assert_eq!(path, dir.join(&ts.file));
+    assert_eq!(std::fs::read(&path).unwrap(), real);
+    assert_eq!(dir.entries(), [ts.file.as_str()]);
+    let downloads = || server.requests().iter().filter(|p| *p == "/mirror/tinyshakespeare.txt").count();
+    assert_eq!(downloads(), 1);
+    assert_eq!(data::fetch("tinyshakespeare").unwrap(), path);
+    assert_eq!(downloads(), 1, "a verified cached file is not downloaded again");
 
-        // A cached file that went bad is replaced.
-        std::fs::write(&path, "truncated").unwrap();
-        data::fetch("tinyshakespeare").expect("re-fetch");
-        assert_eq!(downloads(), 2);
-        assert_eq!(std::fs::read(&path).unwrap(), real);
+    // A cached file that went bad is replaced.
+    std::fs::write(&path, "truncated").unwrap();
+    data::fetch("tinyshakespeare").expect("re-fetch");
+    assert_eq!(downloads(), 2);
+    assert_eq!(std::fs::read(&path).unwrap(), real);
 
-        // `tinyshakespeare()` reads it as text.
-        let text = data::tinyshakespeare().unwrap();
-        assert_eq!(text.len(), 1_115_394);
-        assert!(text.starts_with("First Citizen:\nBefore we proceed any further, hear me speak."));
+    // `tinyshakespeare()` reads it as text.
+    let text = data::tinyshakespeare().unwrap();
+    assert_eq!(text.len(), 1_115_394);
+    assert!(text.starts_with("First Citizen:\nBefore we proceed any further, hear me speak."));
 
-        // A local folder as the mirror.
-        let dir = TempDir::new("fetch_local");
-        let shared = shakespeare_path().unwrap();
-        set_env(shared.parent().unwrap().to_str().unwrap(), dir.path());
-        let path = data::fetch("tinyshakespeare").expect("fetch from a local mirror folder");
-        assert_eq!(std::fs::read(&path).unwrap(), real);
-        assert_eq!(dir.entries(), [ts.file.as_str()]);
-    } else {
-        eprintln!("../shared/data/tinyshakespeare.txt is absent: skipping the successful fetch cases");
-    }
+    // A local folder as the mirror.
+    let mirror = TempDir::new("fetch_local_mirror");
+    std::fs::write(mirror.join(&ts.file), &real).unwrap();
+    let dir = TempDir::new("fetch_local");
+    set_env(mirror.path().to_str().unwrap(), dir.path());
+    let path = data::fetch("tinyshakespeare").expect("fetch from a local mirror folder");
+    assert_eq!(std::fs::read(&path).unwrap(), real);
+    assert_eq!(dir.entries(), [ts.file.as_str()]);
 
     fetch_url_records_the_hash_and_refuses_a_changed_file();
     std::env::remove_var(data::MIRROR_ENV);

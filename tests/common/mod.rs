@@ -44,21 +44,53 @@ impl Drop for TempDir {
     }
 }
 
-/// The shared copy of Tiny Shakespeare, if this checkout has one beside it.
-pub fn shakespeare_path() -> Option<PathBuf> {
-    let path = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/tinyshakespeare.txt"));
-    path.is_file().then_some(path)
+/// The text of Tiny Shakespeare, fetched once per test binary the way the chapters fetch it
+/// (`data::tinyshakespeare`: from `LLM_DATA_MIRROR` where one is set, as `make test` sets it,
+/// else from its public URL) and cached in the data folder. A corpus that cannot be had fails
+/// the test that needs it, saying so: no test skips.
+pub fn shakespeare() -> &'static str {
+    static TEXT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TEXT.get_or_init(|| {
+        llm_from_scratch::data::tinyshakespeare().unwrap_or_else(|e| {
+            panic!(
+                "Tiny Shakespeare could not be fetched ({e}); `make test` serves ../shared/data \
+                 through LLM_DATA_MIRROR, or give this machine network access"
+            )
+        })
+    })
 }
 
-/// The text of Tiny Shakespeare, or `None` (with a note on stderr saying what is skipped).
-pub fn shakespeare_text(skipping: &str) -> Option<String> {
-    match shakespeare_path() {
-        Some(path) => Some(std::fs::read_to_string(path).expect("read tinyshakespeare.txt")),
-        None => {
-            eprintln!("../shared/data/tinyshakespeare.txt is absent: skipping {skipping}");
-            None
-        }
-    }
+/// How many of the plot palette's colours (all but its grey) a PNG chart draws as lines:
+/// those whose pixels reach across more than half the image's width (a legend's swatch is 24
+/// pixels wide, so a series listed in the legend but not drawn does not count), checked to be
+/// the palette's first colours, in order. A blank chart, or one with a series missing, has
+/// fewer.
+pub fn drawn_lines(png: &[u8]) -> usize {
+    let mut reader = png::Decoder::new(std::io::Cursor::new(png)).read_info().expect("a decodable PNG");
+    let mut rgb = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut rgb).expect("the PNG's pixels");
+    assert_eq!(info.color_type, png::ColorType::Rgb, "the charts are RGB");
+    let width = info.width as usize;
+    // The palette's grey is left out: anti-aliased text has greys of every shade.
+    let spans: Vec<usize> = llm_from_scratch::plot::COLORS
+        .iter()
+        .filter(|c| !(c.0 == c.1 && c.1 == c.2))
+        .map(|c| {
+            let xs = rgb[..info.buffer_size()]
+                .chunks_exact(3)
+                .enumerate()
+                .filter(|(_, px)| *px == [c.0, c.1, c.2])
+                .map(|(i, _)| i % width);
+            let (lo, hi) = xs.fold((usize::MAX, 0), |(lo, hi), x| (lo.min(x), hi.max(x)));
+            hi.saturating_sub(lo)
+        })
+        .collect();
+    let drawn = spans.iter().take_while(|&&span| span > width / 2).count();
+    assert!(
+        spans[drawn..].iter().all(|&span| span <= width / 2),
+        "lines drawn out of palette order: {spans:?}"
+    );
+    drawn
 }
 
 /// `llm train` flags for a tiny model and a short run (1 block, 16 channels, 16 tokens of

@@ -1,7 +1,7 @@
 //! Chapter 6's byte-level BPE: lossless on any text, the same merges every time, exactly
 //! GPT-2's ids (checked against tiktoken-rs), clear errors, and files that load back.
 
-use crate::common::{shakespeare_text, TempDir};
+use crate::common::{shakespeare, TempDir};
 use llm_from_scratch::tokenizer::{
     AnyTokenizer, BpeConfig, BpeTokenizer, Specials, Tokenizer, ENDOFTEXT, GPT2_PATTERN, GPT4_PATTERN,
 };
@@ -66,11 +66,11 @@ fn gpt2_ids_match_tiktoken_on_mixed_text() {
 
 #[test]
 fn gpt2_ids_match_tiktoken_on_all_of_tiny_shakespeare() {
-    let Some(text) = shakespeare_text("the GPT-2 Tiny Shakespeare comparison") else { return };
+    let text = shakespeare();
     let (ours, oracle) = gpt2();
-    let ids = ours.encode(&text).unwrap();
+    let ids = ours.encode(text).unwrap();
     assert_eq!(ids.len(), 338_025);
-    assert_eq!(ids, oracle.encode_ordinary(&text));
+    assert_eq!(ids, oracle.encode_ordinary(text));
     assert_eq!(ours.decode(&ids).unwrap(), text);
 }
 
@@ -107,11 +107,9 @@ fn wikipedia_example_learns_the_textbook_merges() {
     assert_eq!(tok.vocab_size(), 259);
 }
 
-/// Shakespeare-like text for the training tests (the real corpus where it is available).
+/// The training tests' text: the first 200 KB of Tiny Shakespeare.
 fn corpus() -> String {
-    shakespeare_text("training on Tiny Shakespeare (using a built-in sample)")
-        .map(|t| t[..200_000].to_string())
-        .unwrap_or_else(|| MIXED.repeat(50))
+    shakespeare()[..200_000].to_string()
 }
 
 #[test]

@@ -11,6 +11,7 @@ use llm_from_scratch::train::checkpoint::{META_FILE, MODEL_FILE, OPTIMIZER_FILE}
 use llm_from_scratch::train::{Checkpoint, History, LrDecay, TrainConfig, Trainer};
 use llm_from_scratch::{device, Error};
 use serde_json::json;
+use sha2::Digest;
 use std::path::Path;
 use tch::{nn, Device, Kind, Tensor};
 
@@ -202,7 +203,9 @@ fn a_checkpoint_is_a_directory_of_safetensors_and_json() {
     assert_eq!(meta["history"]["points"][0]["step"], 0);
     let size = std::fs::metadata(path.join(MODEL_FILE)).unwrap().len();
     assert_eq!(meta["files"][MODEL_FILE]["bytes"], size);
-    assert_eq!(meta["files"][MODEL_FILE]["sha256"].as_str().unwrap().len(), 64);
+    let digest = sha2::Sha256::digest(std::fs::read(path.join(MODEL_FILE)).unwrap());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(meta["files"][MODEL_FILE]["sha256"], hex.as_str());
 }
 
 // --- Atomic saves -------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 //! `llm train`, `sample`, `eval` and `runs compare`, run for real on a small corpus with a
 //! tiny model (1 block, 16 channels, 16 tokens of context), so the file runs in seconds.
 
-use crate::common::{TempDir, TINY};
+use crate::common::{drawn_lines, TempDir, TINY};
 use llm_from_scratch::train::Checkpoint;
 use sha2::Digest;
 use std::path::Path;
@@ -146,23 +146,43 @@ fn train_resume_sample_and_eval() {
         assert_eq!(three[i].trim_end(), sample(seed, &[]).0.trim_end(), "sample {i}");
     }
 
-    // Eval on the run's validation split and on a file: a loss near ln(vocab) this early.
-    for extra in [&[][..], &["--input", "corpus.txt"][..]] {
+    // Eval on the run's validation split, and on the whole text (both splits): every window
+    // of it, against the run's own estimate at the same step from a few random windows.
+    let recorded = estimates(&run).pop().unwrap();
+    assert_eq!(recorded["step"], 15);
+    let (train_loss, val_loss) =
+        (recorded["train_loss"].as_f64().unwrap(), recorded["val_loss"].as_f64().unwrap());
+    for (extra, expected) in
+        [(&[][..], val_loss), (&["--input", "corpus.txt"][..], 0.9 * train_loss + 0.1 * val_loss)]
+    {
         let mut args = vec!["eval", "--checkpoint", "run/checkpoints/latest", "--device", "cpu"];
         args.extend_from_slice(extra);
         let out = llm(dir.path(), &args);
         assert!(out.status.success(), "{}", text(&out.stderr));
         let line = text(&out.stdout);
         let loss: f64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-        assert!(loss > 1.0 && loss < 5.0, "{line}");
-        assert!(line.contains("perplexity") && line.contains("bits per character"), "{line}");
+        assert!((loss - expected).abs() < EVAL_TOLERANCE, "{line} (the run's estimate: {expected:.4})");
+        assert!(
+            line.contains("perplexity") && line.contains("bits per character") && line.contains("step 15"),
+            "{line}"
+        );
     }
 
-    // Compare two runs in one plot.
-    let out = llm(dir.path(), &["runs", "compare", "run", "run", "--out", "cmp.png"]);
+    // Compare two runs in one plot: a second, shorter run at another learning rate.
+    let out = llm(
+        dir.path(),
+        &train_args(&["--input", &input, "--max-steps", "5", "--lr", "1e-2", "--run-dir", "run2"]),
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(std::fs::read(dir.join("cmp.png")).unwrap().starts_with(b"\x89PNG"));
+    let out = llm(dir.path(), &["runs", "compare", "run", "run2", "--out", "cmp.png"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "cmp.png");
+    assert_eq!(drawn_lines(&std::fs::read(dir.join("cmp.png")).unwrap()), 2, "one line a run");
 }
+
+/// How far `llm eval`, which reads every window of a text, may be from the run's estimate
+/// at the same step, which averaged 2 batches of 4 random windows: 0.05 nats.
+const EVAL_TOLERANCE: f64 = 0.05;
 
 #[test]
 fn early_stopping_keeps_the_best_checkpoint_and_says_so() {

@@ -1,7 +1,7 @@
 //! Chapters 2 and 3: train/val splits and `(x, y)` batches, the bigram model, the training
 //! loop and what it records (history files and plots).
 
-use crate::common::{rng_lock, shakespeare_text, TempDir};
+use crate::common::{drawn_lines, rng_lock, shakespeare, TempDir};
 
 use llm_from_scratch::data::{self, Split, TokenData};
 use llm_from_scratch::generate::{self, Sampling};
@@ -119,9 +119,7 @@ fn split_is_the_head_and_the_tail() {
 #[test]
 fn split_of_tiny_shakespeare_matches_the_lecture() {
     let _lock = rng_lock();
-    let Some(text) = shakespeare_text("the Tiny Shakespeare split sizes") else {
-        return;
-    };
+    let text = shakespeare();
     let ids = CharTokenizer::from_text(&text).encode(&text).unwrap();
     assert_eq!(ids.len(), 1_115_394);
     let data = TokenData::new(&ids, 0.9).unwrap();
@@ -192,9 +190,7 @@ fn batches_are_reproducible_from_the_seed() {
 
 #[test]
 fn lecture_batch_is_reproduced_from_seed_1337() {
-    let Some(text) = shakespeare_text("the lecture's first batch") else {
-        return;
-    };
+    let text = shakespeare();
     let _rng = rng_lock();
     let ids = CharTokenizer::from_text(&text).encode(&text).unwrap();
     let data = TokenData::new(&ids, 0.9).unwrap();
@@ -393,6 +389,7 @@ fn history_plot_is_a_png() {
     assert_eq!(png[..8], PNG_SIGNATURE);
     let reader = png::Decoder::new(std::io::Cursor::new(png)).read_info().expect("a decodable PNG");
     assert_eq!((reader.info().width, reader.info().height), (900, 500));
+    assert_eq!(drawn_lines(png), 2, "the train and val curves");
 
     let dir = TempDir::new("history_plot");
     let path = dir.join("loss.png");

@@ -24,5 +24,6 @@ mod hf;
 mod precision;
 mod tokenizer;
 mod train;
+mod train_vs_pytorch;
 mod try_this;
 mod wiki;

@@ -1,7 +1,7 @@
 //! The tokenizers of chapter 1: exact round trips, the lecture's numbers, clear errors,
 //! and JSON files that load back into the same tokenizer.
 
-use crate::common::{shakespeare_text, TempDir};
+use crate::common::{shakespeare, TempDir};
 use llm_from_scratch::tokenizer::{split_words, CharTokenizer, Tokenizer, WordTokenizer};
 use llm_from_scratch::Error;
 use std::path::Path;
@@ -97,10 +97,7 @@ fn char_vocabulary_is_the_sorted_distinct_characters() {
 
 #[test]
 fn char_encodes_hii_there_as_in_the_lecture() {
-    let tok = match shakespeare_text("building the vocabulary from the corpus") {
-        Some(text) => CharTokenizer::from_text(&text),
-        None => CharTokenizer::from_text(SHAKESPEARE_CHARS),
-    };
+    let tok = CharTokenizer::from_text(shakespeare());
     assert_eq!(tok.vocab_size(), 65);
     assert_eq!(tok.chars().iter().collect::<String>(), SHAKESPEARE_CHARS);
     let ids = tok.encode("hii there").unwrap();
@@ -213,9 +210,7 @@ fn word_tokens_are_fewer_than_char_tokens() {
     }
     // Fewer, longer tokens from a larger vocabulary.
     assert_eq!(counts(OPENING), (117, 65, 421, 44));
-    if let Some(text) = shakespeare_text("the full-corpus token counts") {
-        assert_eq!(counts(&text), (285_094, 16_276, 1_115_394, 65));
-    }
+    assert_eq!(counts(shakespeare()), (285_094, 16_276, 1_115_394, 65));
 }
 
 #[test]
