@@ -146,6 +146,33 @@ pub fn available_memory(device: Device) -> Option<u64> {
     }
 }
 
+/// This process's resident memory and its peak since the start (or since
+/// [`reset_peak_memory`]), in bytes: Linux's `VmRSS` and `VmHWM`; `None` elsewhere. On the CPU
+/// that is what training really takes, libtorch's own pages included.
+pub fn resident_memory() -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+    };
+    Some((kb("VmRSS:")? * 1024, kb("VmHWM:")? * 1024))
+}
+
+/// Start [`resident_memory`]'s peak again from the memory resident now (Linux: `5` written
+/// to `/proc/self/clear_refs`), after handing the allocator's freed memory back to the system
+/// (glibc's `malloc_trim`), so that what is allocated next shows in the peak; false where
+/// that cannot be done.
+pub fn reset_peak_memory() -> bool {
+    // SAFETY: malloc_trim only returns free memory to the system.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
 /// `n` bytes as `12.3 GB` (decimal: as memory sizes are sold).
 pub fn format_bytes(n: u64) -> String {
     match n {

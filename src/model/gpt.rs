@@ -253,16 +253,21 @@ impl GptConfig {
         v * c + positions + self.n_layer * block + layer_norm + head
     }
 
-    /// Bytes of memory training this model takes, roughly, in `f32` with AdamW on batches of
-    /// `batch_size × block_size` tokens: the weights, their gradients and AdamW's two moments
-    /// (4 bytes each per parameter), and the activations kept for the backward pass (per
-    /// layer and token about 34 values of the width plus 5 per head and position of the
-    /// attention matrix, as Korthikanti et al. 2022 count them; and the logits, three times).
+    /// Bytes of memory training this model takes, estimated (chapter 9 measures it beside),
+    /// in float32 with AdamW on batches of `batch_size × block_size` tokens: the weights, their
+    /// gradients and AdamW's two moments (4 bytes each per parameter), and the activations the
+    /// backward pass keeps. Korthikanti et al. (2022) count a layer's as `s·b·h·(34 + 5·a·s/h)`
+    /// bytes: 16 values of the width per token at 2 bytes, plus 1-byte dropout masks, plus the
+    /// `T × T` attention scores (`5·a·s/h`). Here the values are float32 (16 × 4 bytes per token
+    /// and channel), masks count only with dropout, and the scores not at all: the fused
+    /// attention never stores them, only one log-sum-exp per head and position. The logits
+    /// count three times (logits, log-softmax, their gradient).
     pub fn training_bytes(&self, batch_size: usize, block_size: usize) -> u64 {
         let (b, t, c) = (batch_size as u64, block_size as u64, self.n_embd as u64);
-        let per_layer = b * t * (34 * c + 5 * self.n_head as u64 * t);
-        let activations = 4 * (self.n_layer as u64 * per_layer + 3 * b * t * self.vocab_size as u64);
-        16 * self.num_params() as u64 + activations
+        let masks = if self.dropout > 0.0 { 2 * c } else { 0 }; // after attention and after the MLP
+        let per_layer = b * t * (16 * 4 * c + masks + 4 * self.n_head as u64);
+        let logits = 3 * 4 * b * t * self.vocab_size as u64;
+        16 * self.num_params() as u64 + self.n_layer as u64 * per_layer + logits
     }
 
     /// The MLP's hidden width: `d_ff`, or `4 · n_embd`.

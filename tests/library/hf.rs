@@ -102,6 +102,19 @@ fn a_model_too_big_for_memory_is_refused_before_it_is_allocated() {
     assert!(gpt2.training_bytes(12, 1024) > 10 * (gpt2.training_bytes(1, 1024) - 16 * 124_439_808));
 }
 
+/// The measured side of chapter 9's memory: the process's resident memory and its peak
+/// follow a 256 MiB tensor (within 56 MiB: the other tests allocate and free meanwhile).
+#[test]
+fn resident_memory_and_its_peak_follow_an_allocation() {
+    use llm_from_scratch::device::{reset_peak_memory, resident_memory};
+    assert!(reset_peak_memory());
+    let (before, _) = resident_memory().expect("Linux reports VmRSS and VmHWM");
+    let big = Tensor::ones([64 << 20], (Kind::Float, Device::Cpu)); // 256 MiB, every page written
+    let (during, peak) = resident_memory().unwrap();
+    assert!(during >= before + (200 << 20) && peak >= during, "{before} -> {during}, peak {peak}");
+    assert_eq!(big.size(), [64 << 20]);
+}
+
 #[test]
 fn tanh_gelu_is_the_approximation_and_differs_from_the_exact_one() {
     let _rng = rng_lock(); // initial weights draw from the global generator
