@@ -291,8 +291,9 @@ fn a_gpt_generates_from_its_vocabulary() {
 /// generation must switch off) and a tiny model with sinusoidal positions, at random init:
 /// the cache's arithmetic does not need a trained model. `cpu_small` and `shakespeare_char`
 /// keep their sizes but get a shorter context, so that a test crosses `block_size` in a few
-/// tokens; `lecture` runs at its full context of 256.
-fn cached_models() -> Vec<(&'static str, Gpt)> {
+/// tokens; `lecture` runs at its full context of 256. The first `count` of them (each test
+/// builds only what it uses: the larger two take seconds).
+fn cached_models(count: usize) -> Vec<(&'static str, Gpt)> {
     let _lock = rng_lock();
     device::seed(11);
     let short = |config: GptConfig| GptConfig { block_size: 24, ..config };
@@ -312,6 +313,7 @@ fn cached_models() -> Vec<(&'static str, Gpt)> {
         ("lecture", GptConfig::lecture()),
     ]
     .into_iter()
+    .take(count)
     .map(|(name, config)| (name, Gpt::new(config, Device::Cpu).unwrap()))
     .collect()
 }
@@ -327,7 +329,7 @@ fn samplings() -> [Sampling; 4] {
 
 #[test]
 fn cached_and_uncached_generation_give_the_same_tokens_across_block_size() {
-    for (name, gpt) in cached_models() {
+    for (name, gpt) in cached_models(4) {
         let block = gpt.config.block_size;
         let vocab = gpt.config.vocab_size as u32;
         // A prompt two tokens short of the block, then enough tokens to move the window on.
@@ -348,7 +350,7 @@ fn cached_and_uncached_generation_give_the_same_tokens_across_block_size() {
 
 #[test]
 fn a_batch_of_samples_is_the_samples_one_by_one() {
-    for (name, gpt) in cached_models().into_iter().take(2) {
+    for (name, gpt) in cached_models(2) {
         let sampling = Sampling { temperature: 0.9, top_k: Some(8), ..Default::default() };
         for cache in [Cache::On, Cache::Off] {
             let seeds = [1337, 1338, 1339, 7];
