@@ -46,9 +46,15 @@ pub enum Precision {
 
 impl Precision {
     /// The faster of the two on `device`: bf16 where it has bfloat16 hardware
-    /// ([`crate::device::bf16_supported`]), else fp32.
+    /// ([`crate::device::bf16_supported`]) and, on a CPU, where libtorch's bfloat16 matmul
+    /// also measures faster than its float32 one ([`bf16_matmul_gain`]): some CPUs list
+    /// AVX512-BF16 and still run libtorch's bfloat16 kernels at half float32's rate. Else fp32.
     pub fn auto(device: Device) -> Precision {
-        if crate::device::bf16_supported(device) {
+        let faster = match device {
+            Device::Cpu => bf16_matmul_gain().is_some_and(|gain| gain >= MIN_CPU_GAIN),
+            _ => true,
+        };
+        if crate::device::bf16_supported(device) && faster {
             Precision::Bf16
         } else {
             Precision::Fp32
@@ -92,6 +98,30 @@ impl Precision {
             Precision::Bf16 => Autocast::bf16(device),
         }
     }
+}
+
+/// How much faster bf16 must measure than fp32 on a CPU for [`Precision::auto`] to pick it:
+/// a step gains less than its matmuls do (chapter 9).
+const MIN_CPU_GAIN: f64 = 1.2;
+
+/// libtorch's bfloat16 matmul rate over its float32 one on this CPU: a 512 × 512 product in
+/// each, the best of 3 after one to warm up (a few milliseconds), measured once a process.
+/// `None` if it cannot be measured.
+pub fn bf16_matmul_gain() -> Option<f64> {
+    static GAIN: std::sync::OnceLock<Option<f64>> = std::sync::OnceLock::new();
+    *GAIN.get_or_init(|| {
+        let best_secs = |kind: tch::Kind| -> Option<f64> {
+            let a = tch::Tensor::f_ones([512, 512], (kind, Device::Cpu)).ok()?;
+            let mut best = f64::INFINITY;
+            for _ in 0..4 {
+                let t0 = std::time::Instant::now();
+                let _ = a.f_matmul(&a).ok()?;
+                best = best.min(t0.elapsed().as_secs_f64());
+            }
+            Some(best)
+        };
+        Some(best_secs(tch::Kind::Float)? / best_secs(tch::Kind::BFloat16)?)
+    })
 }
 
 impl std::fmt::Display for Precision {
