@@ -3,13 +3,13 @@ DistributedDataParallel (DDP), then save it where `llm` reads it back.
 
     llm export --run-dir runs/mine --out runs/mine-hf
     torchrun --nproc_per_node 2 scripts/train_ddp.py --model runs/mine-hf \
-        --data input.txt --steps 200 --out runs/mine-hf-ddp      # 2 CPU processes (gloo)
+        --data input.txt --steps 200 --grad-accum 2 --out runs/mine-hf-ddp   # 2 CPU processes (gloo)
     torchrun --nproc_per_node 8 scripts/train_ddp.py ...         # 8 GPUs, one process each (NCCL)
     llm sample --model runs/mine-hf-ddp                          # and back
 
-Each process holds the whole model and draws its own batches; after every backward pass
-DDP averages the gradients of all processes (an all-reduce), so every process takes the
-same optimizer step and the copies never drift apart (checked after the first step).
+Each process holds the whole model and draws its own batches; after the last micro-batch's
+backward pass DDP averages the gradients of all processes (an all-reduce), so every process
+takes the same optimizer step and the copies never drift apart (checked after the first step).
 
 Plain DDP rather than `accelerate` or `transformers.Trainer`: the loop below is the loop of
 `llm train` (and nanoGPT's `train.py`) stage by stage, with the export's own settings. Trainer
@@ -102,15 +102,24 @@ def lr_at(step, s):
     return s["min_lr"] + 0.5 * (1 + math.cos(math.pi * ratio)) * (s["lr"] - s["min_lr"])
 
 
+def adamw(model, s):
+    """`llm train`'s AdamW: weight decay on the 2-D tensors (matrices, embeddings) only;
+    model.parameters() lists the tied wte/lm_head once."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": s["weight_decay"]},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=s["lr"], betas=(s["beta1"], s["beta2"]), eps=s["eps"])
+
+
 def main():
     args = parse_args()
     # --- processes: torchrun sets RANK, LOCAL_RANK and WORLD_SIZE; gloo on CPU, NCCL on GPUs
     cuda = torch.cuda.is_available()
-    dist.init_process_group("nccl" if cuda else "gloo")
-    rank, world = dist.get_rank(), dist.get_world_size()
     device = torch.device(f"cuda:{int(os.environ['LOCAL_RANK'])}" if cuda else "cpu")
     if cuda:
-        torch.cuda.set_device(device)
+        torch.cuda.set_device(device)  # before the process group, so NCCL knows its GPU
+    dist.init_process_group("nccl" if cuda else "gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
     master = rank == 0
     log = print if master else (lambda *a, **k: None)
 
@@ -132,7 +141,7 @@ def main():
         f"= {B * accum * world} sequences of {T} tokens = {B * accum * world * T} tokens per step")
 
     def batch(data, generator):
-        starts = torch.randint(len(data) - T - 1, (B,), generator=generator)
+        starts = torch.randint(len(data) - T, (B,), generator=generator)  # y needs one token more
         x = torch.stack([data[i:i + T] for i in starts])
         y = torch.stack([data[i + 1:i + T + 1] for i in starts])
         return x.to(device), y.to(device)
@@ -150,10 +159,7 @@ def main():
 
     # --- the model wrapped by DDP, and AdamW with weight decay on the 2-D tensors only
     ddp = DDP(model, device_ids=[device.index] if cuda else None)
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": s["weight_decay"]},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    optimizer = torch.optim.AdamW(groups, lr=s["lr"], betas=(s["beta1"], s["beta2"]), eps=s["eps"])
+    optimizer = adamw(model, s)
     draws = torch.Generator().manual_seed(s["seed"] + 1 + rank)  # each process its own batches
     torch.manual_seed(s["seed"] + 1 + rank)  # and its own dropout
 
@@ -174,16 +180,19 @@ def main():
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         # --- the copies agree: every process took the same step
-        if step == 0:
-            flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
-            copies = [torch.empty_like(flat) for _ in range(world)]
-            dist.all_gather(copies, flat)
-            spread = max((c - copies[0]).abs().max().item() for c in copies)
+        if step == 0:  # a tensor at a time: the largest and smallest of each entry over the processes
+            spread = 0.0
+            for p in model.parameters():
+                high, low = p.detach().clone(), p.detach().clone()
+                dist.all_reduce(high, op=dist.ReduceOp.MAX)
+                dist.all_reduce(low, op=dist.ReduceOp.MIN)
+                spread = max(spread, (high - low).max().item())
             log(f"after step 1 the {world} processes' weights differ by at most {spread:.3g}")
             if spread != 0:
                 raise SystemExit("the processes' weights differ after a step: the all-reduce failed")
         if master and (step % args.log_interval == 0 or step == s["steps"] - 1):
-            log(f"step {step + 1}/{s['steps']}: loss {loss.item() * accum:.4f}, lr {lr_at(step, s):.3g}")
+            log(f"step {step + 1}/{s['steps']}: loss {loss.item() * accum:.4f} (rank 0's last micro-batch), "
+                f"lr {lr_at(step, s):.3g}")
     elapsed = time.time() - t0
     log(f"{s['steps'] / elapsed:.2f} steps/s ({elapsed:.1f} s for {s['steps']} steps)")
 

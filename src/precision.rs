@@ -49,12 +49,13 @@ impl Precision {
     /// ([`crate::device::bf16_supported`]) and, on a CPU, where libtorch's bfloat16 matmul
     /// also measures faster than its float32 one ([`bf16_matmul_gain`]): some CPUs list
     /// AVX512-BF16 and still run libtorch's bfloat16 kernels at half float32's rate. Else fp32.
+    /// (A CPU whose gain sits near [`MIN_CPU_GAIN`] may get either, from run to run.)
     pub fn auto(device: Device) -> Precision {
-        let faster = match device {
+        let faster = || match device {
             Device::Cpu => bf16_matmul_gain().is_some_and(|gain| gain >= MIN_CPU_GAIN),
             _ => true,
         };
-        if crate::device::bf16_supported(device) && faster {
+        if crate::device::bf16_supported(device) && faster() {
             Precision::Bf16
         } else {
             Precision::Fp32
@@ -102,7 +103,7 @@ impl Precision {
 
 /// How much faster bf16 must measure than fp32 on a CPU for [`Precision::auto`] to pick it:
 /// a step gains less than its matmuls do (chapter 9).
-const MIN_CPU_GAIN: f64 = 1.2;
+pub const MIN_CPU_GAIN: f64 = 1.2;
 
 /// libtorch's bfloat16 matmul rate over its float32 one on this CPU: a 512 × 512 product in
 /// each, the best of 3 after one to warm up (a few milliseconds), measured once a process.
@@ -112,8 +113,9 @@ pub fn bf16_matmul_gain() -> Option<f64> {
     *GAIN.get_or_init(|| {
         let best_secs = |kind: tch::Kind| -> Option<f64> {
             let a = tch::Tensor::f_ones([512, 512], (kind, Device::Cpu)).ok()?;
+            let _ = a.f_matmul(&a).ok()?; // warm up
             let mut best = f64::INFINITY;
-            for _ in 0..4 {
+            for _ in 0..3 {
                 let t0 = std::time::Instant::now();
                 let _ = a.f_matmul(&a).ok()?;
                 best = best.min(t0.elapsed().as_secs_f64());

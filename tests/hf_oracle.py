@@ -23,7 +23,8 @@
                                                 ids of the texts in SAMPLES (a JSON list)
     python tests/hf_oracle.py train DIR BATCHES SETTINGS OUT
                                                 continue training DIR (an export) in PyTorch,
-                                                as nanoGPT's train.py does: one step per pair
+                                                with scripts/train_ddp.py's schedule and AdamW
+                                                on one process: one step per pair
                                                 x_S, y_S of BATCHES (a safetensors file), split
                                                 into micro-batches, with AdamW, its decay groups,
                                                 clipping and warmup + cosine from SETTINGS (a
@@ -35,7 +36,6 @@
 """
 
 import json
-import math
 import os
 import sys
 
@@ -140,29 +140,20 @@ def tokenizers(out, corpus, samples_file):
     }
 
 
-def lr_at(step, s):
-    """nanoGPT's get_lr: linear warmup from lr / (warmup + 1), then a half cosine that reaches
-    min_lr at step `steps`."""
-    warmup, decay = s["warmup_steps"], s["steps"]
-    if step < warmup:
-        return s["lr"] * (step + 1) / (warmup + 1)
-    ratio = (step - warmup) / (decay - warmup)
-    return s["min_lr"] + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (s["lr"] - s["min_lr"])
-
-
 def train(folder, batches_file, settings_file, out):
     from safetensors.torch import load_file
 
     with open(settings_file) as f:
         s = json.load(f)
     batches = load_file(batches_file)
+    # scripts/train_ddp.py's schedule and AdamW: the loop below is its loop on one process.
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
+    from train_ddp import adamw, lr_at
+
     model = GPT2LMHeadModel.from_pretrained(folder)
     model.train()  # dropout is 0: train mode computes what eval mode does
-    # model.parameters() lists the tied wte/lm_head once; 2-D tensors decay, the rest not.
     params = list(model.parameters())
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": s["weight_decay"]},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    optimizer = torch.optim.AdamW(groups, lr=s["lr"], betas=(s["beta1"], s["beta2"]), eps=s["eps"])
+    optimizer = adamw(model, s)
     losses, norms = [], []
     for step in range(s["steps"]):
         for group in optimizer.param_groups:

@@ -260,8 +260,9 @@ impl GptConfig {
     /// bytes: 16 values of the width per token at 2 bytes, plus 1-byte dropout masks, plus the
     /// `T × T` attention scores (`5·a·s/h`). Here the values are float32 (16 × 4 bytes per token
     /// and channel), masks count only with dropout, and the scores not at all: the fused
-    /// attention never stores them, only one log-sum-exp per head and position. The logits
-    /// count three times (logits, log-softmax, their gradient).
+    /// attention never stores them, only one log-sum-exp per head and position. (With dropout,
+    /// libtorch's CPU attention may take its unfused path and keep them: not counted.) The
+    /// logits count three times (logits, log-softmax, their gradient).
     pub fn training_bytes(&self, batch_size: usize, block_size: usize) -> u64 {
         let (b, t, c) = (batch_size as u64, block_size as u64, self.n_embd as u64);
         let masks = if self.dropout > 0.0 { 2 * c } else { 0 }; // after attention and after the MLP

@@ -311,9 +311,10 @@ fn copy_mapped(
             let offset = bytes.as_ptr() as usize - map.as_ptr() as usize;
             // SAFETY: the map is a read-only shared map of a file: MADV_DONTNEED drops its pages
             // from this process, and reading them again reads the same bytes from the file, so
-            // every reference into the map stays valid.
-            unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, bytes.len()) }
-                .map_err(|e| Error::Config(format!("madvise: {e}")))?;
+            // every reference into the map stays valid. A refusal only keeps the pages longer.
+            let _ = unsafe {
+                map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, bytes.len())
+            };
         }
         row += n;
     }

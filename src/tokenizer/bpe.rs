@@ -320,6 +320,14 @@ impl BpeTokenizer {
     /// Give our ids the outside ids `outer` (one per token, ours in order). Two tokens may
     /// share an id only if they are merges that make the same bytes.
     fn renumber(mut self, outer: Vec<u32>) -> Result<Self> {
+        // The inverse table has an entry per id up to the largest: ids far past the token
+        // count would make it huge (a vocabulary numbers its tokens densely, a few gaps aside).
+        if let Some(&id) = outer.iter().find(|&&id| id as usize >= 2 * outer.len() + 1024) {
+            return Err(Error::Config(format!(
+                "id {id} for a vocabulary of {} tokens: ids must be dense",
+                outer.len()
+            )));
+        }
         if outer.len() != self.vocab.len() {
             return Err(Error::Config(format!(
                 "{} ids for {} tokens (256 bytes, {} merges, {} special)",

@@ -103,10 +103,13 @@ fn a_model_too_big_for_memory_is_refused_before_it_is_allocated() {
 }
 
 /// The measured side of chapter 9's memory: the process's resident memory and its peak
-/// follow a 256 MiB tensor (within 56 MiB: the other tests allocate and free meanwhile).
+/// follow a 256 MiB tensor (within 56 MiB: other tests run meanwhile).
 #[test]
 fn resident_memory_and_its_peak_follow_an_allocation() {
     use llm_from_scratch::device::{reset_peak_memory, resident_memory};
+    // The tests that build models hold this lock until their models are freed: none frees
+    // a model meanwhile.
+    let _rng = rng_lock();
     assert!(reset_peak_memory());
     let (before, _) = resident_memory().expect("Linux reports VmRSS and VmHWM");
     let big = Tensor::ones([64 << 20], (Kind::Float, Device::Cpu)); // 256 MiB, every page written
@@ -425,6 +428,8 @@ fn a_tokenizer_json_ours_would_read_differently_is_refused_by_name() {
     refused(&|j| drop(j["model"]["vocab"].as_object_mut().unwrap().remove("Ġ")), "lacks byte 0x20");
     refused(&|j| j["model"]["vocab"]["zzzq"] = 299.into(), "\"zzzq\" (id 299) is neither");
     refused(&|j| j["model"]["merges"][0] = "nosuch token".into(), "is not in the vocabulary");
+    // An id far past the vocabulary would size the id table: refused before it is allocated.
+    refused(&|j| j["model"]["vocab"]["Ġ"] = 4_000_000_000u64.into(), "ids must be dense");
     // A folder whose tokenizer.json is refused says which file.
     let dir = TempDir::new("hf-bad-tokenizer");
     let mut json = good.clone();
@@ -453,7 +458,7 @@ fn peak_rss(mut cmd: Command, out: &Path) -> (u64, String) {
 /// `hf::load_weights` maps the file and copies it a slice at a time: loading a GPT-2 of the
 /// 124M size (498 MB in float32, saved by `transformers`) costs one copy of the weights plus
 /// working memory, where reading the file whole held nearly three (`llm eval --model`: 1.91
-/// GB at its peak before, 1.01 GB now). The cost is the peak above the same command's on a
+/// GB at its peak before, 1.03 GB now). The cost is the peak above the same command's on a
 /// tiny model: libtorch alone is about half a gigabyte of the process (its pages, touched
 /// as it loads).
 #[test]

@@ -1,7 +1,8 @@
 //! The whole training step against PyTorch's: the same GPT, from the same weights, on the
 //! same batches, trained 20 steps by our `Trainer` and by a nanoGPT-style PyTorch loop
-//! (`tests/hf_oracle.py train`: `GPT2LMHeadModel`, `torch.optim.AdamW` with the decay groups,
-//! `clip_grad_norm_`, warmup then cosine, micro-batches). Each piece has a test of its own;
+//! (`tests/hf_oracle.py train`: `GPT2LMHeadModel`, with `scripts/train_ddp.py`'s AdamW and
+//! decay groups and its warmup then cosine, `clip_grad_norm_`, micro-batches), which also
+//! checks the DDP script's schedule and optimizer against ours. Each piece has a test of its own;
 //! this one checks that they compose as PyTorch's do: the per-step losses and the final
 //! weights agree.
 
@@ -68,7 +69,7 @@ fn twenty_training_steps_equal_pytorchs() {
     let settings = json!({
         "steps": run.steps, "grad_accum": run.grad_accum, "lr": run.lr, "min_lr": run.min_lr,
         "warmup_steps": run.warmup_steps, "weight_decay": run.weight_decay, "beta1": run.beta1,
-        "beta2": run.beta2, "eps": 1e-8, "grad_clip": run.grad_clip.unwrap(),
+        "beta2": run.beta2, "eps": 1e-8, "grad_clip": run.grad_clip.unwrap(), "lr_decay": "cosine",
     });
     std::fs::write(dir.join("settings.json"), settings.to_string()).unwrap();
 
