@@ -137,6 +137,9 @@ def main():
     split = int(0.9 * len(ids))
     train, valid = ids[:split], ids[split:]
     B, T = s["batch_size"], s["block_size"]
+    if len(valid) <= T:
+        raise SystemExit(f"{args.data}: its last 10% is {len(valid)} tokens, not more than a window of {T}: "
+                         "give more text or a smaller --block-size")
     log(f"{world} process(es) on {device.type}; global batch {B} x {accum} accumulation x {world} processes "
         f"= {B * accum * world} sequences of {T} tokens = {B * accum * world * T} tokens per step")
 
