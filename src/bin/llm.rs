@@ -586,16 +586,9 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
         String::new()
     } else if resuming {
         " (the run's; --precision to change it)".to_owned()
-    } else if c.train.precision == Precision::Fp32
-        && device == tch::Device::Cpu
-        && device::bf16_supported(device)
-    {
-        // The CPU lists bfloat16 instructions, yet its bfloat16 matmul measured below the gain
-        // Precision::auto asks of it.
-        let gain = llm_from_scratch::precision::bf16_matmul_gain().unwrap_or(f64::NAN);
-        format!(" (the default on this device: its bf16 matmul measured {gain:.2}× fp32's; --precision to change it)")
     } else {
-        " (the default on this device; --precision to change it)".to_owned()
+        let why = Precision::auto_with_reason(device).1.map_or(String::new(), |why| format!(": {why}"));
+        format!(" (the default on this device{why}; --precision to change it)")
     };
     eprintln!(
         "run {}: {} parameters ({} positions), {} tokenizer ({} tokens), {} training tokens, {} steps on \

@@ -4,7 +4,7 @@
 //! 0.01 in loss for the machine's arithmetic.
 
 use crate::common::rng_lock;
-use llm_from_scratch::data::{self, Split, TokenData};
+use llm_from_scratch::data::{Split, TokenData};
 use llm_from_scratch::device::seed;
 use llm_from_scratch::generate::{self, generate_batch, Cache, Sampling};
 use llm_from_scratch::model::ladder::Init;
@@ -17,7 +17,7 @@ use llm_from_scratch::Error;
 use tch::{Device, Kind, Tensor};
 
 fn shakespeare() -> (String, CharTokenizer, TokenData) {
-    let text = data::tinyshakespeare().expect("Tiny Shakespeare (through LLM_DATA_MIRROR in make test)");
+    let text = crate::common::shakespeare().to_owned();
     let tok = CharTokenizer::from_text(&text);
     let data = TokenData::new(&tok.encode(&text).unwrap(), 0.9).unwrap();
     (text, tok, data)
@@ -60,7 +60,7 @@ fn chapter_2() {
     };
     assert_eq!(row(1337, 16), (vec![4, 16], "IOLANUS:\nTush, t".to_string()));
     assert_eq!(row(42, 8).1, "s his lo");
-    let ids = tok.encode(&data::tinyshakespeare().unwrap()).unwrap();
+    let ids = tok.encode(crate::common::shakespeare()).unwrap();
     let half = TokenData::new(&ids, 0.5).unwrap();
     assert_eq!((half.train.size()[0], half.val.size()[0]), (557_697, 557_697));
 }
@@ -93,7 +93,7 @@ fn chapter_3() {
     assert_near(long, 2.489, 0.01, "10,000 steps");
     assert!((0.0..0.01).contains(&(default - long)), "10,000 steps: {long:.3} against {default:.3}");
     // 4. The counts of every pair of the training text (+1 each), normalised: the best bigram.
-    let ids = tok.encode(&data::tinyshakespeare().unwrap()).unwrap();
+    let ids = tok.encode(crate::common::shakespeare()).unwrap();
     let cut = ids.len() - data.val.size()[0] as usize;
     let mut counts = vec![1.0f64; 65 * 65];
     for pair in ids[..cut].windows(2) {
