@@ -121,10 +121,11 @@ fn chapter_4() {
     // chapter quotes the kernel's numbers; libtorch's threads may round a little differently
     // here, within the tolerance.)
     let run = TrainConfig { steps: 1000, lr: 1e-3, eval_interval: 1000, ..TrainConfig::default() };
-    let try_rung = |rung: &LadderConfig| {
-        seed(run.seed);
+    let try_draw = |rung: &LadderConfig, init_seed: u64| {
+        seed(init_seed);
         val_loss(&Ladder::new(rung.clone(), Device::Cpu).unwrap(), &data, &run)
     };
+    let try_rung = |rung: &LadderConfig| try_draw(rung, run.seed);
     let rungs: Vec<LadderConfig> = lecture_ladder(tok.vocab_size()).into_iter().map(|(_, r)| r).collect();
     let top = &rungs[5];
     // 1. The whole ladder at 1000 steps: every order the chapter asserts at 5000 steps holds
@@ -175,6 +176,23 @@ fn chapter_4() {
     let top_gpt_init = try_rung(&LadderConfig { init: Init::Gpt, ..top.clone() });
     assert_near(top_gpt_init, 2.228, 0.01, "+ LayerNorm, GPT init");
     assert!(val[5] - top_gpt_init > 0.02, "+ LayerNorm: {top_gpt_init:.3} GPT init, {:.3} PyTorch's", val[5]);
+    // 5. Two more draws of the initial weights, on the same batches: a rung's loss moves by
+    //    up to 0.03 from draw to draw. The MLP's gain stays in all three draws; LayerNorm's
+    //    stays within that spread.
+    let mut spread = [val[1], val[1]];
+    let (mut mlp, mut layer_norm) = (vec![val[1] - val[2]], vec![val[4] - val[5]]);
+    for (init_seed, expected) in [(1, [2.446, 2.420, 2.269, 2.265]), (2, [2.476, 2.419, 2.286, 2.287])] {
+        let v: Vec<f64> = [1, 2, 4, 5].iter().map(|&i| try_draw(&rungs[i], init_seed)).collect();
+        for (i, (name, want)) in ["4 heads", "+ MLP", "+ residual", "+ LayerNorm"].iter().zip(expected).enumerate() {
+            assert_near(v[i], want, 0.01, &format!("{name}, draw {init_seed}"));
+        }
+        spread = [spread[0].min(v[0]), spread[1].max(v[0])];
+        mlp.push(v[0] - v[1]);
+        layer_norm.push(v[2] - v[3]);
+    }
+    assert!(spread[1] - spread[0] > 0.02, "4 heads over three draws: {spread:?}");
+    assert!(mlp.iter().all(|&g| g > 0.015), "the MLP's gain in three draws: {mlp:?}");
+    assert!(layer_norm.iter().all(|g| g.abs() < 0.01), "LayerNorm's gain in three draws: {layer_norm:?}");
 }
 
 /// Chapter 5's run cut to 500 steps, for chapters 5 and 7 (chapter 7 trains this model).
