@@ -1,6 +1,6 @@
 //! The bigram model of chapter 3: the next token depends on the current one only.
 
-use super::{cross_entropy, LanguageModel};
+use super::lm::{cross_entropy, LanguageModel};
 use crate::Result;
 use tch::{nn, Device, Tensor};
 

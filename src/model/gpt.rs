@@ -20,8 +20,9 @@
 //! [`GptConfig::shakespeare_char`] is nanoGPT's `train_shakespeare_char` model (GELU, no
 //! biases, the LM head tied to the token embedding: 10,646,784 parameters without the
 //! position embeddings, the number nanoGPT prints). Both use nanoGPT's fused
-//! [`CausalSelfAttention`]; the lecture's separate per-head projections have the same shapes,
-//! so the counts are the same (chapter 4 checks the two forms agree). Dropout, in training
+//! [`CausalSelfAttention`](super::CausalSelfAttention); the lecture's separate per-head
+//! projections have the same shapes, so the counts are the same (chapter 4 checks the two
+//! forms agree). Dropout, in training
 //! only, follows nanoGPT: on the embeddings' sum (which the lecture does not have), on the
 //! attention weights, and on the output of each attention and MLP.
 //!
@@ -33,92 +34,15 @@
 //!
 //! Variable names follow nanoGPT's `state_dict` (`transformer.h.0.attn.c_attn.weight`, …).
 
-use super::attention::{linear, CausalSelfAttention, INIT_STD};
-use super::kv_cache::KvCache;
-use super::{cross_entropy, LanguageModel};
+use super::layers::attention::{check_dropout, AttentionConfig};
+use super::layers::embedding::{embed, embedding, lm_head, token_ids_shape};
+use super::layers::{
+    sinusoidal_positions, Activation, Block, BlockConfig, KvCache, LayerNorm, MlpConfig, Position, INIT_STD,
+};
+use super::lm::{cross_entropy, LanguageModel};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
-use tch::{nn, Device, Kind, Tensor};
-
-/// The non-linearity between the two layers of each block's MLP.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Activation {
-    /// `max(0, x)`: the lecture's.
-    Relu,
-    /// The exact (erf) GELU: nanoGPT's.
-    Gelu,
-    /// GELU through its tanh approximation, `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`:
-    /// GPT-2's (Hugging Face's `gelu_new`). It differs from the exact one by up to ~1e-3 per
-    /// value, enough to change GPT-2's logits visibly: loaded weights need the one they were
-    /// trained with.
-    #[serde(rename = "gelu_tanh")]
-    GeluTanh,
-}
-
-impl Activation {
-    pub fn apply(self, x: &Tensor) -> Tensor {
-        match self {
-            Activation::Relu => x.relu(),
-            Activation::Gelu => x.gelu("none"),
-            Activation::GeluTanh => x.gelu("tanh"),
-        }
-    }
-}
-
-/// How the model knows where each token is.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
-#[serde(rename_all = "lowercase")]
-pub enum Position {
-    /// A trained embedding `wpe` `[block_size, C]`: GPT-2's, nanoGPT's and the lecture's.
-    #[default]
-    Learned,
-    /// The fixed sine and cosine table of "Attention Is All You Need", not trained. As in the
-    /// paper (section 3.4), the token embeddings are multiplied by `√n_embd` before it is
-    /// added: they start at a standard deviation of 0.02, and the table's values reach ±1, so
-    /// without the factor the tokens would be drowned by their positions.
-    Sinusoidal,
-}
-
-impl std::str::FromStr for Position {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "learned" => Ok(Position::Learned),
-            "sinusoidal" => Ok(Position::Sinusoidal),
-            other => Err(Error::Config(format!(
-                "unknown position encoding '{other}' (known: learned, sinusoidal)"
-            ))),
-        }
-    }
-}
-
-impl std::fmt::Display for Position {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Position::Learned => "learned",
-            Position::Sinusoidal => "sinusoidal",
-        })
-    }
-}
-
-/// The sinusoidal position encoding `[block_size, n_embd]` of "Attention Is All You Need"
-/// (section 3.5): for position `p` and pair `i` of channels, with `θ = p / 10000^(2i / n_embd)`,
-/// channel `2i` is `sin θ` and channel `2i + 1` is `cos θ`. Each pair turns at its own speed,
-/// from once every 2π positions (`i = 0`) to almost never, so every position gets its own
-/// pattern, and the encoding of `p + k` is a rotation of that of `p`.
-pub fn sinusoidal_positions(block_size: usize, n_embd: usize, device: Device) -> Tensor {
-    let (t, c) = (block_size as i64, n_embd as i64);
-    let pairs = (c + 1) / 2; // an odd width ends on a sine
-    let p = Tensor::arange(t, (Kind::Float, device)).unsqueeze(1); // [T, 1]
-    let two_i = Tensor::arange(pairs, (Kind::Float, device)) * 2.0; // [C/2]: 0, 2, 4, ...
-    let inv_freq = (two_i * (-(10_000f64.ln()) / c as f64)).exp(); // [C/2]: 10000^(-2i/C)
-    let theta = p * inv_freq.unsqueeze(0); // [T, C/2]
-    let pe = Tensor::stack(&[theta.sin(), theta.cos()], -1); // [T, C/2, 2]: sin, cos of each pair
-    pe.reshape([t, 2 * pairs]).narrow(1, 0, c) // [T, C]: sin θ₀, cos θ₀, sin θ₁, cos θ₁, ...
-}
+use tch::{nn, Device, Tensor};
 
 /// Every size and switch of a GPT.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -306,108 +230,55 @@ impl GptConfig {
                  channels: try {n_head} = {heads} or {n_embd} = {embd}"
             )));
         }
-        if !(0.0..1.0).contains(&self.dropout) {
-            return Err(Error::Config(format!(
-                "{} must be in [0, 1), got {}",
-                name("dropout"),
-                self.dropout
-            )));
-        }
-        Ok(())
-    }
-}
-
-/// LayerNorm over the last dimension, with an optional bias (PyTorch's before 2.1 had none).
-#[derive(Debug)]
-pub struct LayerNorm {
-    pub weight: Tensor,       // [C], starts at 1
-    pub bias: Option<Tensor>, // [C], starts at 0
-}
-
-impl LayerNorm {
-    pub fn new(vs: &nn::Path, n_embd: usize, bias: bool) -> Self {
-        let n = n_embd as i64;
-        let weight = vs.var("weight", &[n], nn::Init::Const(1.0));
-        let bias = bias.then(|| vs.var("bias", &[n], nn::Init::Const(0.0)));
-        Self { weight, bias }
+        check_dropout(&name("dropout"), self.dropout)
     }
 
-    pub fn forward(&self, x: &Tensor) -> Tensor {
-        let n = self.weight.size(); // [C]
-        x.layer_norm(n, Some(&self.weight), self.bias.as_ref(), 1e-5, true) // [B, T, C]
+    /// The initial standard deviation of the projections that write into the residual stream
+    /// (`attn.c_proj`, `mlp.c_proj`): nanoGPT's `0.02/√(2·n_layer)`, so that the stream's
+    /// variance does not grow with depth.
+    pub fn proj_std(&self) -> f64 {
+        INIT_STD / (2.0 * self.n_layer as f64).sqrt()
     }
-}
 
-/// The feed-forward part of a block: each position on its own, `C -> d_ff -> C` (`d_ff` is
-/// `4C` unless the config says otherwise).
-#[derive(Debug)]
-pub struct Mlp {
-    pub c_fc: nn::Linear,   // C -> d_ff
-    pub c_proj: nn::Linear, // d_ff -> C, scaled init
-    pub activation: Activation,
-    pub dropout: f64,
-}
-
-impl Mlp {
-    pub fn new(vs: &nn::Path, config: &GptConfig) -> Self {
-        let (c, d_ff) = (config.n_embd, config.mlp_width());
-        let proj_std = INIT_STD / (2.0 * config.n_layer as f64).sqrt();
-        Self {
-            c_fc: linear(vs / "c_fc", c, d_ff, config.bias, INIT_STD),
-            c_proj: linear(vs / "c_proj", d_ff, c, config.bias, proj_std),
-            activation: config.activation,
-            dropout: config.dropout,
+    /// The attention of each block: `c_attn` biased if `qkv_bias`, `c_proj` if `bias`.
+    pub fn attention(&self) -> AttentionConfig {
+        AttentionConfig {
+            n_embd: self.n_embd,
+            n_head: self.n_head,
+            qkv_bias: self.qkv_bias,
+            proj_bias: self.bias,
+            proj_std: self.proj_std(),
+            dropout: self.dropout,
         }
     }
 
-    pub fn forward(&self, x: &Tensor, train: bool) -> Tensor {
-        let h = self.activation.apply(&x.apply(&self.c_fc)); // [B, T, d_ff]
-        h.apply(&self.c_proj).dropout(self.dropout, train) // [B, T, C]
+    /// The MLP of each block: `C -> mlp_width -> C`, biased if `bias`.
+    pub fn mlp(&self) -> MlpConfig {
+        MlpConfig {
+            n_embd: self.n_embd,
+            hidden: self.mlp_width(),
+            bias: self.bias,
+            activation: self.activation,
+            dropout: self.dropout,
+            proj_std: self.proj_std(),
+        }
+    }
+
+    /// Each block: the attention, the MLP, and LayerNorms biased if `bias`.
+    pub fn block(&self) -> BlockConfig {
+        BlockConfig { attention: self.attention(), mlp: self.mlp(), norm_bias: self.bias }
     }
 }
 
-/// One transformer block: communication (attention) then computation (MLP), each added to
-/// the residual stream after a LayerNorm.
-#[derive(Debug)]
-pub struct Block {
-    pub ln_1: LayerNorm,
-    pub attn: CausalSelfAttention,
-    pub ln_2: LayerNorm,
-    pub mlp: Mlp,
+impl From<&GptConfig> for AttentionConfig {
+    fn from(config: &GptConfig) -> Self {
+        config.attention()
+    }
 }
 
-impl Block {
-    pub fn new(vs: &nn::Path, config: &GptConfig) -> Result<Self> {
-        Ok(Self {
-            ln_1: LayerNorm::new(&(vs / "ln_1"), config.n_embd, config.bias),
-            attn: CausalSelfAttention::new(&(vs / "attn"), config)?,
-            ln_2: LayerNorm::new(&(vs / "ln_2"), config.n_embd, config.bias),
-            mlp: Mlp::new(&(vs / "mlp"), config),
-        })
-    }
-
-    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let x = x + self.attn.forward(&self.ln_1.forward(x), train)?; // [B, T, C]
-        Ok(self.mlp_residual(&x, train)) // [B, T, C]
-    }
-
-    /// [`Block::forward`] in evaluation mode for the positions after those in `cache`
-    /// (layer `layer`'s entry).
-    fn forward_cached(&self, x: &Tensor, cache: &mut KvCache, layer: usize) -> Result<Tensor> {
-        let x = x + self.attn.forward_cached(&self.ln_1.forward(x), cache, layer)?; // [B, T, C]
-        Ok(self.mlp_residual(&x, false)) // [B, T, C]
-    }
-
-    /// The block's output, and the attention weights `[B, nh, T, T]` it used (evaluation: no
-    /// dropout), through the attention written out instead of the fused kernel.
-    fn forward_with_weights(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
-        let (att, weights) = self.attn.forward_with_weights(&self.ln_1.forward(x), false)?;
-        Ok((self.mlp_residual(&(x + att), false), weights))
-    }
-
-    /// The second residual addition: `x + mlp(ln_2(x))`.
-    fn mlp_residual(&self, x: &Tensor, train: bool) -> Tensor {
-        x + self.mlp.forward(&self.ln_2.forward(x), train) // [B, T, C]
+impl From<&GptConfig> for BlockConfig {
+    fn from(config: &GptConfig) -> Self {
+        config.block()
     }
 }
 
@@ -437,7 +308,7 @@ impl std::fmt::Debug for Gpt {
         write!(
             f,
             "Gpt: {} parameters on {:?}\n  {} layers, {} heads, {} channels, context {}, vocabulary {}\n  {:?}",
-            crate::plot::thousands(super::LanguageModel::num_params(self) as u64),
+            crate::plot::thousands(LanguageModel::num_params(self) as u64),
             self.vs.device(),
             c.n_layer,
             c.n_head,
@@ -466,23 +337,19 @@ impl Gpt {
             )));
         }
         let vs = nn::VarStore::new(device);
-        let (v, c, b) = (config.vocab_size as i64, config.n_embd as i64, config.block_size as i64);
-        let init = nn::Init::Randn { mean: 0.0, stdev: INIT_STD };
         let tr = vs.root() / "transformer";
-        let wte = (&tr / "wte").var("weight", &[v, c], init); // [V, C]
+        let wte = embedding(&(&tr / "wte"), config.vocab_size, config.n_embd); // [V, C]
         let wpe = match config.position {
-            Position::Learned => (&tr / "wpe").var("weight", &[b, c], init), // [block_size, C]
+            Position::Learned => embedding(&(&tr / "wpe"), config.block_size, config.n_embd), // [block_size, C]
             Position::Sinusoidal => sinusoidal_positions(config.block_size, config.n_embd, device),
         };
-        let blocks =
-            (0..config.n_layer).map(|i| Block::new(&(&tr / "h" / i), &config)).collect::<Result<Vec<_>>>()?;
+        let block = config.block();
+        let blocks = (0..config.n_layer)
+            .map(|i| Block::new(&(&tr / "h" / i), block.clone()))
+            .collect::<Result<Vec<_>>>()?;
         let ln_f = LayerNorm::new(&(&tr / "ln_f"), config.n_embd, config.bias);
-        let head = vs.root() / "lm_head";
-        let lm_head = match config.tie_weights {
-            true => wte.shallow_clone(),                // [V, C]: the same storage as wte
-            false => head.var("weight", &[v, c], init), // [V, C]
-        };
-        let lm_head_bias = config.lm_head_bias.then(|| head.var("bias", &[v], nn::Init::Const(0.0))); // [V]
+        let (lm_head, lm_head_bias) =
+            lm_head(&(vs.root() / "lm_head"), &wte, config.tie_weights, config.lm_head_bias);
         Ok(Self { vs, config, wte, wpe, blocks, ln_f, lm_head, lm_head_bias })
     }
 
@@ -522,12 +389,8 @@ impl Gpt {
 
     /// [`Gpt::trunk`] for the positions after those held in `cache`, adding theirs to it.
     fn trunk_cached(&self, idx: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
-        let (b, t) = match idx.size()[..] {
-            [b, t] => (b as usize, t as usize),
-            _ => {
-                return Err(Error::Config(format!("expected token ids [batch, time], got {:?}", idx.size())))
-            }
-        };
+        let (b, t) = token_ids_shape(idx)?;
+        let (b, t) = (b as usize, t as usize);
         cache.check(self.blocks.len(), b, t)?;
         let _no_grad = tch::no_grad_guard();
         let mut x = self.embed(idx, cache.len(), false)?; // [B, T, C]
@@ -546,35 +409,8 @@ impl Gpt {
     /// Token plus position embeddings `[B, T, C]` of `idx` `[B, T]` at positions
     /// `start..start + T`, after dropout.
     fn embed(&self, idx: &Tensor, start: usize, train: bool) -> Result<Tensor> {
-        let block = self.config.block_size as i64;
-        let t = match idx.size()[..] {
-            [_, t] if t >= 1 && start as i64 + t <= block => t,
-            [_, t] if t >= 1 && start == 0 => {
-                return Err(Error::Config(format!(
-                    "a context of {t} tokens is longer than block_size {block}: crop it to the last {block} tokens"
-                )))
-            }
-            [_, t] if t >= 1 => {
-                return Err(Error::Config(format!(
-                    "positions {start}..{} are beyond block_size {block}",
-                    start as i64 + t
-                )))
-            }
-            _ => {
-                return Err(Error::Config(format!(
-                    "the GPT expects token ids of shape [batch, time >= 1], got {:?}",
-                    idx.size()
-                )))
-            }
-        };
-        // The fallible lookup: an id outside 0..V is an error from libtorch, not a crash.
-        let tok_emb = Tensor::f_embedding(&self.wte, idx, -1, false, false)?; // [B, T, C]
-        let tok_emb = match self.config.position {
-            Position::Learned => tok_emb,
-            Position::Sinusoidal => tok_emb * (self.config.n_embd as f64).sqrt(), // the paper's √C
-        };
-        let pos_emb = self.wpe.narrow(0, start as i64, t); // [T, C]: positions start..start + T
-        Ok((tok_emb + pos_emb).dropout(self.config.dropout, train)) // [B, T, C]
+        let c = &self.config;
+        embed(&self.wte, &self.wpe, idx, start, c.position.token_scale(c.n_embd), c.dropout, train)
     }
 }
 

@@ -28,7 +28,8 @@
 //! GPT-2 of the configured size is an error naming the first tensor that does not fit.
 
 use crate::io::Mismatch;
-use crate::model::{Activation, Gpt, GptConfig, Position};
+use crate::model::gpt::{Gpt, GptConfig};
+use crate::model::layers::{Activation, Position, LAYER_NORM_EPS};
 use crate::tokenizer::{AnyTokenizer, BpeTokenizer, Tokenizer};
 use crate::{Error, Result};
 use serde_json::{json, Value};
@@ -50,9 +51,6 @@ pub const LLM_TOKENIZER_FILE: &str = "llm_tokenizer.json";
 /// The training settings of the run an export came from (`{"train": TrainConfig}`), for
 /// `scripts/train_ddp.py`; it writes its own back beside its result.
 pub const TRAINING_FILE: &str = "llm_training.json";
-
-/// The layer norms' epsilon: GPT-2's, and the only one our [`crate::model::gpt::LayerNorm`] uses.
-const LAYER_NORM_EPSILON: f64 = 1e-5;
 
 fn fail(path: &Path, reason: impl Into<String>) -> Error {
     Error::Hf { path: path.to_owned(), reason: reason.into() }
@@ -93,8 +91,8 @@ pub fn config_from_hf(hf: &Value) -> Result<GptConfig> {
             )))
         }
     };
-    let eps = field("layer_norm_epsilon").and_then(Value::as_f64).unwrap_or(LAYER_NORM_EPSILON);
-    if (eps - LAYER_NORM_EPSILON).abs() > 1e-12 {
+    let eps = field("layer_norm_epsilon").and_then(Value::as_f64).unwrap_or(LAYER_NORM_EPS);
+    if (eps - LAYER_NORM_EPS).abs() > 1e-12 {
         return Err(Error::Config(format!("config.json: layer_norm_epsilon {eps} (ours is 1e-5)")));
     }
     for (name, ours) in [
@@ -163,7 +161,7 @@ pub fn config_to_hf(config: &GptConfig, eos: Option<u32>) -> Result<Value> {
         "resid_pdrop": config.dropout,
         "embd_pdrop": config.dropout,
         "attn_pdrop": config.dropout,
-        "layer_norm_epsilon": LAYER_NORM_EPSILON,
+        "layer_norm_epsilon": LAYER_NORM_EPS,
         "initializer_range": 0.02,
         "scale_attn_weights": true,
         "tie_word_embeddings": config.tie_weights,

@@ -25,9 +25,10 @@
 //! [`CausalSelfAttention`] (chapter 4 checks it equals the lecture's per-head form), so even
 //! the one-head rung has its output projection `c_proj`.
 
-use super::attention::{CausalSelfAttention, INIT_STD};
-use super::gpt::{GptConfig, LayerNorm, Mlp, Position};
-use super::{cross_entropy, LanguageModel};
+use super::gpt::GptConfig;
+use super::layers::embedding::{embed, embedding, lm_head};
+use super::layers::{CausalSelfAttention, LayerNorm, Mlp, Position};
+use super::lm::{cross_entropy, LanguageModel};
 use crate::{Error, Result};
 use tch::{nn, Tensor};
 
@@ -137,11 +138,9 @@ impl Ladder {
         }
         g.validate()?;
         let vs = nn::VarStore::new(device);
-        let (v, c, t) = (g.vocab_size as i64, g.n_embd as i64, g.block_size as i64);
-        let init = nn::Init::Randn { mean: 0.0, stdev: INIT_STD };
         let tr = vs.root() / "transformer";
-        let wte = (&tr / "wte").var("weight", &[v, c], init); // [V, C]
-        let wpe = (&tr / "wpe").var("weight", &[t, c], init); // [block_size, C]
+        let wte = embedding(&(&tr / "wte"), g.vocab_size, g.n_embd); // [V, C]
+        let wpe = embedding(&(&tr / "wpe"), g.block_size, g.n_embd); // [block_size, C]
         let norm = |path: nn::Path| config.layer_norm.then(|| LayerNorm::new(&path, g.n_embd, g.bias));
         let blocks = (0..g.n_layer)
             .map(|i| {
@@ -150,17 +149,12 @@ impl Ladder {
                     ln_1: norm(&p / "ln_1"),
                     attn: CausalSelfAttention::new(&(&p / "attn"), g)?,
                     ln_2: if config.mlp { norm(&p / "ln_2") } else { None }, // only the MLP reads it
-                    mlp: config.mlp.then(|| Mlp::new(&(&p / "mlp"), g)),
+                    mlp: config.mlp.then(|| Mlp::new(&(&p / "mlp"), &g.mlp())),
                 })
             })
             .collect::<Result<Vec<_>>>()?;
         let ln_f = norm(&tr / "ln_f");
-        let head = vs.root() / "lm_head";
-        let lm_head = match g.tie_weights {
-            true => wte.shallow_clone(),
-            false => head.var("weight", &[v, c], init),
-        };
-        let lm_head_bias = g.lm_head_bias.then(|| head.var("bias", &[v], nn::Init::Const(0.0)));
+        let (lm_head, lm_head_bias) = lm_head(&(vs.root() / "lm_head"), &wte, g.tie_weights, g.lm_head_bias);
         if config.init == Init::PyTorch {
             pytorch_init(&vs)?;
         }
@@ -216,18 +210,7 @@ impl LanguageModel for Ladder {
         train: bool,
     ) -> Result<(Tensor, Option<Tensor>)> {
         let g = &self.config.gpt;
-        let t = match idx.size()[..] {
-            [_, t] if t >= 1 && t <= g.block_size as i64 => t,
-            _ => {
-                return Err(Error::Config(format!(
-                    "the ladder expects token ids [batch, 1..={}], got {:?}",
-                    g.block_size,
-                    idx.size()
-                )))
-            }
-        };
-        let tok_emb = Tensor::f_embedding(&self.wte, idx, -1, false, false)?; // [B, T, C]
-        let mut x = (tok_emb + self.wpe.narrow(0, 0, t)).dropout(g.dropout, train); // [B, T, C]
+        let mut x = embed(&self.wte, &self.wpe, idx, 0, 1.0, g.dropout, train)?; // [B, T, C]
         for block in &self.blocks {
             let a = block.attn.forward(&maybe_norm(&block.ln_1, &x), train)?; // [B, T, C]
             x = self.add(&x, a);

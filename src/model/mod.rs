@@ -1,98 +1,34 @@
 //! Language models: given a context of token ids, scores for the next token.
 //!
 //! Chapter 3's [`Bigram`] is the first; the [`Gpt`] of chapter 5 implements the same
-//! [`LanguageModel`] trait, so the training loop and the sampler work for both. Chapter 4's
-//! self-attention lives in [`attention`] and its ladder (the block built up piece by piece)
-//! in [`ladder`]; chapter 7's cache of keys and values in [`kv_cache`]; chapter 8's GPT-2 in
-//! and out of the Hugging Face format in [`hf`].
+//! [`LanguageModel`] trait ([`lm`]), so the training loop and the sampler work for both.
+//! Chapter 4's lecture forms of self-attention live in [`lecture`] and its ladder (the block
+//! built up piece by piece) in [`ladder`]; chapter 8's GPT-2 in and out of the Hugging Face
+//! format in [`hf`].
+//!
+//! The models are built from [`layers`], which import no model: the linear layer, the norm,
+//! the MLP, positions, the embedding and head, attention, the KV cache and the block. Each
+//! model's config converts itself into the layers' small configs.
 
-pub mod attention;
 mod bigram;
 pub mod gpt;
 pub mod hf;
-pub mod kv_cache;
 pub mod ladder;
+pub mod layers;
+pub mod lecture;
+pub mod lm;
 
-pub use attention::{CausalSelfAttention, Head, MultiHeadAttention};
+/// Chapter 4's three forms of attention under one path: the lecture's [`Head`] and
+/// [`MultiHeadAttention`], and nanoGPT's fused [`CausalSelfAttention`].
+pub mod attention {
+    pub use super::layers::attention::{AttentionConfig, CausalSelfAttention};
+    pub use super::lecture::{Head, MultiHeadAttention};
+}
+
 pub use bigram::Bigram;
-pub use gpt::{sinusoidal_positions, Activation, Block, Gpt, GptConfig, Position};
-pub use kv_cache::KvCache;
+pub use gpt::{Gpt, GptConfig};
 pub use ladder::{lecture_ladder, Ladder, LadderConfig};
-
-use crate::{Error, Result};
-use tch::{nn, Tensor};
-
-/// A model that maps token ids `[B, T]` to next-token logits `[B, T, V]`.
-pub trait LanguageModel {
-    /// Logits `[B, T, V]` for inputs `idx` `[B, T]`, and, when `targets` `[B, T]` are given,
-    /// the mean cross-entropy of the logits against them. `train` switches dropout on.
-    fn forward(
-        &self,
-        idx: &Tensor,
-        targets: Option<&Tensor>,
-        train: bool,
-    ) -> Result<(Tensor, Option<Tensor>)>;
-
-    /// Just the mean cross-entropy loss of `idx` against `targets` (both `[B, T]`).
-    fn loss(&self, idx: &Tensor, targets: &Tensor, train: bool) -> Result<Tensor> {
-        let (_, loss) = self.forward(idx, Some(targets), train)?;
-        loss.ok_or_else(|| Error::Config("the model returned no loss for the given targets".into()))
-    }
-
-    /// The model's parameters (and the device they live on).
-    fn var_store(&self) -> &nn::VarStore;
-
-    /// The same, mutable: loading weights into the model needs it.
-    fn var_store_mut(&mut self) -> &mut nn::VarStore;
-
-    /// The longest context the model accepts, if it has a limit.
-    fn block_size(&self) -> Option<usize> {
-        None
-    }
-
-    /// A fresh, empty KV cache for `batch` sequences, if the model can use one (see
-    /// [`kv_cache`]); `None` for a model without one (the bigram reads one token anyway).
-    fn kv_cache(&self, _batch: usize) -> Result<Option<KvCache>> {
-        Ok(None)
-    }
-
-    /// Logits `[B, T, V]` of `idx` `[B, T]`, the positions that follow those held in `cache`,
-    /// in evaluation mode and without gradients; their keys and values are added to `cache`.
-    /// An error when they do not fit in it.
-    fn forward_cached(&self, _idx: &Tensor, _cache: &mut KvCache) -> Result<Tensor> {
-        Err(Error::Config("this model has no KV cache: generate without one".into()))
-    }
-
-    /// The next-token logits `[B, V]` of `idx` `[B, T]` (its last position's), in evaluation
-    /// mode and without gradients: through `cache` ([`LanguageModel::forward_cached`]) when
-    /// given, else the whole of `idx`. The sampler's call; a model may skip work for the
-    /// other positions.
-    fn next_logits(&self, idx: &Tensor, cache: Option<&mut KvCache>) -> Result<Tensor> {
-        let logits = match cache {
-            Some(cache) => self.forward_cached(idx, cache)?,
-            None => {
-                let _no_grad = tch::no_grad_guard();
-                self.forward(idx, None, false)?.0
-            }
-        }; // [B, T, V]
-        Ok(logits.f_select(1, -1)?)
-    }
-
-    /// Number of trainable parameters.
-    fn num_params(&self) -> usize {
-        self.var_store().trainable_variables().iter().map(|t| t.numel()).sum()
-    }
-}
-
-/// Mean cross-entropy of `logits` `[B, T, V]` against `targets` `[B, T]`: the two are
-/// flattened to `[B*T, V]` and `[B*T]`, as `F.cross_entropy` wants them.
-pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
-    let v = *logits.size().last().unwrap_or(&0);
-    Ok(logits.f_reshape([-1, v])?.f_cross_entropy_loss::<Tensor>(
-        &targets.f_reshape([-1])?,
-        None,
-        tch::Reduction::Mean,
-        -100,
-        0.0,
-    )?)
-}
+pub use layers::kv_cache;
+pub use layers::{sinusoidal_positions, Activation, Block, CausalSelfAttention, KvCache, Linear, Position};
+pub use lecture::{Head, MultiHeadAttention};
+pub use lm::{cross_entropy, trainable_variables, LanguageModel};

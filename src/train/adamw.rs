@@ -30,6 +30,7 @@
 //! (`lr`, the bias corrections) are computed on the CPU from the step count, so a step never
 //! waits for the device.
 
+use crate::model::trainable_variables;
 use crate::{Error, Result};
 use std::collections::HashMap;
 use tch::{nn, Tensor};
@@ -125,22 +126,11 @@ pub struct AdamW {
     params: Vec<ParamState>,
 }
 
-/// The trainable variables of `vs`, sorted by name, each storage once (a tensor registered
-/// under two names is optimized once, under the first name).
-fn trainable(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
-    let mut vars: Vec<(String, Tensor)> =
-        vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
-    vars.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut seen = std::collections::HashSet::new();
-    vars.retain(|(_, t)| t.numel() == 0 || seen.insert(t.data_ptr() as usize));
-    vars
-}
-
 impl AdamW {
     /// An optimizer for the trainable variables of `vs`, with zero moments and step 0.
     pub fn new(vs: &nn::VarStore, config: AdamWConfig) -> Result<Self> {
         config.validate()?;
-        let params = trainable(vs)
+        let params = trainable_variables(vs)
             .into_iter()
             .map(|(name, param)| {
                 let _no_grad = tch::no_grad_guard();
@@ -192,7 +182,7 @@ impl AdamW {
     }
 
     fn matching_vars(&self, vs: &nn::VarStore) -> Result<Vec<(String, Tensor)>> {
-        let vars = trainable(vs);
+        let vars = trainable_variables(vs);
         let same_names = vars.len() == self.params.len()
             && vars.iter().zip(&self.params).all(|((name, _), p)| *name == p.name);
         if !same_names {

@@ -3,7 +3,7 @@
 use crate::common::rng_lock;
 use crate::{common, tiny_model};
 
-use llm_from_scratch::model::gpt::Activation;
+use llm_from_scratch::model::Activation;
 use llm_from_scratch::model::{
     sinusoidal_positions, Block, CausalSelfAttention, Gpt, GptConfig, Head, LanguageModel,
     MultiHeadAttention, Position,

@@ -21,6 +21,7 @@ mod ddp;
 mod generate;
 mod gpt;
 mod hf;
+mod layers;
 mod precision;
 mod tokenizer;
 mod train;

@@ -183,7 +183,9 @@ fn chapter_4() {
     let (mut mlp, mut layer_norm) = (vec![val[1] - val[2]], vec![val[4] - val[5]]);
     for (init_seed, expected) in [(1, [2.446, 2.420, 2.269, 2.265]), (2, [2.476, 2.419, 2.286, 2.287])] {
         let v: Vec<f64> = [1, 2, 4, 5].iter().map(|&i| try_draw(&rungs[i], init_seed)).collect();
-        for (i, (name, want)) in ["4 heads", "+ MLP", "+ residual", "+ LayerNorm"].iter().zip(expected).enumerate() {
+        for (i, (name, want)) in
+            ["4 heads", "+ MLP", "+ residual", "+ LayerNorm"].iter().zip(expected).enumerate()
+        {
             assert_near(v[i], want, 0.01, &format!("{name}, draw {init_seed}"));
         }
         spread = [spread[0].min(v[0]), spread[1].max(v[0])];
