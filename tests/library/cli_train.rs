@@ -629,3 +629,61 @@ fn init_from_starts_a_new_run_from_a_trained_gpt2_folder() {
     );
     assert!(!dir.join("third").exists());
 }
+
+/// A run folder written by the code before `model/layers` (commit 6a6001f, `llm train --input
+/// corpus.txt --max-steps 10 --eval-interval 5` with the tiny model's flags; its latest
+/// checkpoint only), copied to `dir/run`, its corpus beside it.
+fn run_from_before_the_layers(dir: &TempDir) -> std::path::PathBuf {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/run_before_layers");
+    let run = dir.join("run");
+    std::fs::create_dir_all(run.join("checkpoints/latest")).unwrap();
+    for file in ["config.json", "tokenizer.json", "metrics.jsonl"] {
+        std::fs::copy(fixture.join(file), run.join(file)).unwrap();
+    }
+    for file in ["checkpoint.json", "model.safetensors", "optimizer.safetensors"] {
+        let name = format!("checkpoints/latest/{file}");
+        std::fs::copy(fixture.join(&name), run.join(&name)).unwrap();
+    }
+    std::fs::copy(fixture.join("corpus.txt"), dir.join("corpus.txt")).unwrap();
+    // The folder names its corpus by absolute path: this machine's copy.
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("config.json")).unwrap()).unwrap();
+    config["data"]["input"] = dir.join("corpus.txt").to_string_lossy().into_owned().into();
+    std::fs::write(run.join("config.json"), serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+    run
+}
+
+#[test]
+fn a_run_folder_from_before_the_layers_samples_evaluates_and_resumes_as_it_did() {
+    let dir = TempDir::new("cli-old-run");
+    let run = run_from_before_the_layers(&dir);
+    // What the code that wrote it printed for the same commands.
+    let out = llm(
+        dir.path(),
+        &[
+            "sample",
+            "--run-dir",
+            "run",
+            "--prompt",
+            "All:",
+            "--max-new-tokens",
+            "24",
+            "--device",
+            "cpu",
+            "--seed",
+            "1",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "All:alyFFmtS7oBdFYF1gpht()R.\n");
+    let out = llm(dir.path(), &["eval", "--run-dir", "run", "--device", "cpu"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("loss 3.8173 nats/token"), "{}", text(&out.stdout));
+
+    // It resumes at step 10 and goes on to 15.
+    let out = llm(dir.path(), &["train", "--resume", "--run-dir", "run", "--max-steps", "15"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("at step 10"), "{}", text(&out.stderr));
+    assert_eq!(checkpoint_step(&run.join("checkpoints/latest")), 15);
+    assert_eq!(eval_steps(&run), [0, 5, 10, 15]);
+}
