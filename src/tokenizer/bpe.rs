@@ -276,7 +276,7 @@ impl BpeTokenizer {
     }
 
     /// A tokenizer from a vocabulary that another library numbered (a Hugging Face
-    /// `tokenizer.json`: see [`crate::model::hf::tokenizer_from_json`]): `byte_ids[b]` is the
+    /// `tokenizer.json`: see [`crate::tokenizer::tokenizer_from_json`]): `byte_ids[b]` is the
     /// id of byte `b`, `merges` are `(left, right, merged)` ids in rank order, and `specials`
     /// the special tokens with their ids. Encoding gives these ids and decoding takes them.
     pub fn from_vocab(

@@ -9,10 +9,12 @@
 
 mod bpe;
 mod char;
+mod hf_json;
 mod word;
 
 pub use self::bpe::{BpeConfig, BpeTokenizer, Specials, ENDOFTEXT, GPT2_PATTERN, GPT4_PATTERN};
 pub use self::char::CharTokenizer;
+pub use self::hf_json::{byte_to_unicode, tokenizer_from_json, tokenizer_json};
 pub use self::word::{split_words, WordTokenizer};
 
 use crate::{Error, Result};

@@ -53,7 +53,7 @@ fn lora_adapters_start_as_no_change_train_alone_and_merge_into_the_same_model() 
     assert!(layer.add_lora(&(&root / "spare"), 2, 0.0).unwrap_err().to_string().contains("alpha"));
 
     // Only the adapters train: freeze the rest.
-    for (name, mut t) in gpt.vs.variables() {
+    for (name, t) in gpt.vs.variables() {
         if !name.contains(".lora_") {
             let _ = t.set_requires_grad(false);
         }
@@ -100,7 +100,7 @@ fn the_trainable_count_is_what_adamw_updates() {
     assert_eq!(all, numel(&llm_from_scratch::model::trainable_variables(&gpt.vs)));
     // Freeze the first block: neither the count nor AdamW has it any more.
     let mut block_0 = 0;
-    for (name, mut t) in gpt.vs.variables() {
+    for (name, t) in gpt.vs.variables() {
         if name.starts_with("transformer.h.0.") {
             block_0 += t.numel();
             let _ = t.set_requires_grad(false);
