@@ -29,7 +29,7 @@
 //! the last evaluation.
 
 use crate::data::{self, TokenData};
-use crate::model::{Gpt, GptConfig, LanguageModel, Position};
+use crate::model::{AnyModel, GptConfig, LanguageModel, ModelConfig, Position};
 use crate::plot::{self, Series};
 use crate::precision::Precision;
 use crate::tokenizer::{AnyTokenizer, BpeConfig, BpeTokenizer, CharTokenizer, Tokenizer, WordTokenizer};
@@ -382,7 +382,9 @@ impl Corpus {
 pub struct RunConfig {
     /// The preset the model and training settings started from.
     pub preset: String,
-    pub model: GptConfig,
+    /// The model, tagged by its architecture (`"arch": "gpt"`; a folder from before the tag
+    /// holds a GPT's).
+    pub model: ModelConfig,
     /// How the tokenizer was made: `char`, `word` or `bpe` (built from the training text),
     /// or the kind of the file at `tokenizer_path`.
     pub tokenizer: String,
@@ -433,7 +435,7 @@ impl RunConfig {
         let (model, train) = preset(&preset_name)?;
         let mut config = RunConfig {
             preset: preset_name,
-            model,
+            model: model.into(),
             tokenizer: "char".into(),
             tokenizer_path: None,
             data: DataSource::Dataset("tinyshakespeare".into()),
@@ -453,7 +455,7 @@ impl RunConfig {
     /// `model` (the training windows follow `block_size`: one length for both), the
     /// tokenizer, the data, the training settings, the device.
     pub fn apply(&mut self, spec: &RunSpec) -> Result<()> {
-        let m = &mut self.model;
+        let ModelConfig::Gpt(m) = &mut self.model; // the command line's model flags are a GPT's
         let set = |field: &mut usize, v: Option<usize>| *field = v.unwrap_or(*field);
         set(&mut m.n_layer, spec.n_layer);
         set(&mut m.n_head, spec.n_head);
@@ -495,7 +497,8 @@ impl RunConfig {
             conflicts.push(format!("--preset {preset} (the run has {})", self.preset));
         }
         // The model: every field that `spec` changed, by its serde name.
-        let fields = |m: &GptConfig| {
+        let fields = |m: &ModelConfig| {
+            let ModelConfig::Gpt(m) = m;
             let m = GptConfig { d_ff: Some(m.mlp_width()), ..m.clone() }; // `None` is 4 · n_embd
             match serde_json::to_value(m) {
                 Ok(serde_json::Value::Object(map)) => map,
@@ -538,7 +541,7 @@ impl RunConfig {
     /// [`GptConfig::validate`] and [`TrainConfig::validate`]; messages name the flags.
     pub fn check(&self) -> Result<()> {
         let mut model = self.model.clone();
-        model.vocab_size = model.vocab_size.max(1); // settled later, from the tokenizer
+        model.set_vocab_size(model.vocab_size().max(1)); // settled later, from the tokenizer
         model.validate_named(&flag)?;
         self.train.validate_named(&flag)?;
         self.train.precision.check(crate::device::parse(&self.device)?)?;
@@ -646,7 +649,7 @@ pub fn plan(spec: &RunSpec) -> Result<Plan> {
             )))
         }
     };
-    config.model.vocab_size = match spec.vocab_size {
+    let vocab_size = match spec.vocab_size {
         Some(v) if v < tokenizer.vocab_size() => {
             return Err(Error::Config(format!(
                 "--vocab-size {v} is smaller than the tokenizer's {} tokens: raise it or leave it out",
@@ -656,6 +659,7 @@ pub fn plan(spec: &RunSpec) -> Result<Plan> {
         Some(v) => v, // extra rows are fine (GPT-2 pads 50,257 to 50,304)
         None => tokenizer.vocab_size(),
     };
+    config.model.set_vocab_size(vocab_size);
     let data = corpus.token_data(&tokenizer)?;
     finish_plan(config, tokenizer, data, spec.max_epochs)
 }
@@ -664,12 +668,12 @@ pub fn plan(spec: &RunSpec) -> Result<Plan> {
 /// SOURCE`): its `model` sizes and its `tokenizer`, with `spec`'s training and data settings
 /// (and its `--dropout`, for finetuning). A flag that would change the model's sizes or its
 /// tokenizer is an error naming it. Writes nothing.
-pub fn plan_init(spec: &RunSpec, source: &str, model: &GptConfig, tokenizer: AnyTokenizer) -> Result<Plan> {
+pub fn plan_init(spec: &RunSpec, source: &str, model: &ModelConfig, tokenizer: AnyTokenizer) -> Result<Plan> {
     let fixed = [
         ("--n-layer", spec.n_layer.is_some()),
         ("--n-head", spec.n_head.is_some()),
         ("--n-embd", spec.n_embd.is_some()),
-        ("--block-size", spec.block_size.is_some_and(|b| b != model.block_size)),
+        ("--block-size", spec.block_size.is_some_and(|b| b != model.block_size())),
         ("--vocab-size", spec.vocab_size.is_some()),
         ("--d-ff", spec.d_ff.is_some()),
         ("--position", spec.position.is_some()),
@@ -684,8 +688,11 @@ pub fn plan_init(spec: &RunSpec, source: &str, model: &GptConfig, tokenizer: Any
         )));
     }
     let mut config = RunConfig::from_spec(spec)?;
-    config.model = GptConfig { dropout: spec.dropout.unwrap_or(model.dropout), ..model.clone() };
-    config.train.block_size = model.block_size;
+    config.model = match spec.dropout {
+        Some(p) => model.with_dropout(p),
+        None => model.clone(),
+    };
+    config.train.block_size = model.block_size();
     config.tokenizer = tokenizer.kind().into();
     config.init_from = Some(source.to_owned());
     config.data.check()?;
@@ -726,7 +733,7 @@ fn finish_plan(
     Ok(Plan { config, tokenizer, data })
 }
 
-/// Training must fit in memory ([`GptConfig::training_bytes`]), or libtorch aborts midway.
+/// Training must fit in memory ([`ModelConfig::training_bytes`]), or libtorch aborts midway.
 fn check_memory(config: &RunConfig) -> Result<()> {
     let (m, t) = (&config.model, &config.train);
     let needed = m.training_bytes(t.batch_size, t.block_size);
@@ -967,7 +974,7 @@ impl Run {
     /// that step. Returns whether the run finished.
     pub fn train(
         &self,
-        model: &Gpt,
+        model: &dyn LanguageModel,
         trainer: &mut Trainer,
         data: &TokenData,
         tokenizer: &AnyTokenizer,
@@ -1082,10 +1089,11 @@ fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
     crate::io::write_atomic(path, format!("{text}\n").as_bytes())
 }
 
-/// Build the GPT a checkpoint describes, on `device`, with its weights.
-pub fn load_gpt(checkpoint: &Checkpoint, device: Device) -> Result<Gpt> {
-    let config: GptConfig = checkpoint.model_config()?;
-    let mut model = Gpt::new(config, device)?;
+/// Build the model a checkpoint describes (a checkpoint from before the `arch` tag holds a
+/// GPT), on `device`, with its weights.
+pub fn load_model(checkpoint: &Checkpoint, device: Device) -> Result<AnyModel> {
+    let config: ModelConfig = checkpoint.model_config()?;
+    let mut model = config.build(device)?;
     checkpoint.load_weights(&mut model)?;
     Ok(model)
 }
@@ -1175,6 +1183,12 @@ pub fn evaluate(model: &dyn LanguageModel, tokenizer: &dyn Tokenizer, ids: &[u32
 mod tests {
     use super::*;
 
+    /// The run's model config, a GPT's.
+    fn gpt(config: &RunConfig) -> &GptConfig {
+        let ModelConfig::Gpt(gpt) = &config.model;
+        gpt
+    }
+
     fn spec() -> RunSpec {
         RunSpec { dataset: Some("tinyshakespeare".into()), ..RunSpec::default() }
     }
@@ -1184,8 +1198,8 @@ mod tests {
         let file = RunSpec { n_layer: Some(3), lr: Some(1e-2), ..spec() };
         let flags = RunSpec { n_layer: Some(2), max_steps: Some(500), ..RunSpec::default() };
         let config = RunConfig::from_spec(&flags.or(file).unwrap()).unwrap();
-        assert_eq!((config.model.n_layer, config.train.lr, config.train.steps), (2, 1e-2, 500));
-        assert_eq!(config.model.n_embd, GptConfig::cpu_small().n_embd);
+        assert_eq!((gpt(&config).n_layer, config.train.lr, config.train.steps), (2, 1e-2, 500));
+        assert_eq!(gpt(&config).n_embd, GptConfig::cpu_small().n_embd);
         // The decay follows the run's length, down to lr / 10.
         assert_eq!((config.train.lr_decay, config.train.min_lr), (crate::train::LrDecay::Cosine, 1e-3));
         assert_eq!(config.train.lr_at(500), config.train.min_lr); // the cosine ends with the run
@@ -1194,10 +1208,10 @@ mod tests {
     #[test]
     fn position_and_d_ff_come_from_the_flags_and_a_config_file() {
         let config = RunConfig::from_spec(&spec()).unwrap();
-        assert_eq!((config.model.position, config.model.d_ff), (Position::Learned, None));
+        assert_eq!((gpt(&config).position, gpt(&config).d_ff), (Position::Learned, None));
         let flags = RunSpec { position: Some(Position::Sinusoidal), d_ff: Some(256), ..spec() };
         let config = RunConfig::from_spec(&flags).unwrap();
-        assert_eq!((config.model.position, config.model.mlp_width()), (Position::Sinusoidal, 256));
+        assert_eq!((gpt(&config).position, gpt(&config).mlp_width()), (Position::Sinusoidal, 256));
         let file: RunSpec = toml::from_str("position = \"sinusoidal\"\nd_ff = 64").unwrap();
         assert_eq!((file.position, file.d_ff), (Some(Position::Sinusoidal), Some(64)));
         assert!(toml::from_str::<RunSpec>("position = \"rotary\"").is_err());
@@ -1227,7 +1241,7 @@ mod tests {
         let saved = RunConfig::from_spec(&spec()).unwrap();
         let longer = saved.resumed_with(&RunSpec { max_steps: Some(4000), ..RunSpec::default() }).unwrap();
         assert_eq!((longer.train.steps, longer.train.schedule().decay_steps), (4000, Some(4000)));
-        let same = RunSpec { n_layer: Some(saved.model.n_layer), ..spec() };
+        let same = RunSpec { n_layer: Some(gpt(&saved).n_layer), ..spec() };
         assert_eq!(saved.resumed_with(&same).unwrap(), saved);
         let e =
             saved.resumed_with(&RunSpec { n_layer: Some(7), ..RunSpec::default() }).unwrap_err().to_string();

@@ -11,7 +11,7 @@ use llm_from_scratch::app::wiki;
 use llm_from_scratch::data;
 use llm_from_scratch::generate::{self, Cache, Sampling};
 use llm_from_scratch::model::LanguageModel;
-use llm_from_scratch::model::{hf, Gpt, GptConfig};
+use llm_from_scratch::model::{hf, AnyModel, GptConfig};
 use llm_from_scratch::precision::Precision;
 use llm_from_scratch::tokenizer::{
     AnyTokenizer, BpeConfig, BpeTokenizer, Specials, Tokenizer, GPT2_PATTERN, GPT4_PATTERN,
@@ -188,7 +188,7 @@ struct ModelSource {
 
 /// A model ready to use, with its tokenizer, and the checkpoint it came from (if it did).
 struct Loaded {
-    model: Gpt,
+    model: AnyModel,
     tokenizer: AnyTokenizer,
     checkpoint: Option<Checkpoint>,
 }
@@ -211,7 +211,7 @@ impl ModelSource {
         let device = device::parse(&self.device)?;
         let Some(name) = &self.model else {
             let checkpoint = Checkpoint::load(self.checkpoint_dir()?)?;
-            let model = run::load_gpt(&checkpoint, device)?;
+            let model = run::load_model(&checkpoint, device)?;
             let tokenizer = checkpoint.tokenizer.clone();
             return Ok(Loaded { model, tokenizer, checkpoint: Some(checkpoint) });
         };
@@ -222,7 +222,7 @@ impl ModelSource {
 
 /// A GPT-2 in the Hugging Face layout and its tokenizer: the folder `name`, or OpenAI's 124M
 /// for `gpt2` (downloaded once, unless a folder of that name is here).
-fn load_hf(name: &str, device: tch::Device) -> Result<(Gpt, AnyTokenizer)> {
+fn load_hf(name: &str, device: tch::Device) -> Result<(AnyModel, AnyTokenizer)> {
     let dir = match name {
         "gpt2" if !Path::new("gpt2").exists() => {
             let weights = fetch_with_bar("gpt2")?;
@@ -241,7 +241,7 @@ fn load_hf(name: &str, device: tch::Device) -> Result<(Gpt, AnyTokenizer)> {
             model.config.vocab_size
         ),
     };
-    Ok((model, tokenizer))
+    Ok((model.into(), tokenizer))
 }
 
 /// GPT-2's tokenizer, from the manifest's ranks (downloaded once).
@@ -544,7 +544,7 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
         let plan = run::plan_resumed(&run.config, tokenizer, &spec)?;
         let device = device::parse(&plan.config.device)?;
         device::seed(plan.config.train.seed); // the initial weights, if there is no checkpoint yet
-        let mut model = Gpt::new(plan.config.model.clone(), device)?;
+        let mut model = plan.config.model.build(device)?;
         let trainer = if run.latest().exists() {
             let checkpoint = Checkpoint::load(run.latest())?;
             let mut trainer = checkpoint.resume(&mut model)?;
@@ -562,10 +562,10 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
         // The folder's weights, sizes and tokenizer; the run's training and data settings.
         let device = device::parse(spec.device.as_deref().unwrap_or("auto"))?;
         let (trained, tokenizer) = load_hf(source, device)?;
-        let plan = run::plan_init(&spec, source, &trained.config, tokenizer)?;
+        let plan = run::plan_init(&spec, source, &trained.config(), tokenizer)?;
         device::seed(plan.config.train.seed);
-        let mut model = Gpt::new(plan.config.model.clone(), device)?; // its dropout may be the run's
-        model.vs.copy(&trained.vs)?;
+        let mut model = plan.config.model.build(device)?; // its dropout may be the run's
+        model.var_store_mut().copy(trained.var_store())?;
         let trainer = Trainer::new(&model, plan.config.train.clone())?;
         let run = Run::create(&dir, &plan.config, &plan.tokenizer)?;
         let lock = run.lock()?;
@@ -574,7 +574,7 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
         let plan = run::plan(&spec)?;
         let device = device::parse(&plan.config.device)?;
         device::seed(plan.config.train.seed); // the initial weights
-        let model = Gpt::new(plan.config.model.clone(), device)?;
+        let model = plan.config.model.build(device)?;
         let trainer = Trainer::new(&model, plan.config.train.clone())?;
         let run = Run::create(&dir, &plan.config, &plan.tokenizer)?;
         let lock = run.lock()?;
@@ -591,11 +591,11 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
         format!(" (the default on this device{why}; --precision to change it)")
     };
     eprintln!(
-        "run {}: {} parameters ({} positions), {} tokenizer ({} tokens), {} training tokens, {} steps on \
+        "run {}: {} parameters ({}), {} tokenizer ({} tokens), {} training tokens, {} steps on \
          {device:?} in {}{chosen}",
         dir.display(),
         model.num_params(),
-        c.model.position,
+        c.model.describe(),
         c.tokenizer,
         plan.tokenizer.vocab_size(),
         plan.data.train.size()[0],
@@ -778,7 +778,8 @@ fn stable_prefix(text: &str) -> &str {
 fn export(args: ExportArgs) -> Result<()> {
     let Loaded { model, tokenizer, checkpoint } = args.model.load()?;
     let training = checkpoint.map(|c| serde_json::to_value(&c.train_config)).transpose()?;
-    hf::export_with_training(&model, &tokenizer, training.as_ref(), &args.out)?;
+    let AnyModel::Gpt(gpt) = &model; // the GPT-2 layout
+    hf::export_with_training(gpt, &tokenizer, training.as_ref(), &args.out)?;
     println!("{}", args.out.display());
     eprintln!(
         "{} parameters in the Hugging Face GPT-2 layout; in Python: \

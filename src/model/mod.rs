@@ -11,6 +11,7 @@
 //! model's config converts itself into the layers' small configs.
 
 mod bigram;
+pub mod config;
 pub mod gpt;
 pub mod hf;
 pub mod ladder;
@@ -26,6 +27,7 @@ pub mod attention {
 }
 
 pub use bigram::Bigram;
+pub use config::{AnyModel, ModelConfig};
 pub use gpt::{Gpt, GptConfig};
 pub use ladder::{lecture_ladder, Ladder, LadderConfig};
 pub use layers::kv_cache;

@@ -2,6 +2,7 @@
 //! tiny model (1 block, 16 channels, 16 tokens of context), so the file runs in seconds.
 
 use crate::common::{drawn_lines, TempDir, TINY};
+use llm_from_scratch::model::ModelConfig;
 use llm_from_scratch::train::Checkpoint;
 use sha2::Digest;
 use std::path::Path;
@@ -686,4 +687,15 @@ fn a_run_folder_from_before_the_layers_samples_evaluates_and_resumes_as_it_did()
     assert!(text(&out.stderr).contains("at step 10"), "{}", text(&out.stderr));
     assert_eq!(checkpoint_step(&run.join("checkpoints/latest")), 15);
     assert_eq!(eval_steps(&run), [0, 5, 10, 15]);
+    // From here on its model says its architecture, in the folder and in the checkpoint.
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["model"]["arch"], "gpt");
+    let checkpoint = Checkpoint::load(run.join("checkpoints/latest")).unwrap();
+    assert_eq!(checkpoint.model_config["arch"], "gpt");
+    let old = Checkpoint::load(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/run_before_layers/checkpoints/latest"),
+    );
+    let old: ModelConfig = old.unwrap().model_config().unwrap();
+    assert_eq!(old, checkpoint.model_config::<ModelConfig>().unwrap());
 }
