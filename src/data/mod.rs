@@ -155,3 +155,28 @@ impl TokenData {
         Ok((x, y))
     }
 }
+
+/// Where a trainer's batches come from: inputs and targets `[batch_size, block_size]` of a
+/// split. [`TokenData`]'s random windows of a text are one source; the trainer and the loss
+/// estimate take any (`&dyn Batches`), and draw from libtorch's global generator through it.
+pub trait Batches {
+    fn get_batch(
+        &self,
+        split: Split,
+        batch_size: usize,
+        block_size: usize,
+        device: Device,
+    ) -> Result<(Tensor, Tensor)>;
+}
+
+impl Batches for TokenData {
+    fn get_batch(
+        &self,
+        split: Split,
+        batch_size: usize,
+        block_size: usize,
+        device: Device,
+    ) -> Result<(Tensor, Tensor)> {
+        TokenData::get_batch(self, split, batch_size, block_size, device)
+    }
+}

@@ -58,7 +58,9 @@
 //! one error — before copying anything. Every problem is an [`Error::Checkpoint`] naming the
 //! directory, never a panic.
 
-use super::{History, TrainConfig, Trainer};
+use super::config::TrainConfig;
+use super::history::History;
+use super::trainer::Trainer;
 use crate::io::Mismatch;
 use crate::model::LanguageModel;
 use crate::tokenizer::{AnyTokenizer, Tokenizer};
@@ -251,6 +253,32 @@ impl Checkpoint {
     pub fn resume(&self, model: &mut dyn LanguageModel) -> Result<Trainer> {
         self.load_weights(model)?;
         Trainer::from_checkpoint(model, self)
+    }
+}
+
+/// The trainer's side of a checkpoint: this module depends on the trainer, not the other way.
+impl Trainer {
+    /// Continue the run saved in `checkpoint` with `model`, whose weights must already be
+    /// loaded ([`Checkpoint::resume`] does both).
+    pub fn from_checkpoint(model: &dyn LanguageModel, checkpoint: &Checkpoint) -> Result<Self> {
+        let fail = |e: Error| Error::Checkpoint { path: checkpoint.path.clone(), reason: e.to_string() };
+        let mut trainer = Self::new(model, checkpoint.train_config.clone()).map_err(fail)?;
+        trainer.optimizer.load_state(checkpoint.step, &checkpoint.optimizer).map_err(fail)?;
+        trainer.step = checkpoint.step;
+        trainer.history = checkpoint.history.clone();
+        Ok(trainer)
+    }
+
+    /// Save the run and `model` as a checkpoint directory (see [`crate::train::checkpoint`]).
+    /// `model_config` rebuilds the model: its `GptConfig`, or `json!({"vocab_size": 65})`.
+    pub fn save_checkpoint(
+        &self,
+        path: impl AsRef<Path>,
+        model: &dyn LanguageModel,
+        model_config: &impl serde::Serialize,
+        tokenizer: &dyn Tokenizer,
+    ) -> Result<()> {
+        save(path, self, model, model_config, tokenizer)
     }
 }
 
