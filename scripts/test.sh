@@ -65,7 +65,9 @@ bash scripts/mlflow.sh install > target/mlflow-install.log 2>&1 &
 mlflow_install=$!
 background+=($mlflow_install)
 
-phase "cargo test (its build included)" cargo test
+# One test at a time: two at once each ask libtorch for both cores, and the library's tests
+# took 264-267 s that way against 220 s one by one (2 cores, the same commit).
+phase "cargo test (its build included)" cargo test -- --test-threads=1
 
 # The examples `make bench` runs, in their quick mode, in the test build (already compiled).
 examples() {
