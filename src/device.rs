@@ -38,6 +38,15 @@ pub fn parse(name: &str) -> crate::Result<Device> {
     }
 }
 
+/// SplitMix64's output function: a good 64-bit mixer. Seeds derived from a run's seed
+/// ([`crate::train::step_seed`]) and the data's seeded shuffle ([`crate::data::shuffle`]) use it.
+pub fn splitmix64(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
 /// Seed libtorch's global generator: batches, initial weights, dropout and sampling all draw
 /// from it, so the same seed gives the same numbers (on CPU; on a GPU, bit-exactness also
 /// depends on the kernels). This is the generator `torch.manual_seed` seeds in PyTorch, so

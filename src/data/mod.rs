@@ -8,14 +8,20 @@
 //!   (WikiText-2 and -103, zip archives unpacked into the cache) as those three texts.
 //! - [`TokenData`] holds a token stream split 90/10 into train and validation, and samples
 //!   `(x, y)` batches from either, `y` being `x` shifted by one token.
+//! - Chapter 10's labelled data: the SMS Spam Collection ([`sms_spam`]) and its balanced,
+//!   seeded split ([`balanced_split`]); sequences of different lengths padded into one batch
+//!   ([`pad`]).
 
 mod download;
+mod sms;
 
 pub use download::{
     cache_dir, cached, dataset, datasets, download, download_with_progress, fetch, fetch_dataset,
     fetch_splits, fetch_splits_of, fetch_url, fetch_url_with_progress, fetch_with_progress, load_splits,
     Dataset, Splits, DATA_DIR_ENV, MANIFEST_ENV, MIRROR_ENV,
 };
+
+pub use sms::{balanced_split, parse_sms, shuffle, sms_spam, Sms, SmsSplits};
 
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
@@ -179,4 +185,40 @@ impl Batches for TokenData {
     ) -> Result<(Tensor, Tensor)> {
         TokenData::get_batch(self, split, batch_size, block_size, device)
     }
+}
+
+/// Token sequences of different lengths as one batch: `ids` `[B, T]` (`T` the longest
+/// length), each row its sequence then `pad_id` to the end, and `lengths` `[B]`. `mask` `[B, T]`
+/// is true at the real tokens. With causal attention and the padding on the right, no real
+/// position ever reads a padded one: a model's output at positions `0..length` is the same,
+/// whatever the padding (the classifier reads position `length - 1`).
+#[derive(Debug)]
+pub struct Padded {
+    pub ids: Tensor,
+    pub lengths: Tensor,
+    pub mask: Tensor,
+}
+
+/// Pad `sequences` (each at least one token) with `pad_id` into a [`Padded`] batch on `device`.
+pub fn pad(sequences: &[Vec<u32>], pad_id: u32, device: Device) -> Result<Padded> {
+    let longest = sequences.iter().map(Vec::len).max().unwrap_or(0);
+    if sequences.is_empty() || sequences.iter().any(Vec::is_empty) {
+        return Err(Error::Config(
+            "a padded batch needs at least one sequence, each of at least one token".into(),
+        ));
+    }
+    let mut ids = Vec::with_capacity(sequences.len() * longest);
+    for seq in sequences {
+        ids.extend(seq.iter().map(|&id| id as i64));
+        ids.extend(std::iter::repeat_n(pad_id as i64, longest - seq.len()));
+    }
+    let (b, t) = (sequences.len() as i64, longest as i64);
+    let lengths: Vec<i64> = sequences.iter().map(|s| s.len() as i64).collect();
+    let lengths = Tensor::from_slice(&lengths); // [B]
+    let mask = Tensor::arange(t, (Kind::Int64, Device::Cpu)).unsqueeze(0).lt_tensor(&lengths.unsqueeze(1)); // [B, T]
+    Ok(Padded {
+        ids: Tensor::from_slice(&ids).f_view([b, t])?.f_to_device(device)?,
+        lengths: lengths.f_to_device(device)?,
+        mask: mask.f_to_device(device)?,
+    })
 }

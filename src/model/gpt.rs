@@ -401,6 +401,12 @@ impl Gpt {
         Ok(x)
     }
 
+    /// The final hidden states `[B, T, C]` of `idx` `[B, T]`: every block, then `ln_f`. The
+    /// LM head reads them; so does a classifier's head in its place (chapter 10).
+    pub fn hidden_states(&self, idx: &Tensor, train: bool) -> Result<Tensor> {
+        Ok(self.ln_f.forward(&self.trunk(idx, train)?))
+    }
+
     /// The last LayerNorm and the LM head: `[..., C]` to logits `[..., V]`.
     fn head(&self, x: &Tensor) -> Tensor {
         self.ln_f.forward(x).linear(&self.lm_head, self.lm_head_bias.as_ref())

@@ -11,6 +11,7 @@
 //! model's config converts itself into the layers' small configs.
 
 mod bigram;
+pub mod classifier;
 pub mod config;
 pub mod gpt;
 pub mod hf;
@@ -27,6 +28,7 @@ pub mod attention {
 }
 
 pub use bigram::Bigram;
+pub use classifier::Classifier;
 pub use config::{AnyModel, ModelConfig};
 pub use gpt::{Gpt, GptConfig};
 pub use ladder::{lecture_ladder, Ladder, LadderConfig};

@@ -18,6 +18,7 @@ mod cli_tokenizer;
 mod cli_train;
 mod data_and_bigram;
 mod ddp;
+mod finetune;
 mod generate;
 mod gpt;
 mod hf;
