@@ -353,6 +353,52 @@ impl Gpt {
         Ok(Self { vs, config, wte, wpe, blocks, ln_f, lm_head, lm_head_bias })
     }
 
+    /// LoRA adapters of rank `rank` and scale `alpha / rank` on every block's four
+    /// projections (`attn.c_attn`, `attn.c_proj`, `mlp.c_fc`, `mlp.c_proj`; see
+    /// [`crate::model::layers::linear`]), and every other variable frozen: from here only the
+    /// adapters train (AdamW and [`LanguageModel::num_params`] see only them). The model's
+    /// output does not change until they do.
+    pub fn add_lora(&mut self, rank: usize, alpha: f64) -> Result<()> {
+        for (_, t) in self.vs.variables() {
+            let _ = t.set_requires_grad(false);
+        }
+        let root = self.vs.root();
+        for (i, block) in self.blocks.iter_mut().enumerate() {
+            let h = &root / "transformer" / "h" / i;
+            block.attn.c_attn.add_lora(&(&h / "attn" / "c_attn"), rank, alpha)?;
+            block.attn.c_proj.add_lora(&(&h / "attn" / "c_proj"), rank, alpha)?;
+            block.mlp.c_fc.add_lora(&(&h / "mlp" / "c_fc"), rank, alpha)?;
+            block.mlp.c_proj.add_lora(&(&h / "mlp" / "c_proj"), rank, alpha)?;
+        }
+        Ok(())
+    }
+
+    /// Fold every adapter into its weight ([`crate::model::Linear::merge`]), take the adapters'
+    /// variables out of the var store and let every weight train again: the same outputs from
+    /// an ordinary GPT, which saves, loads and exports as one.
+    pub fn merge_lora(&mut self) -> Result<()> {
+        for block in &mut self.blocks {
+            for layer in
+                [&mut block.attn.c_attn, &mut block.attn.c_proj, &mut block.mlp.c_fc, &mut block.mlp.c_proj]
+            {
+                layer.merge()?;
+            }
+        }
+        let mut variables = self
+            .vs
+            .variables_
+            .lock()
+            .map_err(|_| Error::Config("the var store's lock is poisoned".into()))?;
+        variables.named_variables.retain(|name, _| !name.contains(".lora_"));
+        let kept: std::collections::HashSet<usize> =
+            variables.named_variables.values().map(|t| t.data_ptr() as usize).collect();
+        variables.trainable_variables.retain(|v| kept.contains(&(v.tensor.data_ptr() as usize)));
+        for t in variables.named_variables.values() {
+            let _ = t.set_requires_grad(true);
+        }
+        Ok(())
+    }
+
     /// nanoGPT's `get_num_params(non_embedding=True)`: the trainable parameters less the
     /// learned position embeddings. (The token embedding stays in: tied, it is also the LM
     /// head.) With sinusoidal positions there is nothing to take away.
