@@ -10,9 +10,11 @@
 //!   `(x, y)` batches from either, `y` being `x` shifted by one token.
 //! - Chapter 10's labelled data: the SMS Spam Collection ([`sms_spam`]) and its balanced,
 //!   seeded split ([`balanced_split`]); sequences of different lengths padded into one batch
-//!   ([`pad`]).
+//!   ([`pad`]); instruction records in the Alpaca template, batched with the loss on the
+//!   responses only ([`InstructionData`]).
 
 mod download;
+mod instruct;
 mod sms;
 
 pub use download::{
@@ -21,6 +23,7 @@ pub use download::{
     Dataset, Splits, DATA_DIR_ENV, MANIFEST_ENV, MIRROR_ENV,
 };
 
+pub use instruct::{instruction_data, parse_instructions, Instruction, InstructionData, IGNORE};
 pub use sms::{balanced_split, parse_sms, shuffle, sms_spam, Sms, SmsSplits};
 
 use crate::{Error, Result};

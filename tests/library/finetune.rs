@@ -1,10 +1,15 @@
-//! Chapter 10's ground: the SMS Spam Collection and its balanced split, padded batches, and a
-//! classifier whose scores the padding cannot change.
+//! Chapter 10's ground: the SMS Spam Collection and its balanced split, padded batches, a
+//! classifier whose scores the padding cannot change, and instruction records batched with
+//! the loss on their responses only.
 
 use crate::common::rng_lock;
-use llm_from_scratch::data::{self, balanced_split, pad, parse_sms, Sms};
+use llm_from_scratch::data::{
+    self, balanced_split, pad, parse_instructions, parse_sms, Instruction, InstructionData, Sms, IGNORE,
+};
 use llm_from_scratch::device;
-use llm_from_scratch::model::{Classifier, Gpt, GptConfig};
+use llm_from_scratch::model::{Classifier, Gpt, GptConfig, LanguageModel};
+use llm_from_scratch::tokenizer::{CharTokenizer, Tokenizer};
+use llm_from_scratch::train::{self, TrainConfig};
 use tch::{Device, Tensor};
 
 fn messages() -> Vec<Sms> {
@@ -96,4 +101,122 @@ fn padding_never_changes_a_classifiers_scores() {
         1
     )
     .is_err());
+}
+
+#[test]
+fn instruction_records_read_and_write_the_alpaca_template() {
+    let records = data::instruction_data().unwrap_or_else(|e| {
+        panic!("the instruction data could not be fetched ({e}); make test serves ../shared/data through LLM_DATA_MIRROR")
+    });
+    assert_eq!(records.len(), 1_100);
+    assert_eq!(records[0].input, "freind --> friend");
+    let prompt = records[0].prompt();
+    assert!(prompt.starts_with("Below is an instruction that describes a task."), "{prompt}");
+    assert!(prompt.ends_with(
+        "### Instruction:\nEvaluate the following phrase by transforming it into the spelling given.\n\n\
+         ### Input:\nfreind --> friend\n\n### Response:\n"
+    ));
+    let no_input = records.iter().find(|r| r.input.is_empty()).unwrap();
+    assert!(!no_input.prompt().contains("### Input:"));
+
+    let err = |json: &str| parse_instructions(json, "data.json").unwrap_err().to_string();
+    assert!(err(r#"[{"instruction": "a", "output": "b"}, {"instruction": "c"}]"#)
+        .contains("data.json, record 1: missing field `output`"));
+    assert!(
+        err(r#"[{"instruction": "a", "output": " "}]"#).contains("record 0: an empty instruction or output")
+    );
+    assert!(err("[]").contains("holds no records"));
+    assert!(err("{").contains("not a JSON list"));
+}
+
+#[test]
+fn only_the_responses_targets_count_in_the_loss() {
+    let _lock = rng_lock();
+    device::seed(2);
+    // Two records, as tokens: a prompt of 4 and of 2, a response of 3 and of 4 (end included).
+    let a = (vec![1u32, 2, 3, 4, 10, 11, 0], 4);
+    let b = (vec![5u32, 6, 12, 13, 14, 0], 2);
+    let (x, y) = InstructionData::collate(&[&a, &b], 0, 64, Device::Cpu).unwrap();
+    assert_eq!(x.size(), [2, 6]); // the longest record less one, not the context
+    let ignore = IGNORE;
+    assert_eq!(Vec::<i64>::try_from(&y.get(0)).unwrap(), [ignore, ignore, ignore, 10, 11, 0]);
+    assert_eq!(Vec::<i64>::try_from(&y.get(1)).unwrap(), [ignore, 12, 13, 14, 0, ignore]);
+    assert_eq!(Vec::<i64>::try_from(&x.get(1)).unwrap(), [5, 6, 12, 13, 14, 0]);
+
+    let config = GptConfig {
+        vocab_size: 16,
+        block_size: 8,
+        n_layer: 1,
+        n_head: 2,
+        n_embd: 16,
+        ..GptConfig::cpu_small()
+    };
+    let gpt = Gpt::new(config, Device::Cpu).unwrap();
+    let loss = tch::no_grad(|| gpt.loss(&x, &y, false).unwrap().double_value(&[]));
+    // By hand: the mean of -log p(target) over the 7 response targets alone.
+    let logits = tch::no_grad(|| gpt.forward(&x, None, false).unwrap().0);
+    let logp = logits.log_softmax(-1, tch::Kind::Float);
+    let mut total = 0.0;
+    for (row, pos, target) in
+        [(0, 3, 10), (0, 4, 11), (0, 5, 0), (1, 1, 12), (1, 2, 13), (1, 3, 14), (1, 4, 0)]
+    {
+        total -= logp.get(row).get(pos).get(target).double_value(&[]);
+    }
+    assert!((loss - total / 7.0).abs() < 1e-5, "masked loss {loss} vs by hand {}", total / 7.0);
+    // The prompt's targets and the padding contribute nothing: other prompt tokens to predict
+    // and another pad id leave the loss as it was.
+    let other_pad = InstructionData::collate(&[&a, &b], 9, 64, Device::Cpu).unwrap();
+    let loss_other_pad =
+        tch::no_grad(|| gpt.loss(&other_pad.0, &other_pad.1, false).unwrap().double_value(&[]));
+    assert!((loss - loss_other_pad).abs() < 1e-6);
+    let a_other_prompt = (vec![1u32, 2, 7, 4, 10, 11, 0], 4); // a prompt target that is ignored
+    let (x2, y2) = InstructionData::collate(&[&a_other_prompt, &b], 0, 64, Device::Cpu).unwrap();
+    assert_eq!(y2, y);
+    assert!(x2 != x);
+    // Cut to the context: at most max_len inputs.
+    let (x3, _) = InstructionData::collate(&[&a, &b], 0, 4, Device::Cpu).unwrap();
+    assert_eq!(x3.size(), [2, 4]);
+}
+
+#[test]
+fn the_trainer_finetunes_on_instruction_batches() {
+    let _lock = rng_lock();
+    let records: Vec<Instruction> = (0..40)
+        .map(|i| Instruction {
+            instruction: format!("Say {i}."),
+            input: String::new(),
+            output: format!("{i}"),
+        })
+        .collect();
+    let text: String = records.iter().map(|r| r.prompt() + &r.output).collect();
+    let tok = CharTokenizer::from_text(&(text + "|"));
+    let end = tok.encode("|").unwrap()[0];
+    let data = InstructionData::new(&records[..32], &records[32..], &tok, end).unwrap();
+    device::seed(1);
+    let config = GptConfig {
+        vocab_size: tok.vocab_size(),
+        block_size: 160,
+        n_layer: 1,
+        n_head: 2,
+        n_embd: 32,
+        ..GptConfig::cpu_small()
+    };
+    let gpt = Gpt::new(config, Device::Cpu).unwrap();
+    let run = TrainConfig {
+        steps: 60,
+        batch_size: 8,
+        block_size: 160,
+        lr: 3e-3,
+        eval_interval: 60,
+        eval_iters: 4,
+        ..TrainConfig::default()
+    };
+    let history = train::train(&gpt, &data, &run, |_| {}).unwrap();
+    let (first, last) = (&history.points[0], history.last().unwrap());
+    assert!(
+        last.val_loss < first.val_loss - 1.0,
+        "the response loss falls: {} -> {}",
+        first.val_loss,
+        last.val_loss
+    );
 }
