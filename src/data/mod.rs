@@ -10,11 +10,12 @@
 //!   `(x, y)` batches from either, `y` being `x` shifted by one token.
 //! - Chapter 10's labelled data: the SMS Spam Collection ([`sms_spam`]) and its balanced,
 //!   seeded split ([`balanced_split`]); sequences of different lengths padded into one batch
-//!   ([`pad`]); instruction records in the Alpaca template, batched with the loss on the
+//!   ([`pad`]) and batched for a classifier ([`LabelledData`]); instruction records in the Alpaca template, batched with the loss on the
 //!   responses only ([`InstructionData`]).
 
 mod download;
 mod instruct;
+mod labelled;
 mod sms;
 
 pub use download::{
@@ -24,6 +25,7 @@ pub use download::{
 };
 
 pub use instruct::{instruction_data, parse_instructions, Instruction, InstructionData, IGNORE};
+pub use labelled::LabelledData;
 pub use sms::{balanced_split, parse_sms, shuffle, sms_spam, Sms, SmsSplits};
 
 use crate::{Error, Result};

@@ -7,12 +7,18 @@
 //! different lengths share a batch padded on the right ([`crate::data::pad`]); each row is read
 //! at its own last real token, which never attends to the padding, so the padding cannot
 //! change a score.
+//!
+//! It is also a [`LanguageModel`] whose "vocabulary" is the classes: [`LanguageModel::forward`]
+//! scores every position, and its targets are [`crate::data::IGNORE`] but at each row's last
+//! real token ([`crate::data::LabelledData`] makes them so), so the loss is the classifier's
+//! and the trainer, its estimates and checkpoints train it as they train a GPT.
 
 use super::gpt::Gpt;
 use super::layers::{Linear, INIT_STD};
-use crate::data::Padded;
+use super::lm::{cross_entropy, LanguageModel};
+use crate::data::{pad, Padded};
 use crate::{Error, Result};
-use tch::{Kind, Tensor};
+use tch::{nn, Kind, Tensor};
 
 /// A GPT with a classification head (`classifier.weight` `[n_classes, C]`, `classifier.bias`,
 /// in the GPT's var store). The LM head stays in the model, unused.
@@ -35,7 +41,7 @@ impl Classifier {
 
     /// The class scores `[B, n_classes]` of a padded batch: each row's final hidden state at
     /// its last real token (`lengths - 1`), through the head. `train` switches dropout on.
-    pub fn forward(&self, batch: &Padded, train: bool) -> Result<Tensor> {
+    pub fn classify(&self, batch: &Padded, train: bool) -> Result<Tensor> {
         let hidden = self.gpt.hidden_states(&batch.ids, train)?; // [B, T, C]
         let c = hidden.size()[2];
         let last = (&batch.lengths - 1).f_to_kind(Kind::Int64)?; // [B]
@@ -44,14 +50,51 @@ impl Classifier {
         Ok(self.head.forward(&at_last)) // [B, n_classes]
     }
 
-    /// The mean cross-entropy of `forward`'s scores against `labels` `[B]` (class indices).
-    pub fn loss(&self, batch: &Padded, labels: &Tensor, train: bool) -> Result<Tensor> {
-        Ok(self.forward(batch, train)?.f_cross_entropy_loss::<Tensor>(
-            labels,
-            None,
-            tch::Reduction::Mean,
-            -100,
-            0.0,
-        )?)
+    /// The share of `rows` (token sequences with their labels) whose highest score is their
+    /// label, `batch_size` rows at a time, each cut to the model's context, in evaluation mode.
+    pub fn accuracy(&self, rows: &[(Vec<u32>, usize)], pad_id: u32, batch_size: usize) -> Result<f64> {
+        if rows.is_empty() || batch_size == 0 {
+            return Err(Error::Config(
+                "accuracy needs at least one row and a batch size of at least 1".into(),
+            ));
+        }
+        let _no_grad = tch::no_grad_guard();
+        let (device, block) = (self.gpt.vs.device(), self.gpt.config.block_size);
+        let mut correct = 0;
+        for chunk in rows.chunks(batch_size) {
+            let ids: Vec<Vec<u32>> =
+                chunk.iter().map(|(ids, _)| ids[..ids.len().min(block)].to_vec()).collect();
+            let scores = self.classify(&pad(&ids, pad_id, device)?, false)?; // [B, n_classes]
+            let predicted = Vec::<i64>::try_from(&scores.f_argmax(-1, false)?)?;
+            correct += predicted.iter().zip(chunk).filter(|(p, (_, label))| **p == *label as i64).count();
+        }
+        Ok(correct as f64 / rows.len() as f64)
+    }
+}
+
+impl LanguageModel for Classifier {
+    /// Class scores `[B, T, n_classes]` at every position, and the mean cross-entropy against
+    /// `targets` `[B, T]` where they are not ignored (each row's last real token).
+    fn forward(
+        &self,
+        idx: &Tensor,
+        targets: Option<&Tensor>,
+        train: bool,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let logits = self.head.forward(&self.gpt.hidden_states(idx, train)?); // [B, T, n_classes]
+        let loss = targets.map(|y| cross_entropy(&logits, y)).transpose()?;
+        Ok((logits, loss))
+    }
+
+    fn var_store(&self) -> &nn::VarStore {
+        &self.gpt.vs
+    }
+
+    fn var_store_mut(&mut self) -> &mut nn::VarStore {
+        &mut self.gpt.vs
+    }
+
+    fn block_size(&self) -> Option<usize> {
+        Some(self.gpt.config.block_size)
     }
 }

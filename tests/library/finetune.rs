@@ -4,7 +4,8 @@
 
 use crate::common::rng_lock;
 use llm_from_scratch::data::{
-    self, balanced_split, pad, parse_instructions, parse_sms, Instruction, InstructionData, Sms, IGNORE,
+    self, balanced_split, pad, parse_instructions, parse_sms, Instruction, InstructionData, LabelledData,
+    Sms, IGNORE,
 };
 use llm_from_scratch::device;
 use llm_from_scratch::model::{Classifier, Gpt, GptConfig, LanguageModel};
@@ -76,7 +77,7 @@ fn padding_never_changes_a_classifiers_scores() {
     let long = vec![9u32, 2, 6, 5, 3, 5, 8, 9, 7, 9];
     let scores = |seqs: &[Vec<u32>], pad_id: u32| {
         let batch = pad(seqs, pad_id, Device::Cpu).unwrap();
-        tch::no_grad(|| classifier.forward(&batch, false).unwrap())
+        tch::no_grad(|| classifier.classify(&batch, false).unwrap())
     };
     let together = scores(&[short.clone(), long.clone()], 0); // the short one padded by 5
     let apart =
@@ -92,8 +93,18 @@ fn padding_never_changes_a_classifiers_scores() {
     let batch = pad(&[short.clone(), long.clone()], 0, Device::Cpu).unwrap();
     assert_eq!(Vec::<i64>::try_from(&batch.lengths).unwrap(), [5, 10]);
     assert_eq!(Vec::<bool>::try_from(&batch.mask.get(0)).unwrap(), [[true; 5], [false; 5]].concat());
+    // As the trainer sees it: the label at each row's last real token, every other target
+    // ignored, so the loss is the cross-entropy of `classify`'s scores against the labels.
+    let rows = [(short.clone(), 0usize), (long.clone(), 1)];
+    let (x, y) = LabelledData::collate(&[&rows[0], &rows[1]], 0, 16, Device::Cpu).unwrap();
+    assert_eq!(
+        Vec::<i64>::try_from(&y.get(0)).unwrap(),
+        [[IGNORE; 4].as_slice(), &[0], &[IGNORE; 5]].concat()
+    );
+    let loss = tch::no_grad(|| classifier.loss(&x, &y, false).unwrap().double_value(&[]));
     let labels = Tensor::from_slice(&[0i64, 1]);
-    let loss = classifier.loss(&batch, &labels, false).unwrap().double_value(&[]);
+    let by_hand = together.cross_entropy_for_logits(&labels).double_value(&[]);
+    assert!((loss - by_hand).abs() < 1e-5, "{loss} vs {by_hand}");
     assert!((loss - 2f64.ln()).abs() < 0.1, "a fresh head scores near chance: {loss}");
     assert!(pad(&[short, vec![]], 0, Device::Cpu).is_err());
     assert!(Classifier::new(
@@ -219,4 +230,50 @@ fn the_trainer_finetunes_on_instruction_batches() {
         first.val_loss,
         last.val_loss
     );
+}
+
+#[test]
+fn the_trainer_trains_a_classifier_to_tell_sequences_apart() {
+    let _lock = rng_lock();
+    // Label 1 when token 7 occurs anywhere in the sequence: the last token must look back.
+    device::seed(3);
+    let draw = |n: usize| -> Vec<(Vec<u32>, usize)> {
+        let lens = Tensor::randint_low(3, 13, [n as i64], (tch::Kind::Int64, Device::Cpu));
+        (0..n)
+            .map(|i| {
+                let len = lens.int64_value(&[i as i64]);
+                let ids =
+                    Vec::<i64>::try_from(Tensor::randint_low(1, 10, [len], (tch::Kind::Int64, Device::Cpu)))
+                        .unwrap();
+                let ids: Vec<u32> = ids.iter().map(|&t| t as u32).collect();
+                let label = ids.contains(&7) as usize;
+                (ids, label)
+            })
+            .collect()
+    };
+    let (train_rows, val_rows) = (draw(400), draw(100));
+    let data = LabelledData::new(train_rows, val_rows.clone(), 0).unwrap();
+    let config = GptConfig {
+        vocab_size: 10,
+        block_size: 16,
+        n_layer: 2,
+        n_head: 2,
+        n_embd: 32,
+        ..GptConfig::cpu_small()
+    };
+    let classifier = Classifier::new(Gpt::new(config, Device::Cpu).unwrap(), 2).unwrap();
+    let before = classifier.accuracy(&val_rows, 0, 32).unwrap();
+    let run = TrainConfig {
+        steps: 300,
+        batch_size: 16,
+        block_size: 16,
+        lr: 3e-3,
+        eval_interval: 300,
+        eval_iters: 4,
+        ..TrainConfig::default()
+    };
+    train::train(&classifier, &data, &run, |_| {}).unwrap();
+    let after = classifier.accuracy(&val_rows, 0, 32).unwrap();
+    assert!(after > 0.9 && after > before + 0.2, "validation accuracy {before:.2} -> {after:.2}");
+    assert!(LabelledData::new(vec![], val_rows, 0).is_err());
 }
