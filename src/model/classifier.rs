@@ -39,6 +39,28 @@ impl Classifier {
         Ok(Self { gpt, head, n_classes })
     }
 
+    /// Freeze every variable but the last block's, the final LayerNorm's and the head's:
+    /// Raschka's middle way between training everything and training the head alone.
+    pub fn train_last_block_only(&mut self) {
+        let last = format!("transformer.h.{}.", self.gpt.blocks.len().saturating_sub(1));
+        for (name, t) in self.gpt.vs.variables() {
+            let trains = name.starts_with(&last)
+                || name.starts_with("transformer.ln_f.")
+                || name.starts_with("classifier.");
+            let _ = t.set_requires_grad(trains);
+        }
+    }
+
+    /// LoRA adapters on the GPT's projections ([`Gpt::add_lora`]), which freezes it; the head,
+    /// new and small, trains with them.
+    pub fn add_lora(&mut self, rank: usize, alpha: f64) -> Result<()> {
+        self.gpt.add_lora(rank, alpha)?;
+        for t in [&self.head.ws].into_iter().chain(&self.head.bs) {
+            let _ = t.set_requires_grad(true);
+        }
+        Ok(())
+    }
+
     /// The class scores `[B, n_classes]` of a padded batch: each row's final hidden state at
     /// its last real token (`lengths - 1`), through the head. `train` switches dropout on.
     pub fn classify(&self, batch: &Padded, train: bool) -> Result<Tensor> {

@@ -22,9 +22,9 @@
 //! position embeddings, the number nanoGPT prints). Both use nanoGPT's fused
 //! [`CausalSelfAttention`](super::CausalSelfAttention); the lecture's separate per-head
 //! projections have the same shapes, so the counts are the same (chapter 4 checks the two
-//! forms agree). Dropout, in training
-//! only, follows nanoGPT: on the embeddings' sum (which the lecture does not have), on the
-//! attention weights, and on the output of each attention and MLP.
+//! forms agree). Dropout, in training only, follows nanoGPT: on the embeddings' sum (which the
+//! lecture does not have), on the attention weights, and on the output of each attention and
+//! MLP.
 //!
 //! **Initial weights** (nanoGPT's `_init_weights`): every Linear and Embedding weight
 //! `N(0, 0.02)`, every bias zero, LayerNorm weight one; and the projections that write into

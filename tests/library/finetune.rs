@@ -262,6 +262,26 @@ fn the_trainer_trains_a_classifier_to_tell_sequences_apart() {
         ..GptConfig::cpu_small()
     };
     let classifier = Classifier::new(Gpt::new(config, Device::Cpu).unwrap(), 2).unwrap();
+    // The three ways to train, by their trainable parameters: everything; the last block, the
+    // final norm and the head; LoRA adapters (and the head, which is new).
+    let c = GptConfig {
+        vocab_size: 10,
+        block_size: 16,
+        n_layer: 2,
+        n_head: 2,
+        n_embd: 32,
+        ..GptConfig::cpu_small()
+    };
+    let block = c.num_params() - c.vocab_size * 32 - c.block_size * 32 - 32; // wte, wpe and ln_f out, per 2 blocks
+    let head = 32 * 2 + 2;
+    assert_eq!(classifier.num_params(), c.num_params() + head);
+    let mut last_block = Classifier::new(Gpt::new(c.clone(), Device::Cpu).unwrap(), 2).unwrap();
+    last_block.train_last_block_only();
+    assert_eq!(last_block.num_params(), block / 2 + 32 + head);
+    let mut lora = Classifier::new(Gpt::new(c.clone(), Device::Cpu).unwrap(), 2).unwrap();
+    lora.add_lora(4, 8.0).unwrap();
+    let adapters = 4 * (32 + 96) + 4 * (32 + 32) + 4 * (32 + 128) + 4 * (128 + 32); // per block
+    assert_eq!(lora.num_params(), 2 * adapters + head);
     let before = classifier.accuracy(&val_rows, 0, 32).unwrap();
     let run = TrainConfig {
         steps: 300,
