@@ -184,6 +184,27 @@ fn perturbed(config: GptConfig, seed: i64) -> Gpt {
     model
 }
 
+/// A GPT of `config` with LoRA adapters whose `B` is drawn (as if trained), then merged; its
+/// logits checked equal to the adapted model's before the merge.
+fn merged_lora(config: GptConfig) -> Gpt {
+    let mut model = perturbed(config, 3);
+    let ids = [1u32, 2, 3, 4];
+    let base = logits(&model, &ids);
+    model.add_lora(2, 4.0).unwrap();
+    tch::no_grad(|| {
+        for (name, mut t) in model.vs.variables() {
+            if name.ends_with(".lora_b") {
+                let _ = t.normal_(0.0, 0.2);
+            }
+        }
+    });
+    let adapted = logits(&model, &ids);
+    model.merge_lora().unwrap();
+    assert!(max_diff(&adapted, &base) > 1e-3, "the adapters change the model");
+    assert!(max_diff(&logits(&model, &ids), &adapted) < 1e-5, "merged = adapted");
+    model
+}
+
 #[test]
 fn our_models_exported_load_in_transformers_with_the_same_logits_greedy_text_and_tokenizer() {
     let _rng = rng_lock(); // initial weights draw from the global generator
@@ -225,6 +246,8 @@ fn our_models_exported_load_in_transformers_with_the_same_logits_greedy_text_and
             ),
             AnyTokenizer::Char(chars.clone()),
         ),
+        // LoRA adapters trained (here: drawn) and merged: an ordinary GPT-2 folder again.
+        ("merged_lora", merged_lora(small(chars.vocab_size())), AnyTokenizer::Char(chars.clone())),
     ];
     let mut folders = Vec::new();
     for (name, model, tokenizer) in &cases {
