@@ -13,12 +13,43 @@
 //! real token ([`crate::data::LabelledData`] makes them so), so the loss is the classifier's
 //! and the trainer, its estimates and checkpoints train it as they train a GPT.
 
-use super::gpt::Gpt;
+use super::gpt::{Gpt, GptConfig};
 use super::layers::{Linear, INIT_STD};
 use super::lm::{cross_entropy, LanguageModel};
 use crate::data::{pad, Padded};
 use crate::{Error, Result};
-use tch::{nn, Kind, Tensor};
+use serde::{Deserialize, Serialize};
+use tch::{nn, Device, Kind, Tensor};
+
+/// Which of a classifier's weights train (Raschka's three ways, chapter 10).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Tune {
+    /// Every weight.
+    All,
+    /// The last block, the final LayerNorm and the head; the rest frozen.
+    LastBlock,
+    /// LoRA adapters of this rank and alpha on every block's projections ([`Gpt::add_lora`]),
+    /// and the head (new, and small); the GPT's own weights frozen.
+    Lora { rank: usize, alpha: f64 },
+}
+
+/// What rebuilds a [`Classifier`] (a checkpoint's model config): its GPT's, its classes, and
+/// how it trains.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassifierConfig {
+    pub gpt: GptConfig,
+    pub n_classes: usize,
+    pub tune: Tune,
+}
+
+impl ClassifierConfig {
+    /// A classifier of this config on `device`, its weights fresh: load a checkpoint's (or a
+    /// pretrained GPT's) into it.
+    pub fn build(&self, device: Device) -> Result<Classifier> {
+        Classifier::new(Gpt::new(self.gpt.clone(), device)?, self.n_classes, self.tune)
+    }
+}
 
 /// A GPT with a classification head (`classifier.weight` `[n_classes, C]`, `classifier.bias`,
 /// in the GPT's var store). The LM head stays in the model, unused.
@@ -27,38 +58,43 @@ pub struct Classifier {
     pub gpt: Gpt,
     pub head: Linear,
     pub n_classes: usize,
+    pub tune: Tune,
 }
 
 impl Classifier {
-    /// `gpt` with a new head of `n_classes` (at least 2) outputs, `N(0, 0.02)`, zero bias.
-    pub fn new(gpt: Gpt, n_classes: usize) -> Result<Self> {
+    /// `gpt` (pretrained, typically) with a new head of `n_classes` (at least 2) outputs,
+    /// `N(0, 0.02)` with a zero bias, and only what `tune` says left to train.
+    pub fn new(gpt: Gpt, n_classes: usize, tune: Tune) -> Result<Self> {
         if n_classes < 2 {
             return Err(Error::Config(format!("a classifier needs at least 2 classes, got {n_classes}")));
         }
         let head = Linear::new(&(gpt.vs.root() / "classifier"), gpt.config.n_embd, n_classes, true, INIT_STD);
-        Ok(Self { gpt, head, n_classes })
+        let mut classifier = Self { gpt, head, n_classes, tune };
+        match tune {
+            Tune::All => {}
+            Tune::LastBlock => {
+                let last = format!("transformer.h.{}.", classifier.gpt.blocks.len().saturating_sub(1));
+                for (name, t) in classifier.gpt.vs.variables() {
+                    let trains = name.starts_with(&last)
+                        || name.starts_with("transformer.ln_f.")
+                        || name.starts_with("classifier.");
+                    let _ = t.set_requires_grad(trains);
+                }
+            }
+            Tune::Lora { rank, alpha } => {
+                classifier.gpt.add_lora(rank, alpha)?; // freezes the GPT and the head
+                let head = &classifier.head;
+                for t in [&head.ws].into_iter().chain(&head.bs) {
+                    let _ = t.set_requires_grad(true);
+                }
+            }
+        }
+        Ok(classifier)
     }
 
-    /// Freeze every variable but the last block's, the final LayerNorm's and the head's:
-    /// Raschka's middle way between training everything and training the head alone.
-    pub fn train_last_block_only(&mut self) {
-        let last = format!("transformer.h.{}.", self.gpt.blocks.len().saturating_sub(1));
-        for (name, t) in self.gpt.vs.variables() {
-            let trains = name.starts_with(&last)
-                || name.starts_with("transformer.ln_f.")
-                || name.starts_with("classifier.");
-            let _ = t.set_requires_grad(trains);
-        }
-    }
-
-    /// LoRA adapters on the GPT's projections ([`Gpt::add_lora`]), which freezes it; the head,
-    /// new and small, trains with them.
-    pub fn add_lora(&mut self, rank: usize, alpha: f64) -> Result<()> {
-        self.gpt.add_lora(rank, alpha)?;
-        for t in [&self.head.ws].into_iter().chain(&self.head.bs) {
-            let _ = t.set_requires_grad(true);
-        }
-        Ok(())
+    /// The config that rebuilds this classifier.
+    pub fn config(&self) -> ClassifierConfig {
+        ClassifierConfig { gpt: self.gpt.config.clone(), n_classes: self.n_classes, tune: self.tune }
     }
 
     /// The class scores `[B, n_classes]` of a padded batch: each row's final hidden state at

@@ -28,7 +28,7 @@ pub mod attention {
 }
 
 pub use bigram::Bigram;
-pub use classifier::Classifier;
+pub use classifier::{Classifier, ClassifierConfig, Tune};
 pub use config::{AnyModel, ModelConfig};
 pub use gpt::{Gpt, GptConfig};
 pub use ladder::{lecture_ladder, Ladder, LadderConfig};

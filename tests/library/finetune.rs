@@ -8,9 +8,9 @@ use llm_from_scratch::data::{
     Sms, IGNORE,
 };
 use llm_from_scratch::device;
-use llm_from_scratch::model::{Classifier, Gpt, GptConfig, LanguageModel};
+use llm_from_scratch::model::{Classifier, ClassifierConfig, Gpt, GptConfig, LanguageModel, Tune};
 use llm_from_scratch::tokenizer::{CharTokenizer, Tokenizer};
-use llm_from_scratch::train::{self, TrainConfig};
+use llm_from_scratch::train::{self, Checkpoint, TrainConfig, Trainer};
 use tch::{Device, Tensor};
 
 fn messages() -> Vec<Sms> {
@@ -72,7 +72,7 @@ fn padding_never_changes_a_classifiers_scores() {
         n_embd: 32,
         ..GptConfig::cpu_small()
     };
-    let classifier = Classifier::new(Gpt::new(config, Device::Cpu).unwrap(), 2).unwrap();
+    let classifier = Classifier::new(Gpt::new(config, Device::Cpu).unwrap(), 2, Tune::All).unwrap();
     let short = vec![3u32, 1, 4, 1, 5];
     let long = vec![9u32, 2, 6, 5, 3, 5, 8, 9, 7, 9];
     let scores = |seqs: &[Vec<u32>], pad_id: u32| {
@@ -109,7 +109,8 @@ fn padding_never_changes_a_classifiers_scores() {
     assert!(pad(&[short, vec![]], 0, Device::Cpu).is_err());
     assert!(Classifier::new(
         Gpt::new(GptConfig { vocab_size: 20, ..GptConfig::cpu_small() }, Device::Cpu).unwrap(),
-        1
+        1,
+        Tune::All
     )
     .is_err());
 }
@@ -261,7 +262,7 @@ fn the_trainer_trains_a_classifier_to_tell_sequences_apart() {
         n_embd: 32,
         ..GptConfig::cpu_small()
     };
-    let classifier = Classifier::new(Gpt::new(config, Device::Cpu).unwrap(), 2).unwrap();
+    let classifier = Classifier::new(Gpt::new(config, Device::Cpu).unwrap(), 2, Tune::All).unwrap();
     // The three ways to train, by their trainable parameters: everything; the last block, the
     // final norm and the head; LoRA adapters (and the head, which is new).
     let c = GptConfig {
@@ -275,11 +276,11 @@ fn the_trainer_trains_a_classifier_to_tell_sequences_apart() {
     let block = c.num_params() - c.vocab_size * 32 - c.block_size * 32 - 32; // wte, wpe and ln_f out, per 2 blocks
     let head = 32 * 2 + 2;
     assert_eq!(classifier.num_params(), c.num_params() + head);
-    let mut last_block = Classifier::new(Gpt::new(c.clone(), Device::Cpu).unwrap(), 2).unwrap();
-    last_block.train_last_block_only();
+    let last_block = Classifier::new(Gpt::new(c.clone(), Device::Cpu).unwrap(), 2, Tune::LastBlock).unwrap();
     assert_eq!(last_block.num_params(), block / 2 + 32 + head);
-    let mut lora = Classifier::new(Gpt::new(c.clone(), Device::Cpu).unwrap(), 2).unwrap();
-    lora.add_lora(4, 8.0).unwrap();
+    let lora =
+        Classifier::new(Gpt::new(c.clone(), Device::Cpu).unwrap(), 2, Tune::Lora { rank: 4, alpha: 8.0 })
+            .unwrap();
     let adapters = 4 * (32 + 96) + 4 * (32 + 32) + 4 * (32 + 128) + 4 * (128 + 32); // per block
     assert_eq!(lora.num_params(), 2 * adapters + head);
     let before = classifier.accuracy(&val_rows, 0, 32).unwrap();
@@ -296,4 +297,73 @@ fn the_trainer_trains_a_classifier_to_tell_sequences_apart() {
     let after = classifier.accuracy(&val_rows, 0, 32).unwrap();
     assert!(after > 0.9 && after > before + 0.2, "validation accuracy {before:.2} -> {after:.2}");
     assert!(LabelledData::new(vec![], val_rows, 0).is_err());
+}
+
+#[test]
+fn a_lora_classification_run_resumes_exactly_from_its_checkpoint() {
+    let _lock = rng_lock();
+    let dir = crate::common::TempDir::new("classifier-resume");
+    device::seed(4);
+    let rows = |n: i64| -> Vec<(Vec<u32>, usize)> {
+        let ids = Tensor::randint_low(1, 10, [n, 6], (tch::Kind::Int64, Device::Cpu));
+        (0..n)
+            .map(|i| {
+                let row: Vec<u32> =
+                    Vec::<i64>::try_from(ids.get(i)).unwrap().iter().map(|&t| t as u32).collect();
+                let label = row.contains(&7) as usize;
+                (row, label)
+            })
+            .collect()
+    };
+    let data = LabelledData::new(rows(64), rows(16), 0).unwrap();
+    let config = ClassifierConfig {
+        gpt: GptConfig {
+            vocab_size: 10,
+            block_size: 8,
+            n_layer: 2,
+            n_head: 2,
+            n_embd: 16,
+            dropout: 0.1,
+            ..GptConfig::cpu_small()
+        },
+        n_classes: 2,
+        tune: Tune::Lora { rank: 2, alpha: 4.0 },
+    };
+    let run = TrainConfig {
+        steps: 20,
+        batch_size: 8,
+        block_size: 8,
+        lr: 1e-2,
+        eval_interval: 10,
+        eval_iters: 2,
+        ..TrainConfig::default()
+    };
+    let tok = CharTokenizer::from_text("0123456789");
+    let weights = |c: &Classifier| -> Vec<(String, Tensor)> {
+        let mut v: Vec<(String, Tensor)> = c.gpt.vs.variables().into_iter().collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
+    // Straight through.
+    device::seed(9);
+    let straight = config.build(Device::Cpu).unwrap();
+    let mut trainer = Trainer::new(&straight, run.clone()).unwrap();
+    trainer.run(&straight, &data, |_| {}).unwrap();
+    // In two pieces, through a checkpoint, into a classifier built afresh.
+    device::seed(9);
+    let first = config.build(Device::Cpu).unwrap();
+    let mut trainer = Trainer::new(&first, run.clone()).unwrap();
+    trainer.train_until(&first, &data, 10, |_| {}).unwrap();
+    trainer.save_checkpoint(dir.join("ckpt"), &first, &first.config(), &tok).unwrap();
+    let checkpoint = Checkpoint::load(dir.join("ckpt")).unwrap();
+    let rebuilt: ClassifierConfig = checkpoint.model_config().unwrap();
+    assert_eq!(rebuilt, config);
+    device::seed(1234); // other fresh weights: the checkpoint's must replace them all
+    let mut second = rebuilt.build(Device::Cpu).unwrap();
+    let mut trainer = checkpoint.resume(&mut second).unwrap();
+    trainer.train_until(&second, &data, 20, |_| {}).unwrap();
+    for ((name, a), (_, b)) in weights(&straight).iter().zip(weights(&second)) {
+        assert!(a.equal(&b), "{name} differs after resuming");
+    }
+    assert_eq!(second.num_params(), straight.num_params());
 }
