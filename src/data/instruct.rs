@@ -123,7 +123,8 @@ impl InstructionData {
 
     /// Inputs `x` and targets `y`, `[B, T]`, of these records (tokens and prompt lengths): `y`
     /// is `x` shifted by one, with the prompt's targets and the padding's set to [`IGNORE`]. `T`
-    /// is the longest record's length less one, each cut to `max_len` tokens.
+    /// is the longest record's length less one, each cut to `max_len` inputs; a record whose prompt
+    /// alone fills them is an error.
     pub fn collate(
         records: &[&(Vec<u32>, usize)],
         pad_id: u32,
@@ -135,6 +136,14 @@ impl InstructionData {
             return Err(Error::Config(
                 "a batch of instruction records needs a record of 2 tokens or more".into(),
             ));
+        }
+        if let Some((_, prompt_len)) = records.iter().find(|(_, prompt_len)| *prompt_len > max_len) {
+            // Nothing of its response would be left to learn from (a batch of only such
+            // records would have a loss over no tokens at all: NaN).
+            return Err(Error::Config(format!(
+                "a record's prompt has {prompt_len} tokens, and the context {max_len}: none of its response \
+                 fits; train with a longer block_size or leave out the records that long"
+            )));
         }
         let (mut x, mut y) = (Vec::with_capacity(records.len() * t), Vec::with_capacity(records.len() * t));
         for (ids, prompt_len) in records {

@@ -8,7 +8,9 @@ use std::path::Path;
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EvalPoint {
     pub step: usize,
+    #[serde(deserialize_with = "nan_if_null")]
     pub train_loss: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub val_loss: f64,
     /// The learning rate of the next optimizer step (step number `step`, counted from 0).
     pub lr: f64,
@@ -27,10 +29,12 @@ pub struct LogPoint {
     /// The optimizer step measured, counted from 0 (nanoGPT's `iter_num`).
     pub step: usize,
     /// Its training loss: the mean over its micro-batches, with dropout on.
+    #[serde(deserialize_with = "nan_if_null")]
     pub loss: f64,
     /// Its learning rate.
     pub lr: f64,
     /// Its global gradient norm, before clipping.
+    #[serde(deserialize_with = "nan_if_null")]
     pub grad_norm: f64,
     /// Training throughput since the previous log line (none for the first of a run).
     pub tokens_per_sec: Option<f64>,
@@ -43,6 +47,12 @@ pub struct History {
     /// Per-step losses, when the run had a `log_interval`.
     #[serde(default)]
     pub logs: Vec<LogPoint>,
+}
+
+/// A loss or norm read back from JSON: JSON has no NaN, and `serde_json` writes a diverged
+/// run's NaN as `null`, so `null` reads back as NaN (a checkpoint of such a run still loads).
+fn nan_if_null<'de, D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<f64, D::Error> {
+    Ok(<Option<f64> as serde::Deserialize>::deserialize(deserializer)?.unwrap_or(f64::NAN))
 }
 
 const CSV_HEADER: &str = "step,train_loss,val_loss,lr,tokens_per_sec,grad_norm";

@@ -188,6 +188,9 @@ fn only_the_responses_targets_count_in_the_loss() {
     // Cut to the context: at most max_len inputs.
     let (x3, _) = InstructionData::collate(&[&a, &b], 0, 4, Device::Cpu).unwrap();
     assert_eq!(x3.size(), [2, 4]);
+    // A prompt longer than the context leaves no response to learn: refused, not a NaN loss.
+    let err = InstructionData::collate(&[&a, &b], 0, 3, Device::Cpu).unwrap_err().to_string();
+    assert!(err.contains("a record's prompt has 4 tokens, and the context 3"), "{err}");
 }
 
 #[test]
@@ -366,4 +369,57 @@ fn a_lora_classification_run_resumes_exactly_from_its_checkpoint() {
         assert!(a.equal(&b), "{name} differs after resuming");
     }
     assert_eq!(second.num_params(), straight.num_params());
+}
+
+#[test]
+fn an_instruction_run_resumes_exactly_from_its_checkpoint() {
+    let _lock = rng_lock();
+    let dir = crate::common::TempDir::new("instruct-resume");
+    let records: Vec<Instruction> = (0..12)
+        .map(|i| Instruction {
+            instruction: format!("Add {i}."),
+            input: format!("{i}"),
+            output: format!("{}", i + 1),
+        })
+        .collect();
+    let text: String = records.iter().map(|r| r.prompt() + &r.output).collect();
+    let tok = CharTokenizer::from_text(&(text + "|"));
+    let end = tok.encode("|").unwrap()[0];
+    let data = InstructionData::new(&records[..9], &records[9..], &tok, end).unwrap();
+    let config = GptConfig {
+        vocab_size: tok.vocab_size(),
+        block_size: 192,
+        n_layer: 1,
+        n_head: 2,
+        n_embd: 16,
+        dropout: 0.1,
+        ..GptConfig::cpu_small()
+    };
+    let run = TrainConfig {
+        steps: 12,
+        batch_size: 4,
+        block_size: 192,
+        eval_interval: 6,
+        eval_iters: 2,
+        ..TrainConfig::default()
+    };
+    device::seed(5);
+    let straight = Gpt::new(config.clone(), Device::Cpu).unwrap();
+    let mut whole = Trainer::new(&straight, run.clone()).unwrap();
+    whole.run(&straight, &data, |_| {}).unwrap();
+    device::seed(5);
+    let first = Gpt::new(config.clone(), Device::Cpu).unwrap();
+    let mut trainer = Trainer::new(&first, run.clone()).unwrap();
+    trainer.train_until(&first, &data, 6, |_| {}).unwrap();
+    trainer.save_checkpoint(dir.join("ckpt"), &first, &config, &tok).unwrap();
+    let checkpoint = Checkpoint::load(dir.join("ckpt")).unwrap();
+    device::seed(77);
+    let mut second = Gpt::new(checkpoint.model_config().unwrap(), Device::Cpu).unwrap();
+    let mut resumed = checkpoint.resume(&mut second).unwrap();
+    resumed.train_until(&second, &data, 12, |_| {}).unwrap();
+    for (name, a) in straight.vs.variables() {
+        assert!(a.equal(&second.vs.variables()[&name]), "{name} differs after resuming");
+    }
+    let losses = |t: &Trainer| t.history().points.iter().map(|p| p.val_loss).collect::<Vec<_>>();
+    assert_eq!(losses(&resumed), losses(&whole), "the estimates, before and after the cut");
 }

@@ -870,3 +870,25 @@ fn history_plots_loss_and_learning_rate_as_pngs() {
     assert_eq!(drawn_lines(&std::fs::read(&path).unwrap()), 1);
     assert!(matches!(History::default().plot_lr("empty"), Err(Error::Plot(_))));
 }
+
+#[test]
+fn a_diverged_runs_nan_losses_survive_a_round_trip_through_json() {
+    // JSON has no NaN: serde_json writes null, which must read back as NaN (a checkpoint of a
+    // run whose loss went NaN has to load, to be looked at or resumed with a lower lr).
+    let point = |loss: f64| EvalPoint {
+        step: 5,
+        train_loss: loss,
+        val_loss: loss,
+        lr: 1e-3,
+        tokens_per_sec: None,
+        grad_norm: None,
+    };
+    let log = LogPoint { step: 4, loss: f64::NAN, lr: 1e-3, grad_norm: f64::NAN, tokens_per_sec: Some(10.0) };
+    let history = History { points: vec![point(2.5), point(f64::NAN)], logs: vec![log] };
+    let json = serde_json::to_string(&history).unwrap();
+    assert!(json.contains("\"val_loss\":null"), "{json}");
+    let back: History = serde_json::from_str(&json).unwrap();
+    assert_eq!(back.points[0], point(2.5));
+    assert!(back.points[1].train_loss.is_nan() && back.points[1].val_loss.is_nan());
+    assert!(back.logs[0].loss.is_nan() && back.logs[0].grad_norm.is_nan() && back.logs[0].step == 4);
+}
