@@ -28,7 +28,7 @@
 //! [`crate::train::checkpoint`]) after each, so a killed run loses at most the steps since
 //! the last evaluation.
 
-use crate::data::{self, TokenData};
+use crate::data::{self, Batches, TokenData};
 use crate::model::{AnyModel, GptConfig, LanguageModel, ModelConfig, Position};
 use crate::plot::{self, Series};
 use crate::precision::Precision;
@@ -976,7 +976,7 @@ impl Run {
         &self,
         model: &dyn LanguageModel,
         trainer: &mut Trainer,
-        data: &TokenData,
+        data: &dyn Batches,
         tokenizer: &AnyTokenizer,
         tracker: Option<&Tracker>,
         mut on_event: impl FnMut(&TrainEvent),
