@@ -24,7 +24,7 @@
 use super::{Batches, Split};
 use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 /// The target id that `cross_entropy` skips (PyTorch's `ignore_index`).
 pub const IGNORE: i64 = -100;
@@ -177,9 +177,6 @@ impl Batches for InstructionData {
             Split::Train => &self.train,
             Split::Val => &self.val,
         };
-        let picks = Tensor::f_randint(records.len() as i64, [batch_size as i64], (Kind::Int64, Device::Cpu))?;
-        let picks: Vec<i64> = Vec::try_from(&picks)?;
-        let chosen: Vec<&(Vec<u32>, usize)> = picks.iter().map(|&i| &records[i as usize]).collect();
-        Self::collate(&chosen, self.pad_id, block_size, device)
+        Self::collate(&super::draw(records, batch_size)?, self.pad_id, block_size, device)
     }
 }

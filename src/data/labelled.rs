@@ -7,7 +7,7 @@
 
 use super::{pad, Batches, Split, IGNORE};
 use crate::{Error, Result};
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 /// Token sequences, each with a class label, in a training and a validation part.
 #[derive(Debug)]
@@ -63,9 +63,6 @@ impl Batches for LabelledData {
             Split::Train => &self.train,
             Split::Val => &self.val,
         };
-        let picks = Tensor::f_randint(rows.len() as i64, [batch_size as i64], (Kind::Int64, Device::Cpu))?;
-        let chosen: Vec<&(Vec<u32>, usize)> =
-            Vec::<i64>::try_from(&picks)?.into_iter().map(|i| &rows[i as usize]).collect();
-        Self::collate(&chosen, self.pad_id, block_size, device)
+        Self::collate(&super::draw(rows, batch_size)?, self.pad_id, block_size, device)
     }
 }

@@ -192,6 +192,14 @@ impl Batches for TokenData {
     }
 }
 
+/// `batch_size` of `rows`, drawn with replacement from libtorch's global generator (as
+/// [`TokenData::get_batch`] draws its windows): how a [`Batches`] source of whole records
+/// picks a batch.
+fn draw<T>(rows: &[T], batch_size: usize) -> Result<Vec<&T>> {
+    let picks = Tensor::f_randint(rows.len() as i64, [batch_size as i64], (Kind::Int64, Device::Cpu))?;
+    Ok(Vec::<i64>::try_from(&picks)?.into_iter().map(|i| &rows[i as usize]).collect())
+}
+
 /// Token sequences of different lengths as one batch: `ids` `[B, T]` (`T` the longest
 /// length), each row its sequence then `pad_id` to the end, and `lengths` `[B]`. `mask` `[B, T]`
 /// is true at the real tokens. With causal attention and the padding on the right, no real
