@@ -265,25 +265,21 @@ fn the_trainer_trains_a_classifier_to_tell_sequences_apart() {
         n_embd: 32,
         ..GptConfig::cpu_small()
     };
-    let classifier = Classifier::new(Gpt::new(config, Device::Cpu).unwrap(), 2, Tune::All).unwrap();
+    let classifier = Classifier::new(Gpt::new(config.clone(), Device::Cpu).unwrap(), 2, Tune::All).unwrap();
     // The three ways to train, by their trainable parameters: everything; the last block, the
     // final norm and the head; LoRA adapters (and the head, which is new).
-    let c = GptConfig {
-        vocab_size: 10,
-        block_size: 16,
-        n_layer: 2,
-        n_head: 2,
-        n_embd: 32,
-        ..GptConfig::cpu_small()
-    };
-    let block = c.num_params() - c.vocab_size * 32 - c.block_size * 32 - 32; // wte, wpe and ln_f out, per 2 blocks
+    let blocks = config.num_params() - config.vocab_size * 32 - config.block_size * 32 - 32; // less wte, wpe, ln_f
     let head = 32 * 2 + 2;
-    assert_eq!(classifier.num_params(), c.num_params() + head);
-    let last_block = Classifier::new(Gpt::new(c.clone(), Device::Cpu).unwrap(), 2, Tune::LastBlock).unwrap();
-    assert_eq!(last_block.num_params(), block / 2 + 32 + head);
-    let lora =
-        Classifier::new(Gpt::new(c.clone(), Device::Cpu).unwrap(), 2, Tune::Lora { rank: 4, alpha: 8.0 })
-            .unwrap();
+    assert_eq!(classifier.num_params(), config.num_params() + head);
+    let last_block =
+        Classifier::new(Gpt::new(config.clone(), Device::Cpu).unwrap(), 2, Tune::LastBlock).unwrap();
+    assert_eq!(last_block.num_params(), blocks / 2 + 32 + head);
+    let lora = Classifier::new(
+        Gpt::new(config.clone(), Device::Cpu).unwrap(),
+        2,
+        Tune::Lora { rank: 4, alpha: 8.0 },
+    )
+    .unwrap();
     let adapters = 4 * (32 + 96) + 4 * (32 + 32) + 4 * (32 + 128) + 4 * (128 + 32); // per block
     assert_eq!(lora.num_params(), 2 * adapters + head);
     let before = classifier.accuracy(&val_rows, 0, 32).unwrap();
