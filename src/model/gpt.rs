@@ -365,10 +365,9 @@ impl Gpt {
         let root = self.vs.root();
         for (i, block) in self.blocks.iter_mut().enumerate() {
             let h = &root / "transformer" / "h" / i;
-            block.attn.c_attn.add_lora(&(&h / "attn" / "c_attn"), rank, alpha)?;
-            block.attn.c_proj.add_lora(&(&h / "attn" / "c_proj"), rank, alpha)?;
-            block.mlp.c_fc.add_lora(&(&h / "mlp" / "c_fc"), rank, alpha)?;
-            block.mlp.c_proj.add_lora(&(&h / "mlp" / "c_proj"), rank, alpha)?;
+            for (part, name, layer) in block.projections_mut() {
+                layer.add_lora(&(&h / part / name), rank, alpha)?;
+            }
         }
         Ok(())
     }
@@ -378,9 +377,7 @@ impl Gpt {
     /// an ordinary GPT, which saves, loads and exports as one.
     pub fn merge_lora(&mut self) -> Result<()> {
         for block in &mut self.blocks {
-            for layer in
-                [&mut block.attn.c_attn, &mut block.attn.c_proj, &mut block.mlp.c_fc, &mut block.mlp.c_proj]
-            {
+            for (_, _, layer) in block.projections_mut() {
                 layer.merge()?;
             }
         }

@@ -3,6 +3,7 @@
 
 use super::attention::{AttentionConfig, CausalSelfAttention};
 use super::kv_cache::KvCache;
+use super::linear::Linear;
 use super::mlp::{Mlp, MlpConfig};
 use super::norm::LayerNorm;
 use crate::Result;
@@ -57,6 +58,17 @@ impl Block {
     pub fn forward_with_weights(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
         let (att, weights) = self.attn.forward_with_weights(&self.ln_1.forward(x), false)?;
         Ok((self.mlp_residual(&(x + att), false), weights))
+    }
+
+    /// The block's four projections, each with its path under the block (`attn`, `c_attn`, …):
+    /// where LoRA adapters go.
+    pub fn projections_mut(&mut self) -> [(&'static str, &'static str, &mut Linear); 4] {
+        [
+            ("attn", "c_attn", &mut self.attn.c_attn),
+            ("attn", "c_proj", &mut self.attn.c_proj),
+            ("mlp", "c_fc", &mut self.mlp.c_fc),
+            ("mlp", "c_proj", &mut self.mlp.c_proj),
+        ]
     }
 
     /// The second residual addition: `x + mlp(ln_2(x))`.
