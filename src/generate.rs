@@ -30,6 +30,7 @@
 
 use crate::model::LanguageModel;
 use crate::{Error, Result};
+use std::ops::ControlFlow;
 use tch::{Device, Kind, Tensor};
 
 /// How to pick each next token. The default is a plain draw from the model's distribution
@@ -233,6 +234,46 @@ pub fn generate_batch(
     cache: Cache,
     mut on_step: impl FnMut(&[u32]) -> Result<()>,
 ) -> Result<Vec<Vec<u32>>> {
+    generate_while(model, prompt, max_new_tokens, sampling, seeds, cache, |ids| {
+        on_step(ids).map(|()| ControlFlow::Continue(()))
+    })
+}
+
+/// One sample that ends where the model writes `end_id` (an end-of-text token), or after
+/// `max_new_tokens`: the new tokens before `end_id`, and whether it came. Chapter 10's
+/// instruction follower answers this way: its response ends with end-of-text.
+pub fn generate_until(
+    model: &dyn LanguageModel,
+    prompt: &[u32],
+    max_new_tokens: usize,
+    sampling: &Sampling,
+    seed: u64,
+    end_id: u32,
+) -> Result<(Vec<u32>, bool)> {
+    let stop =
+        |ids: &[u32]| if ids[0] == end_id { ControlFlow::Break(()) } else { ControlFlow::Continue(()) };
+    let mut sample =
+        generate_while(model, prompt, max_new_tokens, sampling, &[seed], Cache::On, |ids| Ok(stop(ids)))?
+            .into_iter()
+            .next()
+            .unwrap_or_default();
+    let ended = sample.last() == Some(&end_id);
+    if ended {
+        sample.pop();
+    }
+    Ok((sample, ended))
+}
+
+/// [`generate_batch`], stopping after the step where `on_step` answers `Break`.
+fn generate_while(
+    model: &dyn LanguageModel,
+    prompt: &[u32],
+    max_new_tokens: usize,
+    sampling: &Sampling,
+    seeds: &[u64],
+    cache: Cache,
+    mut on_step: impl FnMut(&[u32]) -> Result<ControlFlow<()>>,
+) -> Result<Vec<Vec<u32>>> {
     sampling.validate()?;
     if prompt.is_empty() {
         return Err(Error::Config(
@@ -274,7 +315,9 @@ pub fn generate_batch(
             row.push(id as i64);
             new.push(id);
         }
-        on_step(&ids)?;
+        if on_step(&ids)?.is_break() {
+            break;
+        }
     }
     Ok(new)
 }

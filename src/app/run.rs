@@ -313,7 +313,8 @@ impl DataSource {
         }
     }
 
-    fn load_text(&self) -> Result<String> {
+    /// The text, as one (a dataset is downloaded first if it is not here yet).
+    pub fn load_text(&self) -> Result<String> {
         match self {
             DataSource::Dataset(name) => data::load_text(data::fetch(name)?),
             DataSource::TextFiles(path) | DataSource::Input(path) => data::load_text(path),
@@ -393,9 +394,42 @@ pub struct RunConfig {
     pub train: TrainConfig,
     /// `cpu`, `cuda`, `cuda:N` or `auto`.
     pub device: String,
-    /// The trained GPT-2 the run started from (`llm train --init-from`), if any.
+    /// The trained model the run started from (`llm train --init-from`, `llm finetune`), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init_from: Option<String>,
+    /// What the run trains the model for: the next token of a text, or a finetuning task.
+    #[serde(default, skip_serializing_if = "Task::is_pretrain")]
+    pub task: Task,
+}
+
+/// What a run trains its model for (`config.json`'s `task`; a run folder without one
+/// pretrains, as every folder from before finetuning does).
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Task {
+    /// The next token of a text (`llm train`).
+    #[default]
+    Pretrain,
+    /// Spam or ham (`llm finetune classify`): the model is a classifier, and the messages are
+    /// split by [`data::balanced_split`] with this seed.
+    Classify { split_seed: u64 },
+    /// Responses to instructions (`llm finetune instruct`), each ended by the token `end_id`.
+    Instruct { end_id: u32 },
+}
+
+impl Task {
+    pub fn is_pretrain(&self) -> bool {
+        *self == Task::Pretrain
+    }
+
+    /// The command that trains (and resumes) a run of this task.
+    pub fn command(&self) -> &'static str {
+        match self {
+            Task::Pretrain => "llm train",
+            Task::Classify { .. } => "llm finetune classify",
+            Task::Instruct { .. } => "llm finetune instruct",
+        }
+    }
 }
 
 /// The model and training settings of a preset.
@@ -442,6 +476,7 @@ impl RunConfig {
             train,
             device: "auto".into(),
             init_from: None,
+            task: Task::Pretrain,
         };
         config.apply(spec)?;
         if spec.precision.is_none() {
@@ -455,7 +490,7 @@ impl RunConfig {
     /// `model` (the training windows follow `block_size`: one length for both), the
     /// tokenizer, the data, the training settings, the device.
     pub fn apply(&mut self, spec: &RunSpec) -> Result<()> {
-        let ModelConfig::Gpt(m) = &mut self.model; // the command line's model flags are a GPT's
+        let m = self.model.gpt_mut(); // the command line's model flags are a GPT's
         let set = |field: &mut usize, v: Option<usize>| *field = v.unwrap_or(*field);
         set(&mut m.n_layer, spec.n_layer);
         set(&mut m.n_head, spec.n_head);
@@ -498,7 +533,7 @@ impl RunConfig {
         }
         // The model: every field that `spec` changed, by its serde name.
         let fields = |m: &ModelConfig| {
-            let ModelConfig::Gpt(m) = m;
+            let m = m.gpt();
             let m = GptConfig { d_ff: Some(m.mlp_width()), ..m.clone() }; // `None` is 4 · n_embd
             match serde_json::to_value(m) {
                 Ok(serde_json::Value::Object(map)) => map,
@@ -550,7 +585,7 @@ impl RunConfig {
 }
 
 /// The data `spec` names, if it names one (at most one way).
-fn data_source(spec: &RunSpec) -> Result<Option<DataSource>> {
+pub(crate) fn data_source(spec: &RunSpec) -> Result<Option<DataSource>> {
     Ok(match (&spec.dataset, &spec.text_files, &spec.input, &spec.input_url) {
         (Some(name), None, None, None) => Some(DataSource::Dataset(name.clone())),
         (None, Some(dir), None, None) => Some(DataSource::TextFiles(absolute(dir))),
@@ -570,7 +605,7 @@ fn data_source(spec: &RunSpec) -> Result<Option<DataSource>> {
 /// The training settings of `spec` applied to `train` (checked with the rest by
 /// [`RunConfig::check`]). A decaying schedule decays down to a tenth of `--lr` (and, with the
 /// presets' `LrDecay::Cosine`, to the end of the run).
-fn apply_training(train: &mut TrainConfig, spec: &RunSpec) -> Result<()> {
+pub(crate) fn apply_training(train: &mut TrainConfig, spec: &RunSpec) -> Result<()> {
     if spec.max_steps.is_some() && spec.max_epochs.is_some() {
         return Err(Error::Config("give --max-steps or --max-epochs, not both".into()));
     }
@@ -669,11 +704,29 @@ pub fn plan(spec: &RunSpec) -> Result<Plan> {
 /// (and its `--dropout`, for finetuning). A flag that would change the model's sizes or its
 /// tokenizer is an error naming it. Writes nothing.
 pub fn plan_init(spec: &RunSpec, source: &str, model: &ModelConfig, tokenizer: AnyTokenizer) -> Result<Plan> {
+    refuse_model_flags(spec, source, model.block_size())?;
+    let mut config = RunConfig::from_spec(spec)?;
+    config.model = match spec.dropout {
+        Some(p) => model.with_dropout(p),
+        None => model.clone(),
+    };
+    config.train.block_size = model.block_size();
+    config.tokenizer = tokenizer.kind().into();
+    config.init_from = Some(source.to_owned());
+    config.data.check()?;
+    config.data.pin()?;
+    let data = config.data.load()?.token_data(&tokenizer)?;
+    finish_plan(config, tokenizer, data, spec.max_epochs)
+}
+
+/// A run that starts from the trained model `source` takes its sizes and tokenizer from it:
+/// a flag that would change them is an error naming it (`--block-size` only if it differs).
+pub(crate) fn refuse_model_flags(spec: &RunSpec, source: &str, block_size: usize) -> Result<()> {
     let fixed = [
         ("--n-layer", spec.n_layer.is_some()),
         ("--n-head", spec.n_head.is_some()),
         ("--n-embd", spec.n_embd.is_some()),
-        ("--block-size", spec.block_size.is_some_and(|b| b != model.block_size())),
+        ("--block-size", spec.block_size.is_some_and(|b| b != block_size)),
         ("--vocab-size", spec.vocab_size.is_some()),
         ("--d-ff", spec.d_ff.is_some()),
         ("--position", spec.position.is_some()),
@@ -687,18 +740,7 @@ pub fn plan_init(spec: &RunSpec, source: &str, model: &ModelConfig, tokenizer: A
             given.join(", ")
         )));
     }
-    let mut config = RunConfig::from_spec(spec)?;
-    config.model = match spec.dropout {
-        Some(p) => model.with_dropout(p),
-        None => model.clone(),
-    };
-    config.train.block_size = model.block_size();
-    config.tokenizer = tokenizer.kind().into();
-    config.init_from = Some(source.to_owned());
-    config.data.check()?;
-    config.data.pin()?;
-    let data = config.data.load()?.token_data(&tokenizer)?;
-    finish_plan(config, tokenizer, data, spec.max_epochs)
+    Ok(())
 }
 
 /// Resolve and check a resumed run: the saved configuration with `spec`'s training settings
@@ -734,7 +776,7 @@ fn finish_plan(
 }
 
 /// Training must fit in memory ([`ModelConfig::training_bytes`]), or libtorch aborts midway.
-fn check_memory(config: &RunConfig) -> Result<()> {
+pub(crate) fn check_memory(config: &RunConfig) -> Result<()> {
     let (m, t) = (&config.model, &config.train);
     let needed = m.training_bytes(t.batch_size, t.block_size);
     let device = crate::device::parse(&config.device)?;
@@ -1185,8 +1227,7 @@ mod tests {
 
     /// The run's model config, a GPT's.
     fn gpt(config: &RunConfig) -> &GptConfig {
-        let ModelConfig::Gpt(gpt) = &config.model;
-        gpt
+        config.model.gpt()
     }
 
     fn spec() -> RunSpec {

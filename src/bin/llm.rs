@@ -6,12 +6,13 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use llm_from_scratch::app::run::{self, Run, RunSpec};
+use llm_from_scratch::app::finetune::{self, FinetuneData, Goal};
+use llm_from_scratch::app::run::{self, Run, RunSpec, Task};
 use llm_from_scratch::app::wiki;
-use llm_from_scratch::data;
+use llm_from_scratch::data::{self, Batches, Instruction};
 use llm_from_scratch::generate::{self, Cache, Sampling};
 use llm_from_scratch::model::LanguageModel;
-use llm_from_scratch::model::{hf, AnyModel, GptConfig};
+use llm_from_scratch::model::{hf, AnyModel, Gpt, GptConfig, ModelConfig, Tune};
 use llm_from_scratch::precision::Precision;
 use llm_from_scratch::tokenizer::{
     AnyTokenizer, BpeConfig, BpeTokenizer, Specials, Tokenizer, GPT2_PATTERN, GPT4_PATTERN,
@@ -50,6 +51,15 @@ enum Command {
     Sample(SampleArgs),
     /// Measure a trained model on a text: loss, perplexity and bits per character.
     Eval(EvalArgs),
+    /// Finetune a pretrained GPT into a spam classifier or an instruction follower (chapter 10),
+    /// in a run folder as `llm train` keeps one; measured before and after on held-out data.
+    #[command(subcommand)]
+    Finetune(FinetuneCommand),
+    /// Spam or ham: score messages with a classifier finetuned by `llm finetune classify`.
+    Classify(ClassifyArgs),
+    /// Ask an instruction follower finetuned by `llm finetune instruct`: one instruction with
+    /// --prompt, else one per line typed (or piped in).
+    Chat(ChatArgs),
     /// Write a model in the Hugging Face layout (config.json, model.safetensors, tokenizer):
     /// transformers' GPT2LMHeadModel.from_pretrained(OUT) loads it, and so does `llm --model OUT`.
     Export(ExportArgs),
@@ -104,6 +114,118 @@ enum TokenizerCommand {
         #[arg(long)]
         strict: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum FinetuneCommand {
+    /// A classifier of messages (Raschka's chapter 6): the last token's hidden state through a
+    /// new head of two classes, trained on the SMS Spam Collection (747 spam, 747 ham, split
+    /// 70/10/20), with accuracy on train, validation and test before and after.
+    Classify(Box<FinetuneClassifyArgs>),
+    /// An instruction follower (Raschka's chapter 7): his 1,100 instructions in the Alpaca
+    /// template, the loss on the responses only; the held-out records' response loss, and how
+    /// many greedy responses end and keep to the template, before and after.
+    Instruct(Box<FinetuneInstructArgs>),
+}
+
+#[derive(Args)]
+struct FinetuneArgs {
+    /// The run folder (config, tokenizer, checkpoints, metrics, plots, results.json). A
+    /// finetuning run there is resumed. Default: runs/YYYY-MM-DD_HH-MM-SS.
+    #[arg(long, value_name = "DIR")]
+    run_dir: Option<PathBuf>,
+    /// The pretrained GPT (a new run needs one): a run folder of `llm train` (its best
+    /// checkpoint), a folder in the Hugging Face layout, or gpt2 (downloaded once). Its sizes
+    /// and tokenizer are the run's; a character vocabulary grows by the data's new characters.
+    #[arg(long, value_name = "RUN|DIR|gpt2")]
+    init_from: Option<String>,
+    /// A TOML or JSON file with any of the training flags below.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Log to the MLflow server at this URI (default: $MLFLOW_TRACKING_URI, if set).
+    #[arg(long, value_name = "URI")]
+    mlflow: Option<String>,
+    /// Training and data settings (over Raschka's: batches of 8, lr 5e-5, weight decay 0.1,
+    /// 500 steps). --dataset or --input (a file of the same kind as the default dataset) pick
+    /// the data; the model and tokenizer flags are --init-from's and may not be given.
+    #[command(flatten)]
+    spec: RunSpec,
+}
+
+#[derive(Args)]
+struct FinetuneClassifyArgs {
+    /// What trains: all (every weight), last-block (the last block, the final LayerNorm and
+    /// the head: Raschka's choice), or lora (adapters on every projection, and the head).
+    #[arg(long, value_parser = ["all", "last-block", "lora"])]
+    tune: Option<String>,
+    /// LoRA's rank (with --tune lora).
+    #[arg(long, default_value_t = 8)]
+    lora_rank: usize,
+    /// LoRA's alpha: the update is scaled by alpha / rank (with --tune lora).
+    #[arg(long, default_value_t = 16.0)]
+    lora_alpha: f64,
+    /// Seed of the shuffle that splits the messages (default: 123).
+    #[arg(long)]
+    split_seed: Option<u64>,
+    #[command(flatten)]
+    common: FinetuneArgs,
+}
+
+impl FinetuneClassifyArgs {
+    /// What trains, as the flags say (`None`: not given).
+    fn tune(&self) -> Option<Tune> {
+        self.tune.as_deref().map(|tune| match tune {
+            "all" => Tune::All,
+            "lora" => Tune::Lora { rank: self.lora_rank, alpha: self.lora_alpha },
+            _ => Tune::LastBlock,
+        })
+    }
+}
+
+#[derive(Args)]
+struct FinetuneInstructArgs {
+    /// Measure on the first N held-out records only (default: all 110 of Raschka's).
+    #[arg(long, value_name = "N")]
+    held_out: Option<usize>,
+    /// Tokens a measured response may have at most.
+    #[arg(long, default_value_t = 256)]
+    max_new_tokens: usize,
+    #[command(flatten)]
+    common: FinetuneArgs,
+}
+
+#[derive(Args)]
+struct ClassifyArgs {
+    #[command(flatten)]
+    model: ModelSource,
+    /// A message to classify (repeatable); without one, each line of standard input is one.
+    #[arg(long)]
+    text: Vec<String>,
+}
+
+#[derive(Args)]
+struct ChatArgs {
+    /// The run folder of `llm finetune instruct` (its best checkpoint).
+    #[arg(long, value_name = "DIR")]
+    run_dir: PathBuf,
+    /// One instruction: answer it and exit.
+    #[arg(long)]
+    prompt: Option<String>,
+    /// The instruction's input (the template's "### Input:"), with --prompt.
+    #[arg(long, requires = "prompt")]
+    input: Option<String>,
+    /// Tokens a response may have at most.
+    #[arg(long, default_value_t = 256)]
+    max_new_tokens: usize,
+    /// 0 (the default): greedy, the same answer every time; above 0, drawn at that temperature.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f64,
+    /// The seed of the draws (with --temperature).
+    #[arg(long, default_value_t = 1337)]
+    seed: u64,
+    /// cpu, cuda, cuda:N or auto.
+    #[arg(long, default_value = "auto")]
+    device: String,
 }
 
 #[derive(Subcommand)]
@@ -216,13 +338,13 @@ impl ModelSource {
             return Ok(Loaded { model, tokenizer, checkpoint: Some(checkpoint) });
         };
         let (model, tokenizer) = load_hf(name, device)?;
-        Ok(Loaded { model, tokenizer, checkpoint: None })
+        Ok(Loaded { model: model.into(), tokenizer, checkpoint: None })
     }
 }
 
 /// A GPT-2 in the Hugging Face layout and its tokenizer: the folder `name`, or OpenAI's 124M
 /// for `gpt2` (downloaded once, unless a folder of that name is here).
-fn load_hf(name: &str, device: tch::Device) -> Result<(AnyModel, AnyTokenizer)> {
+fn load_hf(name: &str, device: tch::Device) -> Result<(Gpt, AnyTokenizer)> {
     let dir = match name {
         "gpt2" if !Path::new("gpt2").exists() => {
             let weights = fetch_with_bar("gpt2")?;
@@ -241,7 +363,32 @@ fn load_hf(name: &str, device: tch::Device) -> Result<(AnyModel, AnyTokenizer)> 
             model.config.vocab_size
         ),
     };
-    Ok((model.into(), tokenizer))
+    Ok((model, tokenizer))
+}
+
+/// A pretrained GPT and its tokenizer, for finetuning: a run folder of `llm train` (its best
+/// checkpoint, else its latest), or a folder in the Hugging Face layout, or `gpt2` ([`load_hf`]).
+fn load_pretrained(source: &str, device: tch::Device) -> Result<(Gpt, AnyTokenizer)> {
+    if !Run::exists(source) {
+        return load_hf(source, device);
+    }
+    let (run, _) = Run::open(source)?;
+    let dir = run
+        .checkpoint_for_sampling()
+        .with_context(|| format!("run folder {source} has no checkpoint yet"))?;
+    let checkpoint = Checkpoint::load(dir)?;
+    match run::load_model(&checkpoint, device)? {
+        AnyModel::Gpt(gpt) => Ok((gpt, checkpoint.tokenizer)),
+        other => bail!("{source} holds a {}, not a pretrained GPT", other.config().arch()),
+    }
+}
+
+/// Refuse a classifier where text is to be written or measured: it scores messages instead.
+fn writes_text(model: &AnyModel) -> Result<()> {
+    if let AnyModel::Classifier(_) = model {
+        bail!("the model is a classifier: it scores messages (`llm classify`) and writes no text");
+    }
+    Ok(())
 }
 
 /// GPT-2's tokenizer, from the manifest's ranks (downloaded once).
@@ -355,6 +502,9 @@ fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Data(cmd) => data_command(cmd).map(|()| ExitCode::SUCCESS),
         Command::Train(args) => train(*args),
+        Command::Finetune(cmd) => finetune(cmd),
+        Command::Classify(args) => classify(args).map(|()| ExitCode::SUCCESS),
+        Command::Chat(args) => chat(args).map(|()| ExitCode::SUCCESS),
         Command::Sample(args) => sample(args).map(|()| ExitCode::SUCCESS),
         Command::Eval(args) => eval(args).map(|()| ExitCode::SUCCESS),
         Command::Tokenizer(cmd) => tokenizer_command(cmd).map(|()| ExitCode::SUCCESS),
@@ -540,29 +690,26 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
     }
     let (run, _lock, plan, model, mut trainer) = if resuming {
         let (mut run, tokenizer) = Run::open(&dir)?;
+        if !run.config.task.is_pretrain() {
+            bail!(
+                "{} is a finetuning run: continue it with `{} --run-dir {}`",
+                dir.display(),
+                run.config.task.command(),
+                dir.display()
+            );
+        }
         let lock = run.lock()?; // before anything in the folder is read to be rewritten
         let plan = run::plan_resumed(&run.config, tokenizer, &spec)?;
         let device = device::parse(&plan.config.device)?;
         device::seed(plan.config.train.seed); // the initial weights, if there is no checkpoint yet
         let mut model = plan.config.model.build(device)?;
-        let trainer = if run.latest().exists() {
-            let checkpoint = Checkpoint::load(run.latest())?;
-            let mut trainer = checkpoint.resume(&mut model)?;
-            trainer.set_config(plan.config.train.clone())?;
-            trainer
-        } else {
-            Trainer::new(&model, plan.config.train.clone())? // no checkpoint yet: from step 0
-        };
-        run.config = plan.config.clone();
-        run.save_config()?;
-        run.rewrite_metrics(trainer.history())?;
-        eprintln!("resuming {} at step {}", dir.display(), trainer.step());
+        let trainer = resume_trainer(&mut run, &mut model, &plan.config)?;
         (run, lock, plan, model, trainer)
     } else if let Some(source) = &args.init_from {
         // The folder's weights, sizes and tokenizer; the run's training and data settings.
         let device = device::parse(spec.device.as_deref().unwrap_or("auto"))?;
         let (trained, tokenizer) = load_hf(source, device)?;
-        let plan = run::plan_init(&spec, source, &trained.config(), tokenizer)?;
+        let plan = run::plan_init(&spec, source, &trained.config.clone().into(), tokenizer)?;
         device::seed(plan.config.train.seed);
         let mut model = plan.config.model.build(device)?; // its dropout may be the run's
         model.var_store_mut().copy(trained.var_store())?;
@@ -602,8 +749,48 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
         c.train.steps,
         c.train.precision.describe(device),
     );
+    let finished =
+        train_in_run(&run, &model, &mut trainer, &plan.data, &plan.tokenizer, args.mlflow.as_deref())?;
+    if finished {
+        eprintln!("sample with `llm sample --run-dir {}`", dir.display());
+    }
+    Ok(exit_code(finished))
+}
+
+/// The trainer of a resumed run, `model` holding its latest checkpoint's weights (or, if it
+/// has none yet, a fresh trainer from step 0), with `config`'s training settings; the folder's
+/// config is rewritten with them, and its metrics with the checkpoint's history.
+fn resume_trainer(run: &mut Run, model: &mut AnyModel, config: &run::RunConfig) -> Result<Trainer> {
+    let trainer = if run.latest().exists() {
+        let checkpoint = Checkpoint::load(run.latest())?;
+        let mut trainer = checkpoint.resume(model)?;
+        trainer.set_config(config.train.clone())?;
+        trainer
+    } else {
+        Trainer::new(model, config.train.clone())? // no checkpoint yet: from step 0
+    };
+    run.config = config.clone();
+    run.save_config()?;
+    run.rewrite_metrics(trainer.history())?;
+    eprintln!("resuming {} at step {}", run.dir().display(), trainer.step());
+    Ok(trainer)
+}
+
+/// Train `model` in `run` until its steps are done or it is stopped (Ctrl-C, SIGTERM: the
+/// checkpoint is saved, and the command to resume is said), with a progress bar on a
+/// terminal, log lines otherwise, and MLflow if asked (`mlflow`, else `MLFLOW_TRACKING_URI`).
+/// Returns whether the run finished.
+fn train_in_run(
+    run: &Run,
+    model: &dyn LanguageModel,
+    trainer: &mut Trainer,
+    data: &dyn Batches,
+    tokenizer: &AnyTokenizer,
+    mlflow: Option<&str>,
+) -> Result<bool> {
+    let steps = trainer.config().steps;
     // MLflow, if asked for: the run folder sends it the events and the plots.
-    let tracker = run.start_tracking(args.mlflow.as_deref(), model.num_params(), trainer.history());
+    let tracker = run.start_tracking(mlflow, model.num_params(), trainer.history());
 
     // Ctrl-C or SIGTERM: the trainer finishes the step (the library's interrupt flag), the
     // run saves, and we exit. A second one exits at once.
@@ -621,15 +808,13 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
         )
         .expect("a valid template")
         .progress_chars("=> ");
-        indicatif::ProgressBar::new(c.train.steps as u64)
-            .with_position(trainer.step() as u64)
-            .with_style(style)
+        indicatif::ProgressBar::new(steps as u64).with_position(trainer.step() as u64).with_style(style)
     });
     let result = run.train(
-        &model,
-        &mut trainer,
-        &plan.data,
-        &plan.tokenizer,
+        model,
+        trainer,
+        data,
+        tokenizer,
         tracker.as_ref(),
         |event| match (&bar, event) {
             (Some(bar), TrainEvent::Log(l)) => bar.set_message(format!(
@@ -661,8 +846,8 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
             Err(_) => RunStatus::Failed,
         });
     }
-    let finished = result?;
-    if finished {
+    let dir = run.dir().display();
+    if result? {
         let best = trainer.history().points.iter().map(|p| p.val_loss).fold(f64::INFINITY, f64::min);
         let early = trainer.early_stop().map_or_else(String::new, |e| {
             format!(
@@ -670,28 +855,276 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
                 e.estimates_since, e.best_step
             )
         });
-        eprintln!(
-            "done: {} steps{early}, best val loss {best:.4}; sample with `llm sample --run-dir {}`",
-            trainer.step(),
-            dir.display()
-        );
+        eprintln!("done: {} steps{early}, best val loss {best:.4} in {dir}", trainer.step());
         eprintln!("time: {} (checkpoints and plots not counted)", trainer.times());
-        return Ok(ExitCode::SUCCESS);
+        return Ok(true);
     }
     let sig = interrupt::requested().unwrap_or(interrupt::SIGINT);
+    let resume = match run.config.task {
+        Task::Pretrain => format!("llm train --resume --run-dir {dir}"),
+        ref task => format!("{} --run-dir {dir}", task.command()),
+    };
     eprintln!(
-        "stopped at step {} of {} ({}); checkpoint saved in {}.\nResume with: llm train --resume --run-dir {}",
+        "stopped at step {} of {steps} ({}); checkpoint saved in {}.\nResume with: {resume}",
         trainer.step(),
-        trainer.config().steps,
         if sig == interrupt::SIGTERM { "SIGTERM" } else { "Ctrl-C" },
         run.latest().display(),
-        dir.display()
     );
-    Ok(ExitCode::from((128 + sig) as u8))
+    Ok(false)
+}
+
+/// A finished run succeeded; a stopped one exits as the signal that stopped it would.
+fn exit_code(finished: bool) -> ExitCode {
+    match finished {
+        true => ExitCode::SUCCESS,
+        false => ExitCode::from((128 + interrupt::requested().unwrap_or(interrupt::SIGINT)) as u8),
+    }
+}
+
+fn finetune(command: FinetuneCommand) -> Result<ExitCode> {
+    // What to finetune for; whether --tune or --split-seed were given (a resumed run keeps its own).
+    let (args, goal, given, measures) = match command {
+        FinetuneCommand::Classify(a) => {
+            let tune = a.tune();
+            let goal = Goal::Classify {
+                tune: tune.unwrap_or(Tune::LastBlock),
+                split_seed: a.split_seed.unwrap_or(finetune::SPLIT_SEED),
+            };
+            (a.common, goal, tune.is_some() || a.split_seed.is_some(), Measures::default())
+        }
+        FinetuneCommand::Instruct(a) => {
+            let measures = Measures { held_out: a.held_out, max_new_tokens: a.max_new_tokens };
+            (a.common, Goal::Instruct, false, measures)
+        }
+    };
+    let spec = match &args.config {
+        Some(file) => args.spec.clone().or(RunSpec::load(file)?)?,
+        None => args.spec.clone(),
+    };
+    let dir = args.run_dir.clone().unwrap_or_else(default_run_dir);
+
+    // Everything is checked before anything is written: a rejected start leaves no folder.
+    let (run, _lock, plan, mut trainer) = if Run::exists(&dir) {
+        if let Some(source) = &args.init_from {
+            bail!(
+                "--init-from {source} starts a new run, and {} holds one already: resume it without \
+                 --init-from, or give another --run-dir",
+                dir.display()
+            );
+        }
+        let (mut run, tokenizer) = Run::open(&dir)?;
+        let saved = (&run.config.task, &run.config.model);
+        match (saved, goal) {
+            (
+                (Task::Classify { split_seed }, ModelConfig::Classifier(c)),
+                Goal::Classify { tune, split_seed: s },
+            ) if !given || (c.tune == tune && *split_seed == s) => {}
+            ((Task::Classify { .. }, _), Goal::Classify { .. }) => bail!(
+                "a resumed run keeps what trains and its split of the messages: drop --tune and --split-seed"
+            ),
+            ((Task::Instruct { .. }, _), Goal::Instruct) => {}
+            ((task, _), _) => {
+                bail!("{} is a run of `{}`: continue it with that command", dir.display(), task.command())
+            }
+        }
+        if !run.latest().exists() {
+            bail!(
+                "{} has no checkpoint yet to continue from: remove it, and start again with --init-from",
+                dir.display()
+            );
+        }
+        let lock = run.lock()?; // before anything in the folder is read to be rewritten
+        let mut plan = finetune::plan_resumed(&run.config, tokenizer, &spec)?;
+        let trainer = resume_trainer(&mut run, &mut plan.model, &plan.config)?;
+        (run, lock, plan, trainer)
+    } else {
+        let Some(source) = &args.init_from else {
+            bail!("a new finetuning run starts from a pretrained model: give --init-from RUN|DIR|gpt2")
+        };
+        let device = device::parse(spec.device.as_deref().unwrap_or("auto"))?;
+        let (pretrained, tokenizer) = load_pretrained(source, device)?;
+        let plan = finetune::plan_new(&spec, source, pretrained, tokenizer, goal)?;
+        let run = Run::create(&dir, &plan.config, &plan.tokenizer)?;
+        let lock = run.lock()?;
+        measure(&run, &plan.model, &plan, "before", measures)?;
+        let trainer = Trainer::new(&plan.model, plan.config.train.clone())?;
+        (run, lock, plan, trainer)
+    };
+    if let FinetuneData::Instruct { left_out: n @ 1.., .. } = plan.data {
+        eprintln!(
+            "left out {n} records whose prompt alone fills the model's context of {} tokens",
+            plan.config.model.block_size()
+        );
+    }
+    let (c, model) = (&plan.config, &plan.model);
+    let device = model.var_store().device();
+    eprintln!(
+        "run {}: {} of {} parameters train ({}), {} tokenizer ({} tokens), {} steps on {device:?} in {}",
+        dir.display(),
+        model.num_params(),
+        c.model.num_params(),
+        c.model.describe(),
+        c.tokenizer,
+        plan.tokenizer.vocab_size(),
+        c.train.steps,
+        c.train.precision.describe(device),
+    );
+    let finished = train_in_run(
+        &run,
+        &plan.model,
+        &mut trainer,
+        plan.data.batches(),
+        &plan.tokenizer,
+        args.mlflow.as_deref(),
+    )?;
+    if finished {
+        // The best checkpoint, as `llm classify` and `llm chat` load it.
+        let best = run.checkpoint_for_sampling().context("the run saved no checkpoint")?;
+        let model = run::load_model(&Checkpoint::load(best)?, device)?;
+        measure(&run, &model, &plan, "after", measures)?;
+        let next = match plan.config.task {
+            Task::Instruct { .. } => "ask it with `llm chat --run-dir",
+            _ => "classify messages with `llm classify --run-dir",
+        };
+        eprintln!("{next} {}`", dir.display());
+    }
+    Ok(exit_code(finished))
+}
+
+/// How an instruction follower is measured: on how many held-out records, with responses
+/// of at most how many tokens.
+#[derive(Debug, Clone, Copy, Default)]
+struct Measures {
+    held_out: Option<usize>,
+    max_new_tokens: usize,
+}
+
+/// Measure `model` on the run's held-out data, say it, and record it as `when` ("before",
+/// "after") in the run folder: accuracy, or the response loss and the responses themselves.
+fn measure(
+    run: &Run,
+    model: &AnyModel,
+    plan: &finetune::FinetunePlan,
+    when: &str,
+    measures: Measures,
+) -> Result<()> {
+    match (&plan.data, model, &plan.config.task) {
+        (FinetuneData::Classify { data, test }, AnyModel::Classifier(classifier), _) => {
+            let results = finetune::classify_results(classifier, data, test)?;
+            eprintln!("{when}: {results}");
+            finetune::save_results(run.dir(), finetune::RESULTS_FILE, when, &results)?;
+        }
+        (FinetuneData::Instruct { test, .. }, _, Task::Instruct { end_id }) => {
+            let records = &test[..measures.held_out.unwrap_or(test.len()).min(test.len())];
+            eprintln!("{when}: answering {} held-out instructions ...", records.len());
+            let (results, responses) = finetune::instruct_results(
+                model,
+                &plan.tokenizer,
+                records,
+                *end_id,
+                measures.max_new_tokens,
+            )?;
+            eprintln!("{when}: {results}");
+            finetune::save_results(run.dir(), finetune::RESULTS_FILE, when, &results)?;
+            finetune::save_results(run.dir(), finetune::RESPONSES_FILE, when, &responses)?;
+        }
+        _ => bail!("{}: the run's model and data are not of its task", run.dir().display()),
+    }
+    Ok(())
+}
+
+fn classify(args: ClassifyArgs) -> Result<()> {
+    let Loaded { model, tokenizer, .. } = args.model.load()?;
+    let AnyModel::Classifier(classifier) = &model else {
+        bail!("the model is a {}, not a classifier: `llm finetune classify` makes one", model.config().arch())
+    };
+    let texts = match args.text.is_empty() {
+        false => args.text,
+        true => {
+            std::io::stdin().lines().collect::<std::io::Result<Vec<_>>>().context("reading standard input")?
+        }
+    };
+    let (device, block) = (classifier.gpt.vs.device(), classifier.gpt.config.block_size);
+    for text in texts.iter().filter(|t| !t.trim().is_empty()) {
+        let mut ids = tokenizer
+            .encode(text)
+            .with_context(|| format!("{text:?}: the classifier's tokenizer cannot encode it"))?;
+        ids.truncate(block); // its first tokens, as in training
+        let batch = data::pad(&[ids], 0, device)?;
+        let scores = tch::no_grad(|| classifier.classify(&batch, false))?; // [1, n_classes]
+        let probs = Vec::<f64>::try_from(scores.f_softmax(-1, tch::Kind::Double)?.f_squeeze_dim(0)?)?;
+        let (label, p) = probs
+            .iter()
+            .enumerate()
+            .fold((0, f64::MIN), |best, (i, &p)| if p > best.1 { (i, p) } else { best });
+        let name = finetune::CLASSES.get(label).map_or_else(|| label.to_string(), |c| (*c).to_owned());
+        println!("{name}\t{p:.3}\t{text}");
+    }
+    Ok(())
+}
+
+fn chat(args: ChatArgs) -> Result<()> {
+    let (run, _) = Run::open(&args.run_dir)?;
+    let Task::Instruct { end_id } = run.config.task else {
+        bail!(
+            "{} is not an instruction follower's run: `llm finetune instruct` makes one",
+            args.run_dir.display()
+        )
+    };
+    let best = run
+        .checkpoint_for_sampling()
+        .with_context(|| format!("{} has no checkpoint yet", args.run_dir.display()))?;
+    let checkpoint = Checkpoint::load(best)?;
+    let model = run::load_model(&checkpoint, device::parse(&args.device)?)?;
+    let sampling = match args.temperature {
+        0.0 => Sampling::greedy(),
+        t => Sampling { temperature: t, top_k: None, ..Sampling::default() },
+    };
+    sampling.validate().context("--temperature")?;
+    let answer = |instruction: &str, input: &str| -> Result<String> {
+        let record =
+            Instruction { instruction: instruction.into(), input: input.into(), output: String::new() };
+        let (response, ended) = finetune::respond(
+            &model,
+            &checkpoint.tokenizer,
+            &record,
+            end_id,
+            args.max_new_tokens,
+            &sampling,
+            args.seed,
+        )?;
+        let cut = if ended {
+            String::new()
+        } else {
+            format!("\n[no end-of-text in {} tokens]", args.max_new_tokens)
+        };
+        Ok(format!("{response}{cut}"))
+    };
+    if let Some(prompt) = &args.prompt {
+        println!("{}", answer(prompt, args.input.as_deref().unwrap_or(""))?);
+        return Ok(());
+    }
+    let tty = std::io::stdin().is_terminal();
+    let mut lines = std::io::stdin().lines();
+    loop {
+        if tty {
+            eprint!("> ");
+        }
+        let Some(line) = lines.next() else { return Ok(()) };
+        let line = line.context("reading standard input")?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        match answer(line.trim(), "") {
+            Ok(response) => println!("{response}"),
+            Err(e) => eprintln!("error: {}", error_chain(&e)),
+        }
+    }
 }
 
 fn sample(args: SampleArgs) -> Result<()> {
     let Loaded { model, tokenizer, .. } = args.model.load()?;
+    writes_text(&model)?;
     let tokenizer = &tokenizer;
     let prompt = match (&args.prompt, &args.prompt_file) {
         (Some(p), _) => p.clone(),
@@ -778,7 +1211,9 @@ fn stable_prefix(text: &str) -> &str {
 fn export(args: ExportArgs) -> Result<()> {
     let Loaded { model, tokenizer, checkpoint } = args.model.load()?;
     let training = checkpoint.map(|c| serde_json::to_value(&c.train_config)).transpose()?;
-    let AnyModel::Gpt(gpt) = &model; // the GPT-2 layout
+    let AnyModel::Gpt(gpt) = &model else {
+        bail!("the model is a {}: only a GPT has the Hugging Face GPT-2 layout", model.config().arch())
+    };
     hf::export_with_training(gpt, &tokenizer, training.as_ref(), &args.out)?;
     println!("{}", args.out.display());
     eprintln!(
@@ -797,6 +1232,7 @@ fn export(args: ExportArgs) -> Result<()> {
 
 fn eval(args: EvalArgs) -> Result<()> {
     let Loaded { model, tokenizer, checkpoint } = args.model.load()?;
+    writes_text(&model)?;
     let tokenizer = &tokenizer;
     let (ids, what) = match &args.input {
         Some(file) => {
@@ -813,6 +1249,12 @@ fn eval(args: EvalArgs) -> Result<()> {
                 bail!("{} is not inside a run folder: give --input FILE", checkpoint.path.display())
             };
             let (run, _) = Run::open(run_dir)?;
+            if !run.config.task.is_pretrain() {
+                bail!(
+                    "{} is a finetuning run (its measures are in its results.json): give --input FILE",
+                    run_dir.display()
+                )
+            }
             let ids = run.config.data.load()?.validation_ids(tokenizer)?;
             (ids, format!("the validation split of {}", run_dir.display()))
         }

@@ -24,7 +24,10 @@ pub use download::{
     Dataset, Splits, DATA_DIR_ENV, MANIFEST_ENV, MIRROR_ENV,
 };
 
-pub use instruct::{instruction_data, parse_instructions, Instruction, InstructionData, IGNORE};
+pub use instruct::{
+    instruction_data, instruction_splits, parse_instructions, Instruction, InstructionData,
+    InstructionSplits, IGNORE,
+};
 pub use labelled::LabelledData;
 pub use sms::{balanced_split, parse_sms, shuffle, sms_spam, Sms, SmsSplits};
 

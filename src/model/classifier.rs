@@ -49,6 +49,38 @@ impl ClassifierConfig {
     pub fn build(&self, device: Device) -> Result<Classifier> {
         Classifier::new(Gpt::new(self.gpt.clone(), device)?, self.n_classes, self.tune)
     }
+
+    /// Every parameter the classifier has, trainable or frozen: its GPT's, the head's, and
+    /// with LoRA the adapters' (`rank · (in + out)` for each of a block's four projections).
+    pub fn num_params(&self) -> usize {
+        let (c, f) = (self.gpt.n_embd, self.gpt.mlp_width());
+        let adapters = match self.tune {
+            Tune::Lora { rank, .. } => self.gpt.n_layer * rank * ((c + 3 * c) + (c + c) + (c + f) + (f + c)),
+            Tune::All | Tune::LastBlock => 0,
+        };
+        self.gpt.num_params() + c * self.n_classes + self.n_classes + adapters
+    }
+
+    /// [`GptConfig::validate_named`], then the classes and the LoRA settings.
+    pub fn validate_named(&self, name: &dyn Fn(&str) -> String) -> Result<()> {
+        self.gpt.validate_named(name)?;
+        if self.n_classes < 2 {
+            return Err(Error::Config(format!(
+                "a classifier needs at least 2 classes, got {}",
+                self.n_classes
+            )));
+        }
+        if let Tune::Lora { rank, alpha } = self.tune {
+            if rank == 0 || !(alpha > 0.0 && alpha.is_finite()) {
+                return Err(Error::Config(format!(
+                    "{} must be at least 1 and {} a positive number, got {rank} and {alpha}",
+                    name("lora_rank"),
+                    name("lora_alpha")
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A GPT with a classification head (`classifier.weight` `[n_classes, C]`, `classifier.bias`,
@@ -65,9 +97,7 @@ impl Classifier {
     /// `gpt` (pretrained, typically) with a new head of `n_classes` (at least 2) outputs,
     /// `N(0, 0.02)` with a zero bias, and only what `tune` says left to train.
     pub fn new(gpt: Gpt, n_classes: usize, tune: Tune) -> Result<Self> {
-        if n_classes < 2 {
-            return Err(Error::Config(format!("a classifier needs at least 2 classes, got {n_classes}")));
-        }
+        ClassifierConfig { gpt: gpt.config.clone(), n_classes, tune }.validate_named(&|f| f.to_owned())?;
         let head = Linear::new(&(gpt.vs.root() / "classifier"), gpt.config.n_embd, n_classes, true, INIT_STD);
         let mut classifier = Self { gpt, head, n_classes, tune };
         match tune {

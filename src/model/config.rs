@@ -6,7 +6,9 @@
 //! written before there was a tag is a GPT's, so every earlier run folder and checkpoint still
 //! loads. A second architecture is one more variant here and in [`AnyModel`], which the
 //! command line trains, samples and evaluates through [`LanguageModel`], whatever it holds.
+//! A classifier (chapter 10: a GPT with a class head) is one too, `"arch": "classifier"`.
 
+use super::classifier::{Classifier, ClassifierConfig, Tune};
 use super::gpt::{Gpt, GptConfig};
 use super::layers::KvCache;
 use super::lm::LanguageModel;
@@ -20,6 +22,8 @@ use tch::{nn, Device, Tensor};
 pub enum ModelConfig {
     /// Chapter 5's GPT (GPT-2's architecture).
     Gpt(GptConfig),
+    /// Chapter 10's GPT with a class head.
+    Classifier(ClassifierConfig),
 }
 
 impl<'de> Deserialize<'de> for ModelConfig {
@@ -35,9 +39,13 @@ impl<'de> Deserialize<'de> for ModelConfig {
             None | Some(Some("gpt")) => {
                 GptConfig::deserialize(value).map(ModelConfig::Gpt).map_err(D::Error::custom)
             }
-            Some(_) => {
-                Err(D::Error::custom(format!("unknown model arch {} (known: gpt)", arch.unwrap_or_default())))
+            Some(Some("classifier")) => {
+                ClassifierConfig::deserialize(value).map(ModelConfig::Classifier).map_err(D::Error::custom)
             }
+            Some(_) => Err(D::Error::custom(format!(
+                "unknown model arch {} (known: gpt, classifier)",
+                arch.unwrap_or_default()
+            ))),
         }
     }
 }
@@ -54,6 +62,20 @@ impl ModelConfig {
     pub fn build(&self, device: Device) -> Result<AnyModel> {
         match self {
             ModelConfig::Gpt(config) => Ok(AnyModel::Gpt(Gpt::new(config.clone(), device)?)),
+            ModelConfig::Classifier(config) => Ok(AnyModel::Classifier(config.build(device)?)),
+        }
+    }
+
+    /// The GPT of the config: the model, or the one under a classifier's head.
+    pub fn gpt(&self) -> &GptConfig {
+        match self {
+            ModelConfig::Gpt(c) | ModelConfig::Classifier(ClassifierConfig { gpt: c, .. }) => c,
+        }
+    }
+
+    pub fn gpt_mut(&mut self) -> &mut GptConfig {
+        match self {
+            ModelConfig::Gpt(c) | ModelConfig::Classifier(ClassifierConfig { gpt: c, .. }) => c,
         }
     }
 
@@ -61,6 +83,7 @@ impl ModelConfig {
     pub fn arch(&self) -> &'static str {
         match self {
             ModelConfig::Gpt(_) => "gpt",
+            ModelConfig::Classifier(_) => "classifier",
         }
     }
 
@@ -68,54 +91,59 @@ impl ModelConfig {
     pub fn describe(&self) -> String {
         match self {
             ModelConfig::Gpt(c) => format!("{} positions", c.position),
+            ModelConfig::Classifier(c) => {
+                let tune = match c.tune {
+                    Tune::All => "every weight trains".to_owned(),
+                    Tune::LastBlock => "the last block, final LayerNorm and head train".to_owned(),
+                    Tune::Lora { rank, alpha } => {
+                        format!("LoRA rank {rank}, alpha {alpha}, and the head train")
+                    }
+                };
+                format!("a GPT with a {}-class head; {tune}", c.n_classes)
+            }
         }
     }
 
     pub fn vocab_size(&self) -> usize {
-        match self {
-            ModelConfig::Gpt(c) => c.vocab_size,
-        }
+        self.gpt().vocab_size
     }
 
     /// Set the vocabulary size (settled from the tokenizer).
     pub fn set_vocab_size(&mut self, vocab_size: usize) {
-        match self {
-            ModelConfig::Gpt(c) => c.vocab_size = vocab_size,
-        }
+        self.gpt_mut().vocab_size = vocab_size;
     }
 
     /// The longest context.
     pub fn block_size(&self) -> usize {
-        match self {
-            ModelConfig::Gpt(c) => c.block_size,
-        }
+        self.gpt().block_size
     }
 
     /// The same config with training dropout `p` (a finetuning run's own).
     pub fn with_dropout(&self, p: f64) -> Self {
-        match self {
-            ModelConfig::Gpt(c) => ModelConfig::Gpt(GptConfig { dropout: p, ..c.clone() }),
-        }
+        let mut config = self.clone();
+        config.gpt_mut().dropout = p;
+        config
     }
 
-    /// The trainable parameters of the model this config builds, from the sizes alone.
+    /// The parameters of the model this config builds, from the sizes alone: all of them (a
+    /// classifier's frozen ones too: they take memory all the same).
     pub fn num_params(&self) -> usize {
         match self {
             ModelConfig::Gpt(c) => c.num_params(),
+            ModelConfig::Classifier(c) => c.num_params(),
         }
     }
 
     /// Bytes of memory training on batches of `batch_size × block_size` tokens takes, estimated.
     pub fn training_bytes(&self, batch_size: usize, block_size: usize) -> u64 {
-        match self {
-            ModelConfig::Gpt(c) => c.training_bytes(batch_size, block_size),
-        }
+        self.gpt().training_bytes(batch_size, block_size)
     }
 
     /// Check the settings, each called what `name` makes of its field's name.
     pub fn validate_named(&self, name: &dyn Fn(&str) -> String) -> Result<()> {
         match self {
             ModelConfig::Gpt(c) => c.validate_named(name),
+            ModelConfig::Classifier(c) => c.validate_named(name),
         }
     }
 }
@@ -124,6 +152,7 @@ impl ModelConfig {
 #[derive(Debug)]
 pub enum AnyModel {
     Gpt(Gpt),
+    Classifier(Classifier),
 }
 
 impl AnyModel {
@@ -131,6 +160,7 @@ impl AnyModel {
     pub fn config(&self) -> ModelConfig {
         match self {
             AnyModel::Gpt(m) => ModelConfig::Gpt(m.config.clone()),
+            AnyModel::Classifier(m) => ModelConfig::Classifier(m.config()),
         }
     }
 
@@ -138,12 +168,14 @@ impl AnyModel {
     fn lm(&self) -> &dyn LanguageModel {
         match self {
             AnyModel::Gpt(m) => m,
+            AnyModel::Classifier(m) => m,
         }
     }
 
     fn lm_mut(&mut self) -> &mut dyn LanguageModel {
         match self {
             AnyModel::Gpt(m) => m,
+            AnyModel::Classifier(m) => m,
         }
     }
 }
@@ -209,8 +241,38 @@ mod tests {
         assert_eq!(serde_json::from_value::<ModelConfig>(untagged).unwrap(), ModelConfig::Gpt(gpt));
         let unknown = serde_json::json!({"arch": "mamba", "n_embd": 16});
         let err = serde_json::from_value::<ModelConfig>(unknown).unwrap_err().to_string();
-        assert!(err.contains("unknown model arch \"mamba\" (known: gpt)"), "{err}");
+        assert!(err.contains("unknown model arch \"mamba\" (known: gpt, classifier)"), "{err}");
         let err = serde_json::from_value::<ModelConfig>(serde_json::json!({"arch": "gpt"})).unwrap_err();
         assert!(err.to_string().contains("missing field"), "{err}");
+    }
+
+    #[test]
+    fn a_classifier_config_round_trips_and_counts_what_it_builds() {
+        let gpt = GptConfig { vocab_size: 70, ..GptConfig::cpu_small() };
+        for tune in [Tune::All, Tune::LastBlock, Tune::Lora { rank: 4, alpha: 8.0 }] {
+            let config = ModelConfig::Classifier(ClassifierConfig { gpt: gpt.clone(), n_classes: 2, tune });
+            let json = serde_json::to_value(&config).unwrap();
+            assert_eq!(
+                (json["arch"].as_str(), json["gpt"]["n_embd"].as_u64()),
+                (Some("classifier"), Some(128))
+            );
+            assert_eq!(serde_json::from_value::<ModelConfig>(json).unwrap(), config);
+            let model = config.build(Device::Cpu).unwrap();
+            assert_eq!(model.config(), config);
+            assert_eq!((config.vocab_size(), config.block_size()), (70, gpt.block_size));
+            let all: usize = model.var_store().variables().values().map(|t| t.numel()).sum();
+            assert_eq!(config.num_params(), all, "{tune:?}");
+        }
+        let lora = |rank, alpha| ClassifierConfig {
+            gpt: gpt.clone(),
+            n_classes: 2,
+            tune: Tune::Lora { rank, alpha },
+        };
+        let flag = |field: &str| format!("--{}", field.replace('_', "-"));
+        let err = ModelConfig::Classifier(lora(0, 8.0)).validate_named(&flag).unwrap_err().to_string();
+        assert!(err.contains("--lora-rank must be at least 1 and --lora-alpha a positive number"), "{err}");
+        assert!(ModelConfig::Classifier(lora(4, f64::NAN)).validate_named(&flag).is_err());
+        let one_class = ClassifierConfig { n_classes: 1, ..lora(4, 8.0) };
+        assert!(ModelConfig::Classifier(one_class).validate_named(&flag).is_err());
     }
 }

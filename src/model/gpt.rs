@@ -353,6 +353,35 @@ impl Gpt {
         Ok(Self { vs, config, wte, wpe, blocks, ln_f, lm_head, lm_head_bias })
     }
 
+    /// This model with a vocabulary of `vocab_size` tokens (at least its own): the token
+    /// embedding and an untied LM head get new rows for the new ids, drawn as a fresh model's
+    /// (from libtorch's global generator, a zero bias), and every other weight is copied. For
+    /// a tokenizer that grew to fit finetuning data ([`crate::tokenizer::CharTokenizer::extended`]):
+    /// the old ids give the same logits as before.
+    pub fn with_vocab_size(&self, vocab_size: usize) -> Result<Gpt> {
+        let old = self.config.vocab_size;
+        if vocab_size < old {
+            return Err(Error::Config(format!(
+                "a vocabulary can grow, not shrink: {vocab_size} tokens asked, the model has {old}"
+            )));
+        }
+        if self.vs.variables().keys().any(|name| name.contains(".lora_")) {
+            return Err(Error::Config("merge the LoRA adapters before growing the vocabulary".into()));
+        }
+        let grown = Gpt::new(GptConfig { vocab_size, ..self.config.clone() }, self.vs.device())?;
+        let _no_grad = tch::no_grad_guard();
+        let old_vars = self.vs.variables();
+        for (name, t) in grown.vs.variables() {
+            let source =
+                old_vars.get(&name).ok_or_else(|| Error::Config(format!("{name} is not in the model")))?;
+            let rows = source.size()[0];
+            // The vocabulary's tensors (wte, an untied lm_head and its bias) keep their first rows.
+            let mut target = if rows < t.size()[0] { t.f_narrow(0, 0, rows)? } else { t.shallow_clone() };
+            target.f_copy_(source)?;
+        }
+        Ok(grown)
+    }
+
     /// LoRA adapters of rank `rank` and scale `alpha / rank` on every block's four
     /// projections (`attn.c_attn`, `attn.c_proj`, `mlp.c_fc`, `mlp.c_proj`; see
     /// [`crate::model::layers::linear`]), and every other variable frozen: from here only the

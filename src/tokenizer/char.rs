@@ -5,7 +5,8 @@ use crate::{Error, Result};
 use std::collections::HashMap;
 use std::path::Path;
 
-/// The sorted set of characters of a corpus; a character's id is its rank in that set.
+/// The sorted set of characters of a corpus; a character's id is its rank in that set
+/// (or, [`CharTokenizer::extended`], its place after them).
 ///
 /// Only characters seen when it was built can be encoded: anything else is
 /// [`Error::UnknownChar`]. (Real tokenizers avoid that dead end with an unknown-token id or,
@@ -29,6 +30,17 @@ impl CharTokenizer {
     fn from_chars(chars: Vec<char>) -> Self {
         let ids = chars.iter().enumerate().map(|(i, &c)| (c, i as u32)).collect();
         Self { chars, ids }
+    }
+
+    /// This vocabulary and the characters of `text` it lacks, appended in code-point order:
+    /// every id it had stays the same, so a model trained with it keeps its embedding rows
+    /// and gets new ones ([`crate::model::Gpt::with_vocab_size`]). For finetuning on text
+    /// with characters the pretraining text never had.
+    pub fn extended(&self, text: &str) -> Self {
+        let mut new: Vec<char> = text.chars().filter(|c| !self.ids.contains_key(c)).collect();
+        new.sort_unstable();
+        new.dedup();
+        Self::from_chars(self.chars.iter().copied().chain(new).collect())
     }
 
     /// The vocabulary, in id order.
@@ -94,9 +106,11 @@ impl TryFrom<CharFile> for CharTokenizer {
                 file.kind, file.version
             ));
         }
+        // Sorted when built from a text; an extended vocabulary has its new characters after.
         let chars: Vec<char> = file.chars.chars().collect();
-        if chars.is_empty() || chars.windows(2).any(|w| w[0] >= w[1]) {
-            return Err("the characters must be non-empty, sorted and distinct".into());
+        let distinct: std::collections::HashSet<char> = chars.iter().copied().collect();
+        if chars.is_empty() || distinct.len() != chars.len() {
+            return Err("the characters must be non-empty and distinct".into());
         }
         Ok(Self::from_chars(chars))
     }

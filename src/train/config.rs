@@ -135,6 +135,23 @@ impl TrainConfig {
         }
     }
 
+    /// Raschka's finetuning runs (*LLMs from scratch*, chapters 6 and 7): batches of 8 at a
+    /// constant learning rate of 5e-5, AdamW's weight decay 0.1, losses every 50 steps over 5
+    /// batches; 500 steps (his classifier's 5 epochs of 130 batches are 650). The context is
+    /// the pretrained model's.
+    pub fn finetune() -> Self {
+        Self {
+            steps: 500,
+            batch_size: 8,
+            lr: 5e-5,
+            weight_decay: 0.1,
+            eval_interval: 50,
+            eval_iters: 5,
+            log_interval: Some(10),
+            ..Self::default()
+        }
+    }
+
     /// Check every field. The message starts with the field's name and says what to change.
     pub fn validate(&self) -> Result<()> {
         self.validate_named(&|field| field.to_owned())

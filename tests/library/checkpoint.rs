@@ -488,7 +488,7 @@ fn any_tokenizer_loads_by_kind() {
     assert!(err(r#"{"kind": "bpe", "version": 1}"#).contains("missing field"));
     assert!(err(r#"{"version": 1, "chars": "ab"}"#).contains("no \"kind\" field"));
     assert!(err(r#"{"kind": 3}"#).contains("must be a string"));
-    assert!(err(r#"{"kind": "char", "version": 1, "chars": "ba"}"#).contains("sorted and distinct"));
+    assert!(err(r#"{"kind": "char", "version": 1, "chars": "aba"}"#).contains("non-empty and distinct"));
     assert!(err(r#"{"kind": "char", "version": 9, "chars": "ab"}"#).contains("version 9"));
     assert!(err("[1, 2").contains("EOF"));
 }

@@ -116,6 +116,33 @@ fn padding_never_changes_a_classifiers_scores() {
 }
 
 #[test]
+fn a_grown_vocabulary_keeps_what_the_model_knew() {
+    let _lock = rng_lock();
+    device::seed(5);
+    for tie_weights in [false, true] {
+        // Untied with a head bias (the lecture's), or tied without (GPT-2's).
+        let lm_head_bias = !tie_weights;
+        let config =
+            GptConfig { vocab_size: 12, n_layer: 1, tie_weights, lm_head_bias, ..GptConfig::cpu_small() };
+        let model = Gpt::new(config, Device::Cpu).unwrap();
+        let grown = model.with_vocab_size(15).unwrap();
+        assert_eq!((grown.config.vocab_size, grown.wte.size()), (15, vec![15, 128]));
+        // Three new rows of the embedding, and of an untied head and its bias.
+        let new_rows = if tie_weights { 3 * 128 } else { 3 * 128 * 2 + 3 };
+        assert_eq!(grown.num_params() - model.num_params(), new_rows);
+        // Old ids in, the old tokens' logits out, unchanged; the new tokens have their own.
+        let idx = Tensor::from_slice(&[1i64, 7, 3, 11]).view([1, 4]);
+        let logits = |m: &Gpt, idx: &Tensor| tch::no_grad(|| m.forward(idx, None, false).unwrap().0);
+        let (before, after) = (logits(&model, &idx), logits(&grown, &idx));
+        assert_eq!(after.size(), [1, 4, 15]);
+        assert!(before.allclose(&after.narrow(2, 0, 12), 1e-6, 1e-6, false), "tied: {tie_weights}");
+        assert_eq!(logits(&grown, &Tensor::from_slice(&[14i64]).view([1, 1])).size(), [1, 1, 15]);
+        let err = grown.with_vocab_size(14).unwrap_err().to_string();
+        assert!(err.contains("can grow, not shrink: 14 tokens asked, the model has 15"), "{err}");
+    }
+}
+
+#[test]
 fn instruction_records_read_and_write_the_alpaca_template() {
     let records = data::instruction_data().unwrap_or_else(|e| {
         panic!("the instruction data could not be fetched ({e}); make test serves ../shared/data through LLM_DATA_MIRROR")

@@ -1,7 +1,9 @@
 //! Sampling: greedy, temperature, top-k and top-p, the prompt window and streaming.
 
 use crate::common::rng_lock;
-use llm_from_scratch::generate::{generate, generate_batch, next_token, Cache, Rng, Sampling};
+use llm_from_scratch::generate::{
+    generate, generate_batch, generate_until, next_token, Cache, Rng, Sampling,
+};
 use llm_from_scratch::model::{Gpt, GptConfig, LanguageModel};
 use llm_from_scratch::{device, Error, Result};
 use std::cell::RefCell;
@@ -87,6 +89,20 @@ fn greedy_follows_the_argmax_and_is_deterministic() {
     // Only the new tokens come back, and zero of them is fine.
     assert_eq!(run(&model, &[1, 2, 3], 15, &Sampling::greedy()), expected);
     assert_eq!(run(&model, &[3], 0, &Sampling::greedy()), Vec::<u32>::new());
+}
+
+#[test]
+fn generation_until_an_end_token_stops_there_and_drops_it() {
+    let model = Table::new(1.0, None);
+    let chain = greedy_chain(3, 15);
+    // The fourth token of the chain ends it: the three before come back, and that it ended.
+    let end = chain[3];
+    let first = chain.iter().position(|&t| t == end).unwrap(); // it may come earlier
+    let (tokens, ended) = generate_until(&model, &[3], 15, &Sampling::greedy(), 0, end).unwrap();
+    assert_eq!((tokens, ended), (chain[..first].to_vec(), true));
+    // A token the chain never reaches: all 15, not ended.
+    let never = (0..V as u32).find(|t| !chain.contains(t)).unwrap();
+    assert_eq!(generate_until(&model, &[3], 15, &Sampling::greedy(), 0, never).unwrap(), (chain, false));
 }
 
 #[test]

@@ -14,6 +14,7 @@ mod tiny_model;
 mod bpe;
 mod checkpoint;
 mod cli;
+mod cli_finetune;
 mod cli_tokenizer;
 mod cli_train;
 mod data_and_bigram;

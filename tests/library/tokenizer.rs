@@ -96,6 +96,21 @@ fn char_vocabulary_is_the_sorted_distinct_characters() {
 }
 
 #[test]
+fn an_extended_char_vocabulary_keeps_every_id_and_adds_the_new_characters() {
+    let tok = CharTokenizer::from_text("hello world");
+    let text = "hello, world 42!";
+    assert!(tok.encode(text).is_err());
+    let extended = tok.extended(text);
+    assert_eq!(extended.chars()[..tok.vocab_size()], *tok.chars());
+    assert_eq!(extended.chars()[tok.vocab_size()..], ['!', ',', '2', '4']);
+    assert_eq!(extended.encode("hello world").unwrap(), tok.encode("hello world").unwrap());
+    assert_eq!(extended.decode(&extended.encode(text).unwrap()).unwrap(), text);
+    assert_eq!(extended.extended(text), extended); // nothing new the second time
+    let saved: CharTokenizer = serde_json::from_str(&extended.to_json().unwrap()).unwrap();
+    assert_eq!(saved, extended);
+}
+
+#[test]
 fn char_encodes_hii_there_as_in_the_lecture() {
     let tok = CharTokenizer::from_text(shakespeare());
     assert_eq!(tok.vocab_size(), 65);
@@ -149,8 +164,10 @@ fn char_bad_files_are_clear_errors() {
     assert_json_error(load_char_json("not json at all", "char_garbage"), "expected");
     let file = |chars: &str| format!(r#"{{"kind": "char", "version": 1, "chars": {chars:?}}}"#);
     assert!(load_char_json(&file("abc"), "char_good").is_ok());
-    for (chars, test) in [("bca", "char_unsorted"), ("abbc", "char_duplicate"), ("", "char_empty")] {
-        assert_json_error(load_char_json(&file(chars), test), "sorted and distinct");
+    // An extended vocabulary keeps its old ids and has its new characters after them.
+    assert_eq!(load_char_json(&file("bca"), "char_extended").unwrap().encode("abc").unwrap(), [2, 0, 1]);
+    for (chars, test) in [("abbc", "char_duplicate"), ("", "char_empty")] {
+        assert_json_error(load_char_json(&file(chars), test), "non-empty and distinct");
     }
     assert_json_error(
         load_char_json(r#"{"kind": "word", "version": 1, "chars": "abc"}"#, "char_kind"),
