@@ -4,7 +4,8 @@
 //! [`LanguageModel`] trait ([`lm`]), so the training loop and the sampler work for both.
 //! Chapter 4's lecture forms of self-attention live in [`lecture`] and its ladder (the block
 //! built up piece by piece) in [`ladder`]; chapter 8's GPT-2 in and out of the Hugging Face
-//! format in [`hf`].
+//! format in [`hf`]; a Llama-style model (RMSNorm, rotary positions, SwiGLU, grouped-query
+//! attention) in [`llama`].
 //!
 //! The models are built from [`layers`], which import no model: the linear layer, the norm,
 //! the MLP, positions, the embedding and head, attention, the KV cache and the block. Each
@@ -18,6 +19,7 @@ pub mod hf;
 pub mod ladder;
 pub mod layers;
 pub mod lecture;
+pub mod llama;
 pub mod lm;
 
 /// Chapter 4's three forms of attention under one path: the lecture's [`Head`] and
@@ -35,4 +37,5 @@ pub use ladder::{lecture_ladder, Ladder, LadderConfig};
 pub use layers::kv_cache;
 pub use layers::{sinusoidal_positions, Activation, Block, CausalSelfAttention, KvCache, Linear, Position};
 pub use lecture::{Head, MultiHeadAttention};
+pub use llama::{Llama, LlamaConfig};
 pub use lm::{cross_entropy, trainable_variables, LanguageModel};

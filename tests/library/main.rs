@@ -24,6 +24,7 @@ mod generate;
 mod gpt;
 mod hf;
 mod layers;
+mod llama;
 mod precision;
 mod tokenizer;
 mod train;

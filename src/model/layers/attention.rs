@@ -7,6 +7,7 @@
 
 use super::kv_cache::KvCache;
 use super::linear::{Linear, INIT_STD};
+use super::rotary::Rotary;
 use crate::{Error, Result};
 use tch::{nn, Kind, Tensor};
 
@@ -115,21 +116,7 @@ impl CausalSelfAttention {
         let (q, k, v) = self.qkv(x, b, t, c); // each [B, nh, T, hs]
         let past = cache.len() as i64;
         let (k, v) = cache.append(layer, &k, &v)?; // each [B, nh, past + T, hs]
-        let y = match (past, t) {
-            // The prefill: exactly `forward`'s causal attention.
-            (0, _) => {
-                Tensor::f_scaled_dot_product_attention::<Tensor>(&q, &k, &v, None, 0.0, true, None, false)?
-            }
-            // One new position reads every key: nothing to mask.
-            (_, 1) => {
-                Tensor::f_scaled_dot_product_attention::<Tensor>(&q, &k, &v, None, 0.0, false, None, false)?
-            }
-            // Query i is position past + i: it may read keys 0..=past + i.
-            _ => {
-                let allowed = Tensor::f_ones([t, past + t], (Kind::Bool, x.device()))?.f_tril(past)?; // [T, past + T]
-                Tensor::f_scaled_dot_product_attention(&q, &k, &v, Some(allowed), 0.0, false, None, false)?
-            }
-        }; // [B, nh, T, hs]
+        let y = attend_cached(&q, &k, &v, past, false)?; // [B, nh, T, hs]
         Ok(self.out(&y, b, t, c, false)) // [B, T, C]
     }
 
@@ -161,6 +148,107 @@ impl CausalSelfAttention {
     fn out(&self, y: &Tensor, b: i64, t: i64, c: i64, train: bool) -> Tensor {
         let y = y.transpose(1, 2).contiguous().view([b, t, c]); // [B, T, nh, hs] -> [B, T, C]
         self.c_proj.forward(&y).dropout(self.dropout, train) // [B, T, C]
+    }
+}
+
+/// Queries `q` `[B, nh, T, hs]` of the `T` positions after the `past` ones, reading the keys
+/// and values `k`, `v` `[B, nkv, past + T, hs]` of every position so far, causally. With
+/// `gqa`, `nkv` may be a divisor of `nh` (grouped-query attention; else `nkv == nh`).
+fn attend_cached(q: &Tensor, k: &Tensor, v: &Tensor, past: i64, gqa: bool) -> Result<Tensor> {
+    let t = q.size()[2];
+    Ok(match (past, t) {
+        // The prefill: exactly the uncached causal attention.
+        (0, _) => Tensor::f_scaled_dot_product_attention::<Tensor>(q, k, v, None, 0.0, true, None, gqa)?,
+        // One new position reads every key: nothing to mask.
+        (_, 1) => Tensor::f_scaled_dot_product_attention::<Tensor>(q, k, v, None, 0.0, false, None, gqa)?,
+        // Query i is position past + i: it may read keys 0..=past + i.
+        _ => {
+            let allowed = Tensor::f_ones([t, past + t], (Kind::Bool, q.device()))?.f_tril(past)?; // [T, past + T]
+            Tensor::f_scaled_dot_product_attention(q, k, v, Some(allowed), 0.0, false, None, gqa)?
+        }
+    }) // [B, nh, T, hs]
+}
+
+/// Llama's attention: separate projections for the queries (`n_head` heads) and for the keys
+/// and values (`n_kv_head` heads, a divisor of `n_head`: each key/value head serves a group of
+/// `n_head / n_kv_head` query heads; `n_kv_head == n_head` is ordinary multi-head attention,
+/// 1 is multi-query attention), rotary positions on the queries and keys, no biases, no
+/// dropout. The KV cache holds only the `n_kv_head` heads: that is what grouping saves.
+#[derive(Debug)]
+pub struct GroupedQueryAttention {
+    pub q_proj: Linear,
+    pub k_proj: Linear,
+    pub v_proj: Linear,
+    pub o_proj: Linear,
+    pub n_head: usize,
+    pub n_kv_head: usize,
+    pub head_size: usize,
+}
+
+impl GroupedQueryAttention {
+    /// Its projections under `vs` (`q_proj`, `k_proj`, `v_proj`, `o_proj`), `N(0, 0.02)` but
+    /// `o_proj`'s `N(0, proj_std)`.
+    pub fn new(vs: &nn::Path, n_embd: usize, n_head: usize, n_kv_head: usize, proj_std: f64) -> Result<Self> {
+        let hs = head_size(n_embd, n_head)?;
+        if n_kv_head == 0 || !n_head.is_multiple_of(n_kv_head) {
+            return Err(Error::Config(format!(
+                "n_head ({n_head}) must be a multiple of n_kv_head ({n_kv_head}): each key/value head serves \
+                 n_head / n_kv_head query heads"
+            )));
+        }
+        let kv = n_kv_head * hs;
+        Ok(Self {
+            q_proj: Linear::new(&(vs / "q_proj"), n_embd, n_embd, false, INIT_STD),
+            k_proj: Linear::new(&(vs / "k_proj"), n_embd, kv, false, INIT_STD),
+            v_proj: Linear::new(&(vs / "v_proj"), n_embd, kv, false, INIT_STD),
+            o_proj: Linear::new(&(vs / "o_proj"), n_embd, n_embd, false, proj_std),
+            n_head,
+            n_kv_head,
+            head_size: hs,
+        })
+    }
+
+    /// `x` `[B, T, C]` of positions `0..T` to `[B, T, C]`, causally.
+    pub fn forward(&self, x: &Tensor, rotary: &Rotary) -> Result<Tensor> {
+        let (b, t, c) = check_input(x, self.n_head * self.head_size, None)?;
+        let (q, k, v) = self.qkv(x, rotary, 0)?; // [B, nh, T, hs], [B, nkv, T, hs] twice
+        let gqa = self.n_kv_head != self.n_head;
+        let y = Tensor::f_scaled_dot_product_attention::<Tensor>(&q, &k, &v, None, 0.0, true, None, gqa)?;
+        self.out(&y, b, t, c)
+    }
+
+    /// [`GroupedQueryAttention::forward`] for the positions after those in `cache`, adding
+    /// their keys and values to layer `layer`'s entry (see [`CausalSelfAttention::forward_cached`]).
+    pub fn forward_cached(
+        &self,
+        x: &Tensor,
+        rotary: &Rotary,
+        cache: &mut KvCache,
+        layer: usize,
+    ) -> Result<Tensor> {
+        let (b, t, c) = check_input(x, self.n_head * self.head_size, None)?;
+        let past = cache.len();
+        let (q, k, v) = self.qkv(x, rotary, past)?;
+        let (k, v) = cache.append(layer, &k, &v)?; // each [B, nkv, past + T, hs]
+        let y = attend_cached(&q, &k, &v, past as i64, self.n_kv_head != self.n_head)?; // [B, nh, T, hs]
+        self.out(&y, b, t, c)
+    }
+
+    /// The queries `[B, nh, T, hs]` and the keys and values `[B, nkv, T, hs]` of positions
+    /// `start..start + T`, the queries and keys rotated.
+    fn qkv(&self, x: &Tensor, rotary: &Rotary, start: usize) -> Result<(Tensor, Tensor, Tensor)> {
+        let (b, t) = (x.size()[0], x.size()[1]);
+        let heads =
+            |z: Tensor, n: usize| z.f_view([b, t, n as i64, self.head_size as i64])?.f_transpose(1, 2);
+        let q = rotary.apply(&heads(self.q_proj.forward(x), self.n_head)?, start)?;
+        let k = rotary.apply(&heads(self.k_proj.forward(x), self.n_kv_head)?, start)?;
+        let v = heads(self.v_proj.forward(x), self.n_kv_head)?;
+        Ok((q, k, v))
+    }
+
+    fn out(&self, y: &Tensor, b: i64, t: i64, c: i64) -> Result<Tensor> {
+        Ok(self.o_proj.forward(&y.f_transpose(1, 2)?.f_contiguous()?.f_view([b, t, c])?))
+        // [B, T, C]
     }
 }
 

@@ -62,6 +62,11 @@ impl KvCache {
         self.layers.first().map_or(0, |(k, _)| k.size()[0] as usize)
     }
 
+    /// The memory its buffers take, in bytes (allocated once, whatever `len`).
+    pub fn bytes(&self) -> usize {
+        self.layers.iter().map(|(k, v)| (k.numel() + v.numel()) * k.kind().elt_size_in_bytes()).sum()
+    }
+
     /// Forget every position (the buffers stay allocated).
     pub fn clear(&mut self) {
         self.len = 0;

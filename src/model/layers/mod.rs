@@ -4,12 +4,12 @@
 //! layers here and a file beside [`crate::model::Gpt`], not copies.
 //!
 //! - [`Linear`], with a slot for a LoRA adapter ([`linear`]);
-//! - [`LayerNorm`] ([`norm`]);
-//! - the feed-forward [`Mlp`] and its [`Activation`] ([`mlp`]);
-//! - learned or sinusoidal [`Position`]s ([`position`]);
+//! - [`LayerNorm`], and Llama's [`RmsNorm`] ([`norm`]);
+//! - the feed-forward [`Mlp`] and its [`Activation`], and Llama's [`SwiGlu`] ([`mlp`]);
+//! - learned or sinusoidal [`Position`]s ([`position`]), and [`Rotary`] ones ([`rotary`]);
 //! - the token embedding, the LM head and the check of a model's input ([`embedding`]);
-//! - nanoGPT's [`CausalSelfAttention`] ([`attention`]) and the [`KvCache`] it fills when
-//!   generating ([`kv_cache`]);
+//! - nanoGPT's [`CausalSelfAttention`] and Llama's [`GroupedQueryAttention`] ([`attention`]),
+//!   and the [`KvCache`] they fill when generating ([`kv_cache`]);
 //! - the pre-norm transformer [`Block`] over those ([`block`]).
 //!
 //! Initial weights follow nanoGPT: weights `N(0, 0.02)` ([`INIT_STD`]), biases zero,
@@ -24,11 +24,13 @@ pub mod linear;
 pub mod mlp;
 pub mod norm;
 pub mod position;
+pub mod rotary;
 
-pub use attention::{AttentionConfig, CausalSelfAttention};
+pub use attention::{AttentionConfig, CausalSelfAttention, GroupedQueryAttention};
 pub use block::{Block, BlockConfig};
 pub use kv_cache::KvCache;
 pub use linear::{Linear, Lora, INIT_STD};
-pub use mlp::{Activation, Mlp, MlpConfig};
-pub use norm::{LayerNorm, LAYER_NORM_EPS};
+pub use mlp::{Activation, Mlp, MlpConfig, SwiGlu};
+pub use norm::{LayerNorm, RmsNorm, LAYER_NORM_EPS};
 pub use position::{sinusoidal_positions, Position};
+pub use rotary::Rotary;

@@ -1,0 +1,183 @@
+//! The Llama-style model and its layers: RMSNorm, rotary positions, SwiGLU and grouped-query
+//! attention, each against its formula written out; the published models' parameter counts;
+//! the KV cache of the key/value heads only.
+
+use crate::common::rng_lock;
+use llm_from_scratch::data::TokenData;
+use llm_from_scratch::device;
+use llm_from_scratch::generate::{generate_batch, Cache, Sampling};
+use llm_from_scratch::model::layers::{GroupedQueryAttention, RmsNorm, Rotary, SwiGlu};
+use llm_from_scratch::model::{LanguageModel, Llama, LlamaConfig};
+use llm_from_scratch::train::{TrainConfig, Trainer};
+use tch::{nn, Device, Kind, Tensor};
+
+fn close(a: &Tensor, b: &Tensor) -> f64 {
+    (a - b).abs().max().double_value(&[])
+}
+
+fn tiny() -> LlamaConfig {
+    LlamaConfig {
+        vocab_size: 20,
+        block_size: 16,
+        n_layer: 2,
+        n_head: 4,
+        n_kv_head: 2,
+        n_embd: 32,
+        intermediate_size: 40,
+        ..LlamaConfig::cpu_small()
+    }
+}
+
+#[test]
+fn the_published_configs_have_their_parameter_counts() {
+    assert_eq!(LlamaConfig::smollm2_135m().num_params(), 134_515_008);
+    assert_eq!(LlamaConfig::llama_3_2_1b().num_params(), 1_235_814_400);
+    // The CPU size: its SwiGLU holds what the GPT's GELU MLP holds, to 0.1%.
+    let gpt = llm_from_scratch::model::GptConfig::cpu_small();
+    let (swiglu, gelu) = (3 * 128 * 341, 2 * 128 * gpt.mlp_width());
+    assert!((swiglu as f64 / gelu as f64 - 1.0).abs() < 0.001, "{swiglu} vs {gelu}");
+    // Counted from the config, and from the model built.
+    let _lock = rng_lock();
+    for config in [LlamaConfig::cpu_small(), LlamaConfig { tie_word_embeddings: true, ..tiny() }, tiny()] {
+        let model = Llama::new(config.clone(), Device::Cpu).unwrap();
+        assert_eq!(model.num_params(), config.num_params(), "{config:?}");
+    }
+    let names: Vec<String> = Llama::new(tiny(), Device::Cpu).unwrap().vs.variables().into_keys().collect();
+    for name in [
+        "model.embed_tokens.weight",
+        "model.layers.1.self_attn.k_proj.weight",
+        "model.layers.0.mlp.gate_proj.weight",
+        "model.norm.weight",
+        "lm_head.weight",
+    ] {
+        assert!(names.contains(&name.to_owned()), "{name} in {names:?}");
+    }
+    let bad = LlamaConfig { n_kv_head: 3, ..tiny() };
+    assert!(Llama::new(bad, Device::Cpu).unwrap_err().to_string().contains("multiple of n_kv_head (3)"));
+}
+
+#[test]
+fn rms_norm_divides_by_the_root_mean_square() {
+    let _lock = rng_lock();
+    device::seed(1);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let mut norm = RmsNorm::new(&vs.root(), 8, 1e-5);
+    tch::no_grad(|| norm.weight.copy_(&Tensor::linspace(0.5, 2.0, 8, (Kind::Float, Device::Cpu))));
+    let x = Tensor::randn([2, 3, 8], (Kind::Float, Device::Cpu)) * 3.0 + 1.0;
+    let by_hand = &x / (x.pow_tensor_scalar(2).mean_dim(-1, true, Kind::Float) + 1e-5).sqrt() * &norm.weight;
+    assert!(close(&norm.forward(&x).unwrap(), &by_hand) < 1e-5);
+    // Unlike LayerNorm it keeps the mean: a constant row stays (nearly) itself.
+    let ones = Tensor::ones([1, 1, 8], (Kind::Float, Device::Cpu)) * 2.0;
+    let plain = RmsNorm::new(&nn::VarStore::new(Device::Cpu).root(), 8, 1e-5);
+    assert!(
+        close(&plain.forward(&ones).unwrap(), &Tensor::ones([1, 1, 8], (Kind::Float, Device::Cpu))) < 1e-5
+    );
+}
+
+#[test]
+fn a_rotary_score_depends_only_on_the_distance() {
+    let _lock = rng_lock();
+    device::seed(2);
+    let rotary = Rotary::new(64, 16, 10_000.0, Device::Cpu).unwrap();
+    let (q, k) = (
+        Tensor::randn([1, 1, 1, 16], (Kind::Float, Device::Cpu)),
+        Tensor::randn([1, 1, 1, 16], (Kind::Float, Device::Cpu)),
+    );
+    let score = |m: usize, n: usize| {
+        (rotary.apply(&q, m).unwrap() * rotary.apply(&k, n).unwrap()).sum(Kind::Float).double_value(&[])
+    };
+    for (m, n) in [(5, 2), (9, 1), (30, 30)] {
+        for shift in [1, 7, 20] {
+            let (a, b) = (score(m, n), score(m + shift, n + shift));
+            assert!((a - b).abs() < 1e-4, "({m}, {n}) {a} vs shifted by {shift}: {b}");
+        }
+    }
+    assert!((score(5, 2) - score(9, 1)).abs() > 1e-3, "another distance, another score");
+    // Position 0 turns nothing; a rotation keeps the length.
+    assert!(close(&rotary.apply(&q, 0).unwrap(), &q) < 1e-6);
+    assert!(
+        (rotary.apply(&q, 13).unwrap().norm().double_value(&[]) - q.norm().double_value(&[])).abs() < 1e-4
+    );
+    assert!(rotary.apply(&q, 64).is_err(), "beyond the tables");
+    assert!(Rotary::new(8, 15, 10_000.0, Device::Cpu).is_err(), "an odd head size");
+}
+
+#[test]
+fn swiglu_and_grouped_query_attention_equal_their_formulas() {
+    let _lock = rng_lock();
+    device::seed(3);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let x = Tensor::randn([2, 6, 32], (Kind::Float, Device::Cpu));
+    let mlp = SwiGlu::new(&(vs.root() / "mlp"), 32, 40, 0.02);
+    let by_hand = (x.matmul(&mlp.gate_proj.ws.tr()).silu() * x.matmul(&mlp.up_proj.ws.tr()))
+        .matmul(&mlp.down_proj.ws.tr());
+    assert!(close(&mlp.forward(&x), &by_hand) < 1e-6);
+
+    // 4 query heads of 8 channels reading 2 key/value heads: heads 0 and 1 read key head 0.
+    let attn = GroupedQueryAttention::new(&(vs.root() / "attn"), 32, 4, 2, 0.02).unwrap();
+    let rotary = Rotary::new(16, 8, 10_000.0, Device::Cpu).unwrap();
+    let heads = |z: Tensor, n: i64| z.view([2, 6, n, 8]).transpose(1, 2);
+    let q = rotary.apply(&heads(x.matmul(&attn.q_proj.ws.tr()), 4), 0).unwrap();
+    let k = rotary
+        .apply(&heads(x.matmul(&attn.k_proj.ws.tr()), 2), 0)
+        .unwrap()
+        .repeat_interleave_self_int(2, 1, None);
+    let v = heads(x.matmul(&attn.v_proj.ws.tr()), 2).repeat_interleave_self_int(2, 1, None);
+    let future = Tensor::ones([6, 6], (Kind::Bool, Device::Cpu)).tril(0).logical_not();
+    let att = (q.matmul(&k.transpose(-2, -1)) / 8f64.sqrt())
+        .masked_fill(&future, f64::NEG_INFINITY)
+        .softmax(-1, Kind::Float);
+    let y = att.matmul(&v).transpose(1, 2).contiguous().view([2, 6, 32]).matmul(&attn.o_proj.ws.tr());
+    assert!(close(&attn.forward(&x, &rotary).unwrap(), &y) < 1e-5);
+}
+
+#[test]
+fn the_kv_cache_holds_the_key_value_heads_and_gives_the_same_logits() {
+    let _lock = rng_lock();
+    device::seed(4);
+    let model = Llama::new(tiny(), Device::Cpu).unwrap();
+    let idx = Tensor::randint(20, [2, 12], (Kind::Int64, Device::Cpu));
+    let full = tch::no_grad(|| model.forward(&idx, None, false).unwrap().0); // [2, 12, 20]
+    let mut cache = model.kv_cache(2).unwrap().unwrap();
+    // 2 layers × keys and values × 2 sequences × 2 heads × 16 positions × 8 channels × 4 bytes:
+    // half of what 4 heads would take.
+    assert_eq!(cache.bytes(), 2 * 2 * 2 * 2 * 16 * 8 * 4);
+    assert_eq!(tiny().kv_cache_bytes_per_token(), 2 * 2 * 2 * 8 * 4);
+    assert_eq!(LlamaConfig::smollm2_135m().kv_cache_bytes_per_token(), 46_080); // 3 of 9 heads
+    let mut pieces = Vec::new();
+    for (start, len) in [(0, 5), (5, 1), (6, 1), (7, 3), (10, 2)] {
+        pieces.push(model.forward_cached(&idx.narrow(1, start, len), &mut cache).unwrap());
+    }
+    assert!(close(&Tensor::cat(&pieces, 1), &full) < 1e-5, "{}", close(&Tensor::cat(&pieces, 1), &full));
+    assert!(model.forward_cached(&idx.narrow(1, 0, 5), &mut cache).is_err(), "past the context");
+    // Greedy text, with and without the cache, past the context.
+    let prompt = [3u32, 1, 4];
+    let with = generate_batch(&model, &prompt, 30, &Sampling::greedy(), &[0], Cache::On, |_| Ok(())).unwrap();
+    let without =
+        generate_batch(&model, &prompt, 30, &Sampling::greedy(), &[0], Cache::Off, |_| Ok(())).unwrap();
+    assert_eq!(with, without);
+}
+
+#[test]
+fn the_trainer_trains_a_llama() {
+    let _lock = rng_lock();
+    device::seed(5);
+    let ids: Vec<u32> = (0..4000).map(|i| ((i * 7) % 20) as u32).collect(); // a pattern to learn
+    let data = TokenData::new(&ids, 0.9).unwrap();
+    let model = Llama::new(tiny(), Device::Cpu).unwrap();
+    let config = TrainConfig {
+        steps: 60,
+        batch_size: 8,
+        block_size: 16,
+        lr: 3e-3,
+        eval_interval: 60,
+        eval_iters: 4,
+        ..TrainConfig::default()
+    };
+    let mut trainer = Trainer::new(&model, config).unwrap();
+    trainer.run(&model, &data, |_| {}).unwrap();
+    let points = &trainer.history().points;
+    let (first, last) = (points.first().unwrap().val_loss, points.last().unwrap().val_loss);
+    assert!((first - 20f64.ln()).abs() < 0.3, "at init, about ln(20): {first}");
+    assert!(last < 0.5, "a pattern of period 20 is learnt: {last}");
+}
