@@ -30,6 +30,11 @@
                                                 clipping and warmup + cosine from SETTINGS (a
                                                 JSON file); save the result into OUT and print,
                                                 as JSON, each step's loss and gradient norm
+    python tests/hf_oracle.py llama DIR         two small random LlamaForCausalLM, saved by
+                                                transformers with expected.json as `make` writes
+                                                it: DIR/gqa (2 of 4 heads for keys and values,
+                                                the head tied, rotary base 500,000) and DIR/mha
+                                                (4 of 4, untied, base 10,000)
     python tests/hf_oracle.py gpt2-124m DIR     a random GPT-2 of the 124M size (GPT2Config's
                                                 defaults: 498 MB of float32), saved by
                                                 transformers into DIR
@@ -41,7 +46,7 @@ import sys
 
 import torch
 import torch.nn.functional as F
-from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 
 def greedy(model, ids, n):
@@ -66,6 +71,35 @@ def make(out):
     with torch.no_grad():
         logits = model(torch.tensor([ids])).logits[0]
         continuation = greedy(model, ids, 30)  # past n_positions: the window moves
+    expected = {"ids": ids, "logits": logits.tolist(), "greedy": continuation}
+    with open(os.path.join(out, "expected.json"), "w") as f:
+        json.dump(expected, f)
+
+
+def llama(folder):
+    for case, kv_heads, tied, theta in [("gqa", 2, True, 500000.0), ("mha", 4, False, 10000.0)]:
+        llama_case(os.path.join(folder, case), kv_heads, tied, theta)
+
+
+def llama_case(out, kv_heads, tied, theta):
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=101, max_position_embeddings=24, hidden_size=32, intermediate_size=48,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=kv_heads,
+                         tie_word_embeddings=tied, rope_theta=theta, rms_norm_eps=1e-5,
+                         bos_token_id=None, eos_token_id=None, pad_token_id=None)
+    model = LlamaForCausalLM(config).eval()
+    with torch.no_grad():  # norms start at 1: move every weight
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    model.save_pretrained(out)
+    ids = [int(i) for i in torch.randint(0, config.vocab_size, (10,))]
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).logits[0]
+        continuation = []
+        context = list(ids)
+        for _ in range(10):  # within the context: rotary tables end at max_position_embeddings
+            context.append(int(model(torch.tensor([context])).logits[0, -1].argmax()))
+            continuation.append(context[-1])
     expected = {"ids": ids, "logits": logits.tolist(), "greedy": continuation}
     with open(os.path.join(out, "expected.json"), "w") as f:
         json.dump(expected, f)
@@ -183,6 +217,8 @@ if __name__ == "__main__":
     command, folders = sys.argv[1], sys.argv[2:]
     if command == "make":
         make(folders[0])
+    elif command == "llama":
+        llama(folders[0])
     elif command == "gpt2-124m":
         gpt2_124m(folders[0])
     elif command == "train":

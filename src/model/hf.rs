@@ -30,6 +30,7 @@
 use crate::io::Mismatch;
 use crate::model::gpt::{Gpt, GptConfig};
 use crate::model::layers::{Activation, Position, LAYER_NORM_EPS};
+use crate::model::llama::{Llama, LlamaConfig};
 /// The `tokenizer.json` reader and writer, which live with the tokenizers.
 pub use crate::tokenizer::{byte_to_unicode, tokenizer_from_json, tokenizer_json};
 use crate::tokenizer::{AnyTokenizer, Tokenizer};
@@ -210,6 +211,32 @@ pub fn load(path: impl AsRef<Path>, device: Device) -> Result<Gpt> {
 /// (the model's), where reading the file whole held three (the file's bytes, its tensors,
 /// the model).
 pub fn load_weights(model: &mut Gpt, weights: &Path) -> Result<()> {
+    let c = &model.config;
+    let what = format!(
+        "a GPT-2 of this size (n_layer {}, n_embd {}, vocab_size {}, n_positions {})",
+        c.n_layer, c.n_embd, c.vocab_size, c.block_size
+    );
+    // Each variable's name in the file has no prefix, and Conv1D weights are transposed.
+    let file_name = |name: &str| name.strip_prefix("transformer.").unwrap_or(name).to_owned();
+    let skip = |name: &str| {
+        name.ends_with(".attn.bias") || name.ends_with(".attn.masked_bias") // buffers
+            || (c.tie_weights && name == "lm_head.weight") // some files keep the tied copy: it is wte
+    };
+    copy_by_name(&model.vs, weights, &file_name, &is_conv1d, &skip, &what)
+}
+
+/// Copy a weights file into the variables of `vs`: each variable `name` from the file's tensor
+/// `file_name(name)`, transposed where `transposed(name)`, leaving out the file's tensors that
+/// `skip` (after `transformer.` is taken off GPT-2's names). Every name and shape is checked
+/// first; an error names the first that does not fit, and `what` the model it expected.
+fn copy_by_name(
+    vs: &tch::nn::VarStore,
+    weights: &Path,
+    file_name: &dyn Fn(&str) -> String,
+    transposed: &dyn Fn(&str) -> bool,
+    skip: &dyn Fn(&str) -> bool,
+    what: &str,
+) -> Result<()> {
     let file = std::fs::File::open(weights).map_err(|e| Error::io(weights, e))?;
     // SAFETY: a read-only map of a file we only read. Were another program to truncate it
     // while we read, the process would stop on SIGBUS: the risk every reader of mapped
@@ -221,25 +248,15 @@ pub fn load_weights(model: &mut Gpt, weights: &Path) -> Result<()> {
         .tensors()
         .into_iter()
         .map(|(name, t)| (name.strip_prefix("transformer.").unwrap_or(&name).to_owned(), t))
-        .filter(|(name, _)| !(name.ends_with(".attn.bias") || name.ends_with(".attn.masked_bias")))
+        .filter(|(name, _)| !skip(name))
         .collect();
-    if model.config.tie_weights {
-        by_name.remove("lm_head.weight"); // some files keep the tied copy: it is wte
-    }
-    let c = &model.config;
-    let size = format!(
-        "n_layer {}, n_embd {}, vocab_size {}, n_positions {}",
-        c.n_layer, c.n_embd, c.vocab_size, c.block_size
-    );
-    let mut variables: Vec<(String, Tensor)> = model.vs.variables().into_iter().collect();
+    let mut variables: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
     variables.sort_by_key(|(name, _)| natural_key(name));
-    // Each variable's name and shape in the file: no prefix, Conv1D weights transposed.
-    let file_name = |name: &str| name.strip_prefix("transformer.").unwrap_or(name).to_owned();
     let want: Vec<(String, Vec<i64>)> = variables
         .iter()
         .map(|(name, var)| {
             let mut shape = var.size();
-            if is_conv1d(name) {
+            if transposed(name) {
                 shape.reverse();
             }
             (file_name(name), shape)
@@ -251,12 +268,11 @@ pub fn load_weights(model: &mut Gpt, weights: &Path) -> Result<()> {
         return Err(fail(
             weights,
             match first {
-                Mismatch::Missing(name, want) => format!("no tensor {name} {want:?}: not a GPT-2 of this size ({size})"),
+                Mismatch::Missing(name, want) => format!("no tensor {name} {want:?}: not {what}"),
                 Mismatch::Shape(name, want, found) => format!(
-                    "{name} is {found:?} where a GPT-2 of this size ({size}) has {want:?}: is config.json the \
-                     one of these weights?"
+                    "{name} is {found:?} where {what} has {want:?}: is config.json the one of these weights?"
                 ),
-                Mismatch::Unexpected(name) => format!("unexpected tensor {name}: not a GPT-2 of this size ({size})"),
+                Mismatch::Unexpected(name) => format!("unexpected tensor {name}: not {what}"),
             },
         ));
     }
@@ -264,9 +280,74 @@ pub fn load_weights(model: &mut Gpt, weights: &Path) -> Result<()> {
     for (name, var) in &variables {
         let view =
             by_name.remove(&file_name(name)).ok_or_else(|| fail(weights, format!("no tensor {name}")))?;
-        copy_mapped(&map, &view, var, is_conv1d(name)).map_err(|e| fail(weights, format!("{name}: {e}")))?;
+        copy_mapped(&map, &view, var, transposed(name)).map_err(|e| fail(weights, format!("{name}: {e}")))?;
     }
     Ok(())
+}
+
+/// A `LlamaConfig` of `transformers` (its `config.json`) as ours. What our model does not
+/// have is refused by name: `rope_scaling` or a `rope_parameters` type other than `default`
+/// (Llama 3.1's long-context frequencies, for one), biases
+/// (`attention_bias`, `mlp_bias`), a `head_dim` other than `hidden_size / num_attention_heads`,
+/// an activation other than SiLU.
+pub fn llama_config_from_hf(hf: &Value) -> Result<LlamaConfig> {
+    let int = |key: &str| hf[key].as_u64().map(|v| v as usize);
+    let missing = |key: &str| Error::Config(format!("config.json has no {key}"));
+    let need = |key: &str| int(key).ok_or_else(|| missing(key));
+    if hf["model_type"].as_str() != Some("llama") {
+        return Err(Error::Config(format!("config.json's model_type is {}, not llama", hf["model_type"])));
+    }
+    let (n_embd, n_head) = (need("hidden_size")?, need("num_attention_heads")?);
+    let refused = [
+        ("rope_scaling", !hf["rope_scaling"].is_null()),
+        ("rope_parameters", hf["rope_parameters"]["rope_type"].as_str().is_some_and(|t| t != "default")),
+        ("attention_bias", hf["attention_bias"].as_bool() == Some(true)),
+        ("mlp_bias", hf["mlp_bias"].as_bool() == Some(true)),
+        ("hidden_act", hf["hidden_act"].as_str().is_some_and(|a| a != "silu")),
+        ("head_dim", int("head_dim").is_some_and(|d| d * n_head != n_embd)),
+    ];
+    if let Some((key, _)) = refused.iter().find(|(_, set)| *set) {
+        return Err(Error::Config(format!(
+            "config.json sets {key} = {}: not a model this course builds",
+            hf[key]
+        )));
+    }
+    let config = LlamaConfig {
+        vocab_size: need("vocab_size")?,
+        block_size: need("max_position_embeddings")?,
+        n_layer: need("num_hidden_layers")?,
+        n_head,
+        n_kv_head: int("num_key_value_heads").unwrap_or(n_head),
+        n_embd,
+        intermediate_size: need("intermediate_size")?,
+        // transformers 5 writes it in rope_parameters; earlier files (SmolLM2's) beside the rest.
+        rope_theta: hf["rope_theta"]
+            .as_f64()
+            .or(hf["rope_parameters"]["rope_theta"].as_f64())
+            .unwrap_or(10_000.0),
+        rms_norm_eps: hf["rms_norm_eps"].as_f64().unwrap_or(1e-6),
+        tie_word_embeddings: hf["tie_word_embeddings"].as_bool().unwrap_or(false),
+    };
+    config.validate()?;
+    Ok(config)
+}
+
+/// A `LlamaForCausalLM` folder (`config.json`, `model.safetensors`) as our [`Llama`]. The
+/// names are the same, and so are the weights' layouts (`nn.Linear`'s `[out, in]`).
+pub fn load_llama(path: impl AsRef<Path>, device: Device) -> Result<Llama> {
+    let path = path.as_ref();
+    let (weights, config_path) = files(path)?;
+    let hf: Value = crate::io::read_json(&config_path)?;
+    let config = llama_config_from_hf(&hf).map_err(|e| fail(&config_path, e.to_string()))?;
+    let what = format!(
+        "a Llama of this size (n_layer {}, hidden_size {}, vocab_size {}, {} of {} heads for keys and values)",
+        config.n_layer, config.n_embd, config.vocab_size, config.n_kv_head, config.n_head
+    );
+    let tied = config.tie_word_embeddings;
+    let model = Llama::new(config, device)?;
+    let skip = |name: &str| tied && name == "lm_head.weight";
+    copy_by_name(&model.vs, &weights, &|name| name.to_owned(), &|_| false, &skip, &what)?;
+    Ok(model)
 }
 
 /// How much of a mapped weights file is held at once while [`load_weights`] copies it.

@@ -181,3 +181,41 @@ fn the_trainer_trains_a_llama() {
     assert!((first - 20f64.ln()).abs() < 0.3, "at init, about ln(20): {first}");
     assert!(last < 0.5, "a pattern of period 20 is learnt: {last}");
 }
+
+#[test]
+fn llama_models_saved_by_transformers_load_with_the_same_logits_and_greedy_text() {
+    use crate::common::TempDir;
+    use crate::hf::{ids_of, oracle};
+    let dir = TempDir::new("llama-hf");
+    oracle(&["llama", dir.path().to_str().unwrap()]);
+    // Grouped (2 of 4 heads) and tied, with Llama 3's rotary base; then multi-head and untied.
+    for (case, kv_heads, tied, theta) in [("gqa", "2", "1", "500000"), ("mha", "4", "0", "10000")] {
+        let folder = dir.join(case);
+        let expected: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(folder.join("expected.json")).unwrap()).unwrap();
+        let model = llm_from_scratch::model::hf::load_llama(&folder, Device::Cpu).unwrap();
+        assert_eq!(
+            (model.config.n_kv_head, model.config.tie_word_embeddings),
+            (kv_heads.parse().unwrap(), tied == "1")
+        );
+        assert_eq!(model.config.rope_theta, theta.parse::<f64>().unwrap());
+        let ids = ids_of(&expected["ids"]);
+        let idx = Tensor::from_slice(&ids.iter().map(|&i| i as i64).collect::<Vec<_>>()).unsqueeze(0);
+        let logits = tch::no_grad(|| model.forward(&idx, None, false).unwrap().0).squeeze_dim(0);
+        let theirs: Vec<Vec<f32>> = serde_json::from_value(expected["logits"].clone()).unwrap();
+        let theirs = Tensor::from_slice2(&theirs);
+        assert!(close(&logits, &theirs) < 1e-4, "{case}: logits differ by {}", close(&logits, &theirs));
+        for cache in [Cache::On, Cache::Off] {
+            let greedy =
+                generate_batch(&model, &ids, 10, &Sampling::greedy(), &[0], cache, |_| Ok(())).unwrap();
+            assert_eq!(greedy[0], ids_of(&expected["greedy"]), "{case}, {cache:?}");
+        }
+    }
+    // What the model here does not have is refused by name.
+    let folder = dir.join("gqa");
+    let config = std::fs::read_to_string(folder.join("config.json")).unwrap();
+    std::fs::write(folder.join("config.json"), config.replace("\"mlp_bias\": false", "\"mlp_bias\": true"))
+        .unwrap();
+    let err = llm_from_scratch::model::hf::load_llama(&folder, Device::Cpu).unwrap_err().to_string();
+    assert!(err.contains("mlp_bias = true: not a model this course builds"), "{err}");
+}
