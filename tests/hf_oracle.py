@@ -35,6 +35,9 @@
                                                 it: DIR/gqa (2 of 4 heads for keys and values,
                                                 the head tied, rotary base 500,000) and DIR/mha
                                                 (4 of 4, untied, base 10,000)
+    python tests/hf_oracle.py check-llama DIR   load DIR (our Llama export) with transformers'
+                                                AutoModelForCausalLM; print, as JSON, the
+                                                logits and greedy continuation of DIR/ids.json
     python tests/hf_oracle.py gpt2-124m DIR     a random GPT-2 of the 124M size (GPT2Config's
                                                 defaults: 498 MB of float32), saved by
                                                 transformers into DIR
@@ -46,7 +49,8 @@ import sys
 
 import torch
 import torch.nn.functional as F
-from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+from transformers import (AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel, LlamaConfig,
+                          LlamaForCausalLM)
 
 
 def greedy(model, ids, n):
@@ -103,6 +107,19 @@ def llama_case(out, kv_heads, tied, theta):
     expected = {"ids": ids, "logits": logits.tolist(), "greedy": continuation}
     with open(os.path.join(out, "expected.json"), "w") as f:
         json.dump(expected, f)
+
+
+def check_llama(folder):
+    with open(os.path.join(folder, "ids.json")) as f:
+        case = json.load(f)
+    model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    assert type(model).__name__ == "LlamaForCausalLM", type(model).__name__
+    context = list(case["ids"])
+    with torch.no_grad():
+        logits = model(torch.tensor([context])).logits[0]
+        for _ in range(case["new_tokens"]):
+            context.append(int(model(torch.tensor([context])).logits[0, -1].argmax()))
+    print(json.dumps({"logits": logits.tolist(), "greedy": context[len(case["ids"]):]}))
 
 
 def check(folder):
@@ -219,6 +236,8 @@ if __name__ == "__main__":
         make(folders[0])
     elif command == "llama":
         llama(folders[0])
+    elif command == "check-llama":
+        check_llama(folders[0])
     elif command == "gpt2-124m":
         gpt2_124m(folders[0])
     elif command == "train":

@@ -517,6 +517,56 @@ pub fn export_with_training(
     tmp.swap_into(dir)
 }
 
+/// Our `config` as a `transformers` `LlamaConfig` (`config.json`): the rotary base both as
+/// transformers 5 writes it (`rope_parameters`) and as earlier versions read it (`rope_theta`).
+pub fn llama_config_to_hf(config: &LlamaConfig) -> Value {
+    json!({
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": config.vocab_size,
+        "max_position_embeddings": config.block_size,
+        "num_hidden_layers": config.n_layer,
+        "num_attention_heads": config.n_head,
+        "num_key_value_heads": config.n_kv_head,
+        "hidden_size": config.n_embd,
+        "head_dim": config.head_size(),
+        "intermediate_size": config.intermediate_size,
+        "hidden_act": "silu",
+        "rms_norm_eps": config.rms_norm_eps,
+        "rope_theta": config.rope_theta,
+        "rope_parameters": {"rope_type": "default", "rope_theta": config.rope_theta},
+        "tie_word_embeddings": config.tie_word_embeddings,
+        "attention_bias": false,
+        "mlp_bias": false,
+        "torch_dtype": "float32",
+        "bos_token_id": null,
+        "eos_token_id": null,
+    })
+}
+
+/// Write `model` as a `LlamaForCausalLM` folder (`config.json`, `model.safetensors`), which
+/// `transformers` loads; the folder appears whole or not at all, and replaces only an earlier
+/// export. (Its tokenizer is not written yet: a tokenizer.json of SmolLM2's kind comes later.)
+pub fn export_llama(model: &Llama, dir: impl AsRef<Path>) -> Result<()> {
+    let dir = dir.as_ref();
+    if dir.exists() && !is_export(dir) {
+        return Err(fail(
+            dir,
+            "exists and is not a model folder written by export; choose another path or remove it",
+        ));
+    }
+    let mut tensors: Vec<(String, Tensor)> = model.vs.variables().into_iter().collect();
+    tensors.sort_by_key(|(name, _)| natural_key(name));
+    let tmp = crate::io::TempDir::create(crate::io::temp_path_for(dir))?;
+    write_safetensors(&tmp.path().join(WEIGHTS_FILE), &tensors)?;
+    crate::io::write_atomic(
+        &tmp.path().join(CONFIG_FILE),
+        pretty(&llama_config_to_hf(&model.config))?.as_bytes(),
+    )?;
+    crate::io::sync_dir(tmp.path());
+    tmp.swap_into(dir)
+}
+
 /// The files [`export`] writes (and `transformers` may add beside them).
 const EXPORT_FILES: &[&str] = &[
     CONFIG_FILE,

@@ -219,3 +219,36 @@ fn llama_models_saved_by_transformers_load_with_the_same_logits_and_greedy_text(
     let err = llm_from_scratch::model::hf::load_llama(&folder, Device::Cpu).unwrap_err().to_string();
     assert!(err.contains("mlp_bias = true: not a model this course builds"), "{err}");
 }
+
+#[test]
+fn our_llama_exported_loads_in_transformers_with_the_same_logits_and_greedy_text() {
+    use crate::common::TempDir;
+    use crate::hf::{ids_of, oracle};
+    let dir = TempDir::new("llama-export");
+    let _lock = rng_lock();
+    device::seed(6);
+    let model = Llama::new(LlamaConfig { rope_theta: 500_000.0, ..tiny() }, Device::Cpu).unwrap();
+    let folder = dir.join("ours");
+    llm_from_scratch::model::hf::export_llama(&model, &folder).unwrap();
+    let ids: Vec<u32> = vec![3, 1, 4, 1, 5, 9, 2, 6];
+    let case = serde_json::json!({"ids": ids, "new_tokens": 6});
+    std::fs::write(folder.join("ids.json"), case.to_string()).unwrap();
+    let theirs: serde_json::Value =
+        serde_json::from_str(&oracle(&["check-llama", folder.to_str().unwrap()])).unwrap();
+    let idx = Tensor::from_slice(&ids.iter().map(|&i| i as i64).collect::<Vec<_>>()).unsqueeze(0);
+    let ours = tch::no_grad(|| model.forward(&idx, None, false).unwrap().0).squeeze_dim(0);
+    let logits: Vec<Vec<f32>> = serde_json::from_value(theirs["logits"].clone()).unwrap();
+    assert!(
+        close(&ours, &Tensor::from_slice2(&logits)) < 1e-4,
+        "{}",
+        close(&ours, &Tensor::from_slice2(&logits))
+    );
+    let greedy = generate_batch(&model, &ids, 6, &Sampling::greedy(), &[0], Cache::On, |_| Ok(())).unwrap();
+    assert_eq!(greedy[0], ids_of(&theirs["greedy"]));
+    // And back: the folder loads here as the same model.
+    let again = llm_from_scratch::model::hf::load_llama(&folder, Device::Cpu).unwrap();
+    assert_eq!(again.config, model.config);
+    assert!(
+        close(&tch::no_grad(|| again.forward(&idx, None, false).unwrap().0).squeeze_dim(0), &ours) == 0.0
+    );
+}
