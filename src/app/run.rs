@@ -490,7 +490,12 @@ impl RunConfig {
     /// `model` (the training windows follow `block_size`: one length for both), the
     /// tokenizer, the data, the training settings, the device.
     pub fn apply(&mut self, spec: &RunSpec) -> Result<()> {
-        let m = self.model.gpt_mut(); // the command line's model flags are a GPT's
+        let arch = self.model.arch();
+        let Some(m) = self.model.gpt_mut() else {
+            return Err(Error::Config(format!(
+                "the command line's model flags are a GPT's, and this run's model is a {arch}"
+            )));
+        };
         let set = |field: &mut usize, v: Option<usize>| *field = v.unwrap_or(*field);
         set(&mut m.n_layer, spec.n_layer);
         set(&mut m.n_head, spec.n_head);
@@ -533,7 +538,7 @@ impl RunConfig {
         }
         // The model: every field that `spec` changed, by its serde name.
         let fields = |m: &ModelConfig| {
-            let m = m.gpt();
+            let Some(m) = m.gpt() else { return serde_json::Map::new() };
             let m = GptConfig { d_ff: Some(m.mlp_width()), ..m.clone() }; // `None` is 4 · n_embd
             match serde_json::to_value(m) {
                 Ok(serde_json::Value::Object(map)) => map,
@@ -1227,7 +1232,7 @@ mod tests {
 
     /// The run's model config, a GPT's.
     fn gpt(config: &RunConfig) -> &GptConfig {
-        config.model.gpt()
+        config.model.gpt().expect("a GPT run")
     }
 
     fn spec() -> RunSpec {

@@ -337,6 +337,18 @@ impl ModelSource {
             let tokenizer = checkpoint.tokenizer.clone();
             return Ok(Loaded { model, tokenizer, checkpoint: Some(checkpoint) });
         };
+        let dir = Path::new(name);
+        if hf::is_llama(dir) {
+            let model = hf::load_llama(dir, device)?;
+            let tokenizer = hf::load_tokenizer(dir)?.with_context(|| {
+                format!(
+                    "{name}: no tokenizer beside the Llama ({} or {})",
+                    hf::LLM_TOKENIZER_FILE,
+                    hf::TOKENIZER_FILE
+                )
+            })?;
+            return Ok(Loaded { model: model.into(), tokenizer, checkpoint: None });
+        }
         let (model, tokenizer) = load_hf(name, device)?;
         Ok(Loaded { model: model.into(), tokenizer, checkpoint: None })
     }
@@ -1211,8 +1223,20 @@ fn stable_prefix(text: &str) -> &str {
 fn export(args: ExportArgs) -> Result<()> {
     let Loaded { model, tokenizer, checkpoint } = args.model.load()?;
     let training = checkpoint.map(|c| serde_json::to_value(&c.train_config)).transpose()?;
-    let AnyModel::Gpt(gpt) = &model else {
-        bail!("the model is a {}: only a GPT has the Hugging Face GPT-2 layout", model.config().arch())
+    let gpt = match &model {
+        AnyModel::Gpt(gpt) => gpt,
+        AnyModel::Llama(llama) => {
+            hf::export_llama(llama, &args.out)?;
+            println!("{}", args.out.display());
+            eprintln!(
+                "{} parameters in the Hugging Face Llama layout (its tokenizer not written yet); in Python: \
+                 LlamaForCausalLM.from_pretrained({:?})",
+                model.num_params(),
+                args.out.display().to_string()
+            );
+            return Ok(());
+        }
+        AnyModel::Classifier(_) => bail!("the model is a classifier: it has no Hugging Face layout here"),
     };
     hf::export_with_training(gpt, &tokenizer, training.as_ref(), &args.out)?;
     println!("{}", args.out.display());

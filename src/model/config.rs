@@ -11,6 +11,7 @@
 use super::classifier::{Classifier, ClassifierConfig, Tune};
 use super::gpt::{Gpt, GptConfig};
 use super::layers::KvCache;
+use super::llama::{Llama, LlamaConfig};
 use super::lm::LanguageModel;
 use crate::Result;
 use serde::{Deserialize, Serialize};
@@ -24,6 +25,8 @@ pub enum ModelConfig {
     Gpt(GptConfig),
     /// Chapter 10's GPT with a class head.
     Classifier(ClassifierConfig),
+    /// A Llama-style model (RMSNorm, rotary positions, SwiGLU, grouped-query attention).
+    Llama(LlamaConfig),
 }
 
 impl<'de> Deserialize<'de> for ModelConfig {
@@ -42,8 +45,11 @@ impl<'de> Deserialize<'de> for ModelConfig {
             Some(Some("classifier")) => {
                 ClassifierConfig::deserialize(value).map(ModelConfig::Classifier).map_err(D::Error::custom)
             }
+            Some(Some("llama")) => {
+                LlamaConfig::deserialize(value).map(ModelConfig::Llama).map_err(D::Error::custom)
+            }
             Some(_) => Err(D::Error::custom(format!(
-                "unknown model arch {} (known: gpt, classifier)",
+                "unknown model arch {} (known: gpt, classifier, llama)",
                 arch.unwrap_or_default()
             ))),
         }
@@ -63,19 +69,22 @@ impl ModelConfig {
         match self {
             ModelConfig::Gpt(config) => Ok(AnyModel::Gpt(Gpt::new(config.clone(), device)?)),
             ModelConfig::Classifier(config) => Ok(AnyModel::Classifier(config.build(device)?)),
+            ModelConfig::Llama(config) => Ok(AnyModel::Llama(Llama::new(config.clone(), device)?)),
         }
     }
 
-    /// The GPT of the config: the model, or the one under a classifier's head.
-    pub fn gpt(&self) -> &GptConfig {
+    /// The GPT of the config: the model, or the one under a classifier's head (a Llama has none).
+    pub fn gpt(&self) -> Option<&GptConfig> {
         match self {
-            ModelConfig::Gpt(c) | ModelConfig::Classifier(ClassifierConfig { gpt: c, .. }) => c,
+            ModelConfig::Gpt(c) | ModelConfig::Classifier(ClassifierConfig { gpt: c, .. }) => Some(c),
+            ModelConfig::Llama(_) => None,
         }
     }
 
-    pub fn gpt_mut(&mut self) -> &mut GptConfig {
+    pub fn gpt_mut(&mut self) -> Option<&mut GptConfig> {
         match self {
-            ModelConfig::Gpt(c) | ModelConfig::Classifier(ClassifierConfig { gpt: c, .. }) => c,
+            ModelConfig::Gpt(c) | ModelConfig::Classifier(ClassifierConfig { gpt: c, .. }) => Some(c),
+            ModelConfig::Llama(_) => None,
         }
     }
 
@@ -84,6 +93,7 @@ impl ModelConfig {
         match self {
             ModelConfig::Gpt(_) => "gpt",
             ModelConfig::Classifier(_) => "classifier",
+            ModelConfig::Llama(_) => "llama",
         }
     }
 
@@ -101,27 +111,41 @@ impl ModelConfig {
                 };
                 format!("a GPT with a {}-class head; {tune}", c.n_classes)
             }
+            ModelConfig::Llama(c) => {
+                format!("Llama-style, {} of {} heads for keys and values", c.n_kv_head, c.n_head)
+            }
         }
     }
 
     pub fn vocab_size(&self) -> usize {
-        self.gpt().vocab_size
+        match self {
+            ModelConfig::Llama(c) => c.vocab_size,
+            gpt => gpt.gpt().map_or(0, |c| c.vocab_size),
+        }
     }
 
     /// Set the vocabulary size (settled from the tokenizer).
     pub fn set_vocab_size(&mut self, vocab_size: usize) {
-        self.gpt_mut().vocab_size = vocab_size;
+        match self {
+            ModelConfig::Llama(c) => c.vocab_size = vocab_size,
+            gpt => gpt.gpt_mut().into_iter().for_each(|c| c.vocab_size = vocab_size),
+        }
     }
 
     /// The longest context.
     pub fn block_size(&self) -> usize {
-        self.gpt().block_size
+        match self {
+            ModelConfig::Llama(c) => c.block_size,
+            gpt => gpt.gpt().map_or(0, |c| c.block_size),
+        }
     }
 
     /// The same config with training dropout `p` (a finetuning run's own).
     pub fn with_dropout(&self, p: f64) -> Self {
         let mut config = self.clone();
-        config.gpt_mut().dropout = p;
+        if let Some(c) = config.gpt_mut() {
+            c.dropout = p;
+        }
         config
     }
 
@@ -131,12 +155,16 @@ impl ModelConfig {
         match self {
             ModelConfig::Gpt(c) => c.num_params(),
             ModelConfig::Classifier(c) => c.num_params(),
+            ModelConfig::Llama(c) => c.num_params(),
         }
     }
 
     /// Bytes of memory training on batches of `batch_size × block_size` tokens takes, estimated.
     pub fn training_bytes(&self, batch_size: usize, block_size: usize) -> u64 {
-        self.gpt().training_bytes(batch_size, block_size)
+        match self {
+            ModelConfig::Llama(c) => c.training_bytes(batch_size, block_size),
+            gpt => gpt.gpt().map_or(0, |c| c.training_bytes(batch_size, block_size)),
+        }
     }
 
     /// Check the settings, each called what `name` makes of its field's name.
@@ -144,6 +172,7 @@ impl ModelConfig {
         match self {
             ModelConfig::Gpt(c) => c.validate_named(name),
             ModelConfig::Classifier(c) => c.validate_named(name),
+            ModelConfig::Llama(c) => c.validate(),
         }
     }
 }
@@ -153,6 +182,7 @@ impl ModelConfig {
 pub enum AnyModel {
     Gpt(Gpt),
     Classifier(Classifier),
+    Llama(Llama),
 }
 
 impl AnyModel {
@@ -161,6 +191,7 @@ impl AnyModel {
         match self {
             AnyModel::Gpt(m) => ModelConfig::Gpt(m.config.clone()),
             AnyModel::Classifier(m) => ModelConfig::Classifier(m.config()),
+            AnyModel::Llama(m) => ModelConfig::Llama(m.config.clone()),
         }
     }
 
@@ -169,6 +200,7 @@ impl AnyModel {
         match self {
             AnyModel::Gpt(m) => m,
             AnyModel::Classifier(m) => m,
+            AnyModel::Llama(m) => m,
         }
     }
 
@@ -176,7 +208,14 @@ impl AnyModel {
         match self {
             AnyModel::Gpt(m) => m,
             AnyModel::Classifier(m) => m,
+            AnyModel::Llama(m) => m,
         }
+    }
+}
+
+impl From<Llama> for AnyModel {
+    fn from(model: Llama) -> Self {
+        AnyModel::Llama(model)
     }
 }
 
@@ -241,7 +280,7 @@ mod tests {
         assert_eq!(serde_json::from_value::<ModelConfig>(untagged).unwrap(), ModelConfig::Gpt(gpt));
         let unknown = serde_json::json!({"arch": "mamba", "n_embd": 16});
         let err = serde_json::from_value::<ModelConfig>(unknown).unwrap_err().to_string();
-        assert!(err.contains("unknown model arch \"mamba\" (known: gpt, classifier)"), "{err}");
+        assert!(err.contains("unknown model arch \"mamba\" (known: gpt, classifier, llama)"), "{err}");
         let err = serde_json::from_value::<ModelConfig>(serde_json::json!({"arch": "gpt"})).unwrap_err();
         assert!(err.to_string().contains("missing field"), "{err}");
     }

@@ -332,6 +332,11 @@ pub fn llama_config_from_hf(hf: &Value) -> Result<LlamaConfig> {
     Ok(config)
 }
 
+/// Whether `dir` holds a Llama (its `config.json` says `"model_type": "llama"`).
+pub fn is_llama(dir: &Path) -> bool {
+    crate::io::read_json::<Value>(&dir.join(CONFIG_FILE)).is_ok_and(|hf| hf["model_type"] == "llama")
+}
+
 /// A `LlamaForCausalLM` folder (`config.json`, `model.safetensors`) as our [`Llama`]. The
 /// names are the same, and so are the weights' layouts (`nn.Linear`'s `[out, in]`).
 pub fn load_llama(path: impl AsRef<Path>, device: Device) -> Result<Llama> {

@@ -126,6 +126,18 @@ impl LlamaConfig {
         2 * self.n_layer * self.n_kv_head * self.head_size() * 4
     }
 
+    /// Bytes of memory training on batches of `batch_size × block_size` tokens takes,
+    /// estimated as [`crate::model::GptConfig::training_bytes`] estimates a GPT's: weights,
+    /// gradients and AdamW's two moments, float32 activations of 16 widths per token and layer
+    /// (the SwiGLU's hidden width counted as its three matrices' share), and the logits three times.
+    pub fn training_bytes(&self, batch_size: usize, block_size: usize) -> u64 {
+        let (b, t, c) = (batch_size as u64, block_size as u64, self.n_embd as u64);
+        let per_layer = b * t * (16 * 4 * c + 4 * self.n_head as u64);
+        16 * self.num_params() as u64
+            + self.n_layer as u64 * per_layer
+            + 3 * 4 * b * t * self.vocab_size as u64
+    }
+
     /// The initial standard deviation of the projections into the residual stream.
     pub fn proj_std(&self) -> f64 {
         INIT_STD / (2.0 * self.n_layer as f64).sqrt()

@@ -8,6 +8,7 @@ use llm_from_scratch::device;
 use llm_from_scratch::generate::{generate_batch, Cache, Sampling};
 use llm_from_scratch::model::layers::{GroupedQueryAttention, RmsNorm, Rotary, SwiGlu};
 use llm_from_scratch::model::{LanguageModel, Llama, LlamaConfig};
+use llm_from_scratch::tokenizer::{CharTokenizer, Tokenizer};
 use llm_from_scratch::train::{TrainConfig, Trainer};
 use tch::{nn, Device, Kind, Tensor};
 
@@ -211,8 +212,41 @@ fn llama_models_saved_by_transformers_load_with_the_same_logits_and_greedy_text(
             assert_eq!(greedy[0], ids_of(&expected["greedy"]), "{case}, {cache:?}");
         }
     }
-    // What the model here does not have is refused by name.
+    // `llm` reads a Llama folder too, with the tokenizer beside it, and writes one back.
     let folder = dir.join("gqa");
+    let letters: String = (0x400..0x400 + 101).filter_map(char::from_u32).collect(); // a token each
+    CharTokenizer::from_text(&letters).save(&folder.join("llm_tokenizer.json")).unwrap();
+    std::fs::write(dir.join("text.txt"), &letters[..40]).unwrap();
+    let llm = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_llm"))
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let prompt: String = letters.chars().take(2).collect();
+    let sample = llm(&[
+        "sample",
+        "--model",
+        "gqa",
+        "--prompt",
+        &prompt,
+        "--max-new-tokens",
+        "5",
+        "--top-k",
+        "1",
+        "--device",
+        "cpu",
+    ]);
+    assert_eq!(sample.trim_end_matches('\n').chars().count(), 7, "{sample:?}");
+    assert!(llm(&["eval", "--model", "gqa", "--input", "text.txt", "--device", "cpu"]).starts_with("loss "));
+    llm(&["export", "--model", "gqa", "--out", "again", "--device", "cpu"]);
+    let again = llm_from_scratch::model::hf::load_llama(dir.join("again"), Device::Cpu).unwrap();
+    assert_eq!(again.config.n_kv_head, 2);
+
+    // What the model here does not have is refused by name.
     let config = std::fs::read_to_string(folder.join("config.json")).unwrap();
     std::fs::write(folder.join("config.json"), config.replace("\"mlp_bias\": false", "\"mlp_bias\": true"))
         .unwrap();
