@@ -29,7 +29,9 @@
 //! the last evaluation.
 
 use crate::data::{self, Batches, TokenData};
-use crate::model::{AnyModel, GptConfig, LanguageModel, ModelConfig, Position};
+use crate::model::{
+    AnyModel, ClassifierConfig, GptConfig, LanguageModel, LlamaConfig, ModelConfig, Position,
+};
 use crate::plot::{self, Series};
 use crate::precision::Precision;
 use crate::tokenizer::{AnyTokenizer, BpeConfig, BpeTokenizer, CharTokenizer, Tokenizer, WordTokenizer};
@@ -90,6 +92,16 @@ pub const DEFAULT_BPE_VOCAB: usize = 512;
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct RunSpec {
+    /// The architecture: gpt (chapter 5's, GPT-2's), or llama (RMSNorm, rotary positions,
+    /// SwiGLU, grouped-query attention, no biases: the preset's sizes made Llama). Default: gpt.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(["gpt", "llama"]), help_heading = "Model")]
+    pub arch: Option<String>,
+    /// Key/value heads per block, a divisor of --n-head (--arch llama; default: half of them).
+    #[arg(long, help_heading = "Model")]
+    pub n_kv_head: Option<usize>,
+    /// The base of the rotary angles (--arch llama; default 10000).
+    #[arg(long, help_heading = "Model")]
+    pub rope_theta: Option<f64>,
     /// Model and training settings to start from: cpu-small (0.8M parameters, minutes on a
     /// laptop), lecture or shakespeare-char (10.7M, for a GPU). Default: cpu-small.
     #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(PRESETS), help_heading = "Model")]
@@ -113,7 +125,8 @@ pub struct RunSpec {
     /// --tokenizer bpe and no --tokenizer-path: the size of the BPE vocabulary to learn (512).
     #[arg(long, help_heading = "Model")]
     pub vocab_size: Option<usize>,
-    /// Hidden width of each block's MLP (default: 4 × --n-embd).
+    /// Hidden width of each block's MLP (default: 4 × --n-embd; a Llama's SwiGLU, of three
+    /// matrices, 2/3 of that).
     #[arg(long, help_heading = "Model")]
     pub d_ff: Option<usize>,
     /// How the model knows where each token is: learned (a trained table of position
@@ -450,7 +463,20 @@ fn flag(field: &str) -> String {
         "warmup_steps" => "--warmup".into(),
         "min_lr" => "min_lr (a tenth of --lr)".into(),
         "lr_decay" | "beta1" | "beta2" => format!("the preset's {field}"),
+        "intermediate_size" => "--d-ff".into(),
         _ => format!("--{}", field.replace('_', "-")),
+    }
+}
+
+/// `gpt` with the sizes `spec` gives: blocks, heads, width, context, vocabulary.
+fn sized(gpt: GptConfig, spec: &RunSpec) -> GptConfig {
+    GptConfig {
+        n_layer: spec.n_layer.unwrap_or(gpt.n_layer),
+        n_head: spec.n_head.unwrap_or(gpt.n_head),
+        n_embd: spec.n_embd.unwrap_or(gpt.n_embd),
+        block_size: spec.block_size.unwrap_or(gpt.block_size),
+        vocab_size: spec.vocab_size.unwrap_or(gpt.vocab_size),
+        ..gpt
     }
 }
 
@@ -466,10 +492,18 @@ impl RunConfig {
     /// the vocabulary size and `--max-epochs` are settled by [`plan`].
     pub fn from_spec(spec: &RunSpec) -> Result<Self> {
         let preset_name = spec.preset.clone().unwrap_or_else(|| "cpu-small".into());
-        let (model, train) = preset(&preset_name)?;
+        let (gpt, train) = preset(&preset_name)?;
+        let model = match spec.arch.as_deref() {
+            None | Some("gpt") => ModelConfig::Gpt(gpt),
+            // The preset's sizes with the flags', then made Llama (half as many key/value
+            // heads, a SwiGLU as wide in weights as the GPT's MLP): --n-kv-head, --d-ff (the
+            // SwiGLU's width) and --rope-theta, if given, are set by `apply` below.
+            Some("llama") => ModelConfig::Llama(LlamaConfig::like_gpt(&sized(gpt, spec))),
+            Some(other) => return Err(Error::Config(format!("unknown --arch {other} (known: gpt, llama)"))),
+        };
         let mut config = RunConfig {
             preset: preset_name,
-            model: model.into(),
+            model,
             tokenizer: "char".into(),
             tokenizer_path: None,
             data: DataSource::Dataset("tinyshakespeare".into()),
@@ -490,22 +524,39 @@ impl RunConfig {
     /// `model` (the training windows follow `block_size`: one length for both), the
     /// tokenizer, the data, the training settings, the device.
     pub fn apply(&mut self, spec: &RunSpec) -> Result<()> {
-        let arch = self.model.arch();
-        let Some(m) = self.model.gpt_mut() else {
-            return Err(Error::Config(format!(
-                "the command line's model flags are a GPT's, and this run's model is a {arch}"
-            )));
-        };
         let set = |field: &mut usize, v: Option<usize>| *field = v.unwrap_or(*field);
-        set(&mut m.n_layer, spec.n_layer);
-        set(&mut m.n_head, spec.n_head);
-        set(&mut m.n_embd, spec.n_embd);
-        set(&mut m.block_size, spec.block_size);
-        set(&mut m.vocab_size, spec.vocab_size);
-        m.dropout = spec.dropout.unwrap_or(m.dropout);
-        m.d_ff = spec.d_ff.or(m.d_ff);
-        m.position = spec.position.unwrap_or(m.position);
-        self.train.block_size = m.block_size;
+        let arch = self.model.arch();
+        if let Some(given) = spec.arch.as_ref().filter(|a| *a != arch) {
+            return Err(Error::Config(format!("--arch {given} (the run has {arch})")));
+        }
+        let not_for = |flags: &[(&str, bool)]| match flags.iter().find(|(_, given)| *given) {
+            Some((flag, _)) => Err(Error::Config(format!("{flag} is not a setting of a {arch}'s model"))),
+            None => Ok(()),
+        };
+        match &mut self.model {
+            ModelConfig::Llama(m) => {
+                not_for(&[("--dropout", spec.dropout.is_some()), ("--position", spec.position.is_some())])?;
+                set(&mut m.n_layer, spec.n_layer);
+                set(&mut m.n_head, spec.n_head);
+                set(&mut m.n_kv_head, spec.n_kv_head);
+                set(&mut m.n_embd, spec.n_embd);
+                set(&mut m.block_size, spec.block_size);
+                set(&mut m.vocab_size, spec.vocab_size);
+                set(&mut m.intermediate_size, spec.d_ff);
+                m.rope_theta = spec.rope_theta.unwrap_or(m.rope_theta);
+            }
+            ModelConfig::Gpt(m) | ModelConfig::Classifier(ClassifierConfig { gpt: m, .. }) => {
+                not_for(&[
+                    ("--n-kv-head", spec.n_kv_head.is_some()),
+                    ("--rope-theta", spec.rope_theta.is_some()),
+                ])?;
+                *m = sized(m.clone(), spec);
+                m.dropout = spec.dropout.unwrap_or(m.dropout);
+                m.d_ff = spec.d_ff.or(m.d_ff);
+                m.position = spec.position.unwrap_or(m.position);
+            }
+        }
+        self.train.block_size = self.model.block_size();
 
         match (&spec.tokenizer, &spec.tokenizer_path) {
             (Some(kind), _) => self.tokenizer = kind.clone(),
@@ -538,9 +589,13 @@ impl RunConfig {
         }
         // The model: every field that `spec` changed, by its serde name.
         let fields = |m: &ModelConfig| {
-            let Some(m) = m.gpt() else { return serde_json::Map::new() };
-            let m = GptConfig { d_ff: Some(m.mlp_width()), ..m.clone() }; // `None` is 4 · n_embd
-            match serde_json::to_value(m) {
+            let value = match (m, m.gpt()) {
+                (ModelConfig::Llama(m), _) => serde_json::to_value(m),
+                // `None` is 4 · n_embd
+                (_, Some(m)) => serde_json::to_value(GptConfig { d_ff: Some(m.mlp_width()), ..m.clone() }),
+                (_, None) => return serde_json::Map::new(),
+            };
+            match value {
                 Ok(serde_json::Value::Object(map)) => map,
                 _ => serde_json::Map::new(),
             }
@@ -728,6 +783,9 @@ pub fn plan_init(spec: &RunSpec, source: &str, model: &ModelConfig, tokenizer: A
 /// a flag that would change them is an error naming it (`--block-size` only if it differs).
 pub(crate) fn refuse_model_flags(spec: &RunSpec, source: &str, block_size: usize) -> Result<()> {
     let fixed = [
+        ("--arch", spec.arch.is_some()),
+        ("--n-kv-head", spec.n_kv_head.is_some()),
+        ("--rope-theta", spec.rope_theta.is_some()),
         ("--n-layer", spec.n_layer.is_some()),
         ("--n-head", spec.n_head.is_some()),
         ("--n-embd", spec.n_embd.is_some()),

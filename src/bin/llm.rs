@@ -364,6 +364,9 @@ fn load_hf(name: &str, device: tch::Device) -> Result<(Gpt, AnyTokenizer)> {
         }
         _ => PathBuf::from(name),
     };
+    if hf::is_llama(&dir) {
+        bail!("{name} holds a Llama: --init-from takes a GPT-2 for now (`llm sample|eval --model {name}` read it)");
+    }
     let model = hf::load(&dir, device)?;
     let tokenizer = match hf::load_tokenizer(&dir)? {
         Some(tokenizer) => tokenizer,

@@ -18,6 +18,7 @@
 //! (`model.layers.0.self_attn.q_proj.weight`, ...). The weights start as the GPT's: `N(0, 0.02)`,
 //! the two projections into the residual stream (`o_proj`, `down_proj`) `N(0, 0.02/√(2·n_layer))`.
 
+use super::gpt::GptConfig;
 use super::layers::embedding::{embedding, token_ids_shape};
 use super::layers::{GroupedQueryAttention, KvCache, RmsNorm, Rotary, SwiGlu, INIT_STD};
 use super::lm::{cross_entropy, LanguageModel};
@@ -49,22 +50,30 @@ pub struct LlamaConfig {
 }
 
 impl LlamaConfig {
-    /// Chapter 5's `cpu_small` GPT made Llama: 4 blocks of 4 heads (2 key/value heads), 128
-    /// channels, 64 characters of context, and a SwiGLU of 341 (three matrices of `C × 341`
-    /// hold what the GPT's two of `C × 4C` hold, to 0.1%).
-    pub fn cpu_small() -> Self {
+    /// A GPT's sizes made Llama: its blocks, heads, width, context and vocabulary, half as
+    /// many key/value heads as heads, a SwiGLU of `8/3 · d` for the GPT's MLP of `d`
+    /// (`2 · C · d` weights in both), the head untied if the GPT's is, rotary base 10,000.
+    pub fn like_gpt(gpt: &GptConfig) -> Self {
         Self {
-            vocab_size: 65,
-            block_size: 64,
-            n_layer: 4,
-            n_head: 4,
-            n_kv_head: 2,
-            n_embd: 128,
-            intermediate_size: 341,
+            vocab_size: gpt.vocab_size,
+            block_size: gpt.block_size,
+            n_layer: gpt.n_layer,
+            n_head: gpt.n_head,
+            n_kv_head: (gpt.n_head / 2).max(1),
+            n_embd: gpt.n_embd,
+            intermediate_size: (2 * gpt.mlp_width()).div_ceil(3),
             rope_theta: 10_000.0,
             rms_norm_eps: 1e-5,
-            tie_word_embeddings: false,
+            tie_word_embeddings: gpt.tie_weights,
         }
+    }
+
+    /// Chapter 5's `cpu_small` GPT made Llama ([`LlamaConfig::like_gpt`]): 4 blocks of 4 heads
+    /// (2 key/value heads), 128 channels, 64 characters of context, the head tied as the
+    /// GPT's, and a SwiGLU of 342 (three matrices of `C × 342` hold what the GPT's two of
+    /// `C × 4C` hold, to 0.2%).
+    pub fn cpu_small() -> Self {
+        Self { vocab_size: 65, ..Self::like_gpt(&GptConfig::cpu_small()) }
     }
 
     /// Hugging Face's SmolLM2-135M: 30 blocks of 9 heads (3 key/value heads), 576 channels, a

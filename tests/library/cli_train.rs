@@ -699,3 +699,60 @@ fn a_run_folder_from_before_the_layers_samples_evaluates_and_resumes_as_it_did()
     let old: ModelConfig = old.unwrap().model_config().unwrap();
     assert_eq!(old, checkpoint.model_config::<ModelConfig>().unwrap());
 }
+
+#[test]
+fn a_llama_trains_resumes_and_samples_from_the_command_line() {
+    let dir = TempDir::new("cli-train-llama");
+    let input = corpus(&dir);
+    let first = [
+        "--arch",
+        "llama",
+        "--n-kv-head",
+        "1",
+        "--input",
+        &input,
+        "--max-steps",
+        "8",
+        "--eval-interval",
+        "4",
+        "--run-dir",
+        "llama",
+    ];
+    let out = llm(dir.path(), &train_args(&first));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("(Llama-style, 1 of 2 heads for keys and values)"),
+        "{}",
+        text(&out.stderr)
+    );
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("llama/config.json")).unwrap()).unwrap();
+    assert_eq!(
+        (config["model"]["arch"].as_str(), config["model"]["n_kv_head"].as_u64()),
+        (Some("llama"), Some(1))
+    );
+    // SwiGLU's width from the tiny model's 16 channels: 2/3 of 4 × 16, rounded up.
+    assert_eq!(config["model"]["intermediate_size"].as_u64(), Some(43));
+    let out = llm(dir.path(), &["train", "--resume", "--run-dir", "llama", "--max-steps", "12"]);
+    assert!(
+        out.status.success() && checkpoint_step(&dir.join("llama/checkpoints/latest")) == 12,
+        "{}",
+        text(&out.stderr)
+    );
+    let out = llm(dir.path(), &["sample", "--run-dir", "llama", "--max-new-tokens", "20", "--device", "cpu"]);
+    assert!(out.status.success() && text(&out.stdout).chars().count() >= 20, "{}", text(&out.stderr));
+    // A Llama's flags on a GPT, a GPT's on a Llama, and another arch on resume are refused.
+    for (args, says) in [
+        (&["--n-kv-head", "2", "--run-dir", "a"][..], "--n-kv-head is not a setting of a gpt's model"),
+        (
+            &["--arch", "llama", "--position", "sinusoidal", "--run-dir", "b"],
+            "--position is not a setting of a llama's model",
+        ),
+        (&["--arch", "llama", "--n-kv-head", "3", "--run-dir", "c"], "multiple of n_kv_head (3)"),
+    ] {
+        let out = llm(dir.path(), &train_args(&[&["--input", &input][..], args].concat()));
+        assert!(!out.status.success() && text(&out.stderr).contains(says), "{args:?}: {}", text(&out.stderr));
+    }
+    let out = llm(dir.path(), &["train", "--resume", "--run-dir", "llama", "--arch", "gpt"]);
+    assert!(text(&out.stderr).contains("--arch gpt (the run has llama)"), "{}", text(&out.stderr));
+}
