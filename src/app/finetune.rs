@@ -140,8 +140,10 @@ pub fn plan_new(
         }
     };
     crate::device::seed(train.seed); // the new embedding rows, the head, the adapters
-    let vocab_size = covered.vocab_size().max(pretrained.config.vocab_size);
-    let grown = pretrained.with_vocab_size(vocab_size)?;
+    let grown = match covered.vocab_size() {
+        v if v > pretrained.config.vocab_size => pretrained.with_vocab_size(v)?,
+        _ => pretrained, // a BPE's vocabulary covers the data already: no copy of the weights
+    };
     let mut gpt = grown.config.clone();
     gpt.dropout = spec.dropout.unwrap_or(gpt.dropout);
     let model_config = match goal {

@@ -216,3 +216,29 @@ fn bad_finetuning_data_and_flags_are_refused_before_anything_is_written() {
     let err = error(llm(dir.path(), &["finetune", "classify", "--run-dir", "new", "--input", "sms.tsv"]));
     assert!(err.contains("give --init-from RUN|DIR|gpt2"), "{err}");
 }
+
+#[test]
+fn a_bpe_model_finetunes_with_its_own_vocabulary() {
+    let dir = TempDir::new("cli-finetune-bpe");
+    let words = "see you at the win cash now text call home later lah ".repeat(300);
+    std::fs::write(dir.join("words.txt"), words).unwrap();
+    let mut args = vec!["train", "--input", "words.txt", "--tokenizer", "bpe", "--vocab-size", "270"];
+    args.extend(["--max-steps", "4", "--eval-interval", "4", "--run-dir", "pre"]);
+    args.extend(TINY.chunks(2).flatten());
+    ok(llm(dir.path(), &args));
+    messages(&dir);
+    // Byte-level BPE encodes the messages as they are: the vocabulary and the embedding stay.
+    let mut args =
+        vec!["finetune", "classify", "--init-from", "pre", "--input", "sms.tsv", "--run-dir", "cls"];
+    args.extend(SHORT);
+    ok(llm(dir.path(), &args));
+    let (run, tokenizer) = Run::open(dir.join("cls")).unwrap();
+    assert_eq!((tokenizer.kind(), run.config.model.vocab_size()), ("bpe", 270));
+    // Without <|endoftext|>, it has nothing to end a response with.
+    instructions(&dir);
+    let err = error(llm(
+        dir.path(),
+        &["finetune", "instruct", "--init-from", "pre", "--input", "instructions.json", "--run-dir", "ins"],
+    ));
+    assert!(err.contains("bpe tokenizer has no <|endoftext|> to end a response with"), "{err}");
+}
