@@ -185,7 +185,7 @@ impl FinetuneClassifyArgs {
 #[derive(Args)]
 struct FinetuneInstructArgs {
     /// Measure on the first N held-out records only (default: all 110 of Raschka's).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     held_out: Option<usize>,
     /// Tokens a measured response may have at most.
     #[arg(long, default_value_t = 256)]

@@ -213,6 +213,11 @@ fn bad_finetuning_data_and_flags_are_refused_before_anything_is_written() {
         ("instructions.json", &std::fs::read_to_string(dir.join("instructions.json")).unwrap()),
         "longer than the model's context (16 tokens)",
     );
+    let err = error(llm(
+        dir.path(),
+        &["finetune", "instruct", "--run-dir", "new", "--init-from", "pre", "--held-out", "0"],
+    ));
+    assert!(err.contains("--held-out") && !dir.join("new").exists(), "{err}");
     let err = error(llm(dir.path(), &["finetune", "classify", "--run-dir", "new", "--input", "sms.tsv"]));
     assert!(err.contains("give --init-from RUN|DIR|gpt2"), "{err}");
 }
