@@ -149,3 +149,18 @@ pub fn rng_lock() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
+
+/// `llm` with `args`, run in `dir`, its data folder one that holds nothing (a test that
+/// downloads says so through `LLM_DATA_MIRROR`), ready to run or spawn.
+#[allow(dead_code)] // the test binaries without command-line tests
+pub fn llm_command(dir: &Path, args: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_llm"));
+    cmd.args(args).current_dir(dir).env("LLM_DATA_DIR", dir.join("no-downloads-here"));
+    cmd
+}
+
+/// [`llm_command`], run to its end.
+#[allow(dead_code)]
+pub fn llm(dir: &Path, args: &[&str]) -> std::process::Output {
+    llm_command(dir, args).output().expect("run llm")
+}

@@ -2,19 +2,13 @@
 //! pretrained by `llm train` on a small text, finetuned on messages and instructions the
 //! tests write (with characters the text never had), in seconds.
 
-use crate::common::{TempDir, TINY};
+use crate::common::{llm, TempDir, TINY};
 use llm_from_scratch::app::run::{self, Run, Task};
 use llm_from_scratch::model::{LanguageModel, ModelConfig, Tune};
 use llm_from_scratch::tokenizer::Tokenizer;
 use llm_from_scratch::train::Checkpoint;
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn llm(dir: &Path, args: &[&str]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_llm"));
-    cmd.args(args).current_dir(dir).env("LLM_DATA_DIR", dir.join("no-downloads-here"));
-    cmd.output().expect("run llm")
-}
+use std::process::Output;
 
 fn ok(out: Output) -> (String, String) {
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));

@@ -1,23 +1,13 @@
 //! `llm train`, `sample`, `eval` and `runs compare`, run for real on a small corpus with a
 //! tiny model (1 block, 16 channels, 16 tokens of context), so the file runs in seconds.
 
-use crate::common::{drawn_lines, TempDir, TINY};
+use crate::common::{drawn_lines, llm, llm_command as command, TempDir, TINY};
 use llm_from_scratch::model::ModelConfig;
 use llm_from_scratch::train::Checkpoint;
 use sha2::Digest;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn llm(dir: &Path, args: &[&str]) -> Output {
-    command(dir, args).output().expect("run llm")
-}
-
-fn command(dir: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_llm"));
-    cmd.args(args).current_dir(dir).env("LLM_DATA_DIR", dir.join("no-downloads-here"));
-    cmd
-}
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()

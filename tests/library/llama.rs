@@ -221,11 +221,7 @@ fn llama_models_saved_by_transformers_load_with_the_same_logits_and_greedy_text(
     CharTokenizer::from_text(&letters).save(&folder.join("llm_tokenizer.json")).unwrap();
     std::fs::write(dir.join("text.txt"), &letters[..40]).unwrap();
     let llm = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_llm"))
-            .args(args)
-            .current_dir(dir.path())
-            .output()
-            .unwrap();
+        let out = crate::common::llm(dir.path(), args);
         assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap()
     };
