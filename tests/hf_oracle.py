@@ -56,8 +56,8 @@ from transformers import (AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2L
 def greedy(model, ids, n):
     """Argmax decoding, the whole context every step (the definition, nothing cached)."""
     ids = list(ids)
-    for _ in range(n):
-        logits = model(torch.tensor([ids[-model.config.n_positions:]])).logits
+    for _ in range(n):  # GPT-2's n_positions is max_position_embeddings too
+        logits = model(torch.tensor([ids[-model.config.max_position_embeddings:]])).logits
         ids.append(int(logits[0, -1].argmax()))
     return ids[-n:]
 
@@ -66,15 +66,21 @@ def make(out):
     torch.manual_seed(0)
     config = GPT2Config(vocab_size=101, n_positions=24, n_embd=32, n_layer=2, n_head=4,
                         bos_token_id=None, eos_token_id=None)
-    model = GPT2LMHeadModel(config).eval()
-    with torch.no_grad():  # transformers starts biases at 0 and norms at 1: move every one
+    save_with_expected(GPT2LMHeadModel(config).eval(), out, 30)  # past n_positions: the window moves
+
+
+def save_with_expected(model, out, new_tokens):
+    """Move every weight off its start (transformers starts biases at 0 and norms at 1), save
+    the model into out, and write out/expected.json: the logits of 10 random ids, and their
+    greedy continuation of new_tokens."""
+    with torch.no_grad():
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))
     model.save_pretrained(out)
-    ids = [int(i) for i in torch.randint(0, config.vocab_size, (10,))]
+    ids = [int(i) for i in torch.randint(0, model.config.vocab_size, (10,))]
     with torch.no_grad():
         logits = model(torch.tensor([ids])).logits[0]
-        continuation = greedy(model, ids, 30)  # past n_positions: the window moves
+        continuation = greedy(model, ids, new_tokens)
     expected = {"ids": ids, "logits": logits.tolist(), "greedy": continuation}
     with open(os.path.join(out, "expected.json"), "w") as f:
         json.dump(expected, f)
@@ -91,22 +97,7 @@ def llama_case(out, kv_heads, tied, theta):
                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=kv_heads,
                          tie_word_embeddings=tied, rope_theta=theta, rms_norm_eps=1e-5,
                          bos_token_id=None, eos_token_id=None, pad_token_id=None)
-    model = LlamaForCausalLM(config).eval()
-    with torch.no_grad():  # norms start at 1: move every weight
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    model.save_pretrained(out)
-    ids = [int(i) for i in torch.randint(0, config.vocab_size, (10,))]
-    with torch.no_grad():
-        logits = model(torch.tensor([ids])).logits[0]
-        continuation = []
-        context = list(ids)
-        for _ in range(10):  # within the context: rotary tables end at max_position_embeddings
-            context.append(int(model(torch.tensor([context])).logits[0, -1].argmax()))
-            continuation.append(context[-1])
-    expected = {"ids": ids, "logits": logits.tolist(), "greedy": continuation}
-    with open(os.path.join(out, "expected.json"), "w") as f:
-        json.dump(expected, f)
+    save_with_expected(LlamaForCausalLM(config).eval(), out, 10)  # 20 positions of the 24
 
 
 def check_llama(folder):
@@ -114,12 +105,10 @@ def check_llama(folder):
         case = json.load(f)
     model = AutoModelForCausalLM.from_pretrained(folder).eval()
     assert type(model).__name__ == "LlamaForCausalLM", type(model).__name__
-    context = list(case["ids"])
     with torch.no_grad():
-        logits = model(torch.tensor([context])).logits[0]
-        for _ in range(case["new_tokens"]):
-            context.append(int(model(torch.tensor([context])).logits[0, -1].argmax()))
-    print(json.dumps({"logits": logits.tolist(), "greedy": context[len(case["ids"]):]}))
+        logits = model(torch.tensor([case["ids"]])).logits[0]
+        continuation = greedy(model, case["ids"], case["new_tokens"])
+    print(json.dumps({"logits": logits.tolist(), "greedy": continuation}))
 
 
 def check(folder):

@@ -167,7 +167,7 @@ pub fn plan_new(
     run::check_memory(&config)?;
     let model = config.model.build(device)?;
     copy_weights(&grown.vs, model.var_store())?;
-    let data = load_data(&config, &covered)?;
+    let data = encode_data(&config, &text, &covered)?;
     Ok(FinetunePlan { config, tokenizer: covered, model, data })
 }
 
@@ -235,12 +235,17 @@ fn copy_weights(from: &tch::nn::VarStore, to: &tch::nn::VarStore) -> Result<()> 
     Ok(())
 }
 
-/// The run's data (`config.data`, of its task's kind), split and encoded with `tokenizer`.
+/// The run's data (`config.data`, of its task's kind), read, split and encoded with `tokenizer`.
 pub fn load_data(config: &RunConfig, tokenizer: &AnyTokenizer) -> Result<FinetuneData> {
-    let (text, source) = (config.data.load_text()?, config.data.to_string());
+    encode_data(config, &config.data.load_text()?, tokenizer)
+}
+
+/// [`load_data`] of the data's `text`, already read.
+fn encode_data(config: &RunConfig, text: &str, tokenizer: &AnyTokenizer) -> Result<FinetuneData> {
+    let source = config.data.to_string();
     match config.task {
         Task::Classify { split_seed } => {
-            let split = data::balanced_split(&data::parse_sms(&text, &source)?, split_seed)?;
+            let split = data::balanced_split(&data::parse_sms(text, &source)?, split_seed)?;
             let encode = |part: &[data::Sms]| -> Result<Vec<(Vec<u32>, usize)>> {
                 part.iter().map(|m| Ok((tokenizer.encode(&m.text)?, usize::from(m.spam)))).collect()
             };
@@ -249,7 +254,7 @@ pub fn load_data(config: &RunConfig, tokenizer: &AnyTokenizer) -> Result<Finetun
             Ok(FinetuneData::Classify { data, test: encode(&split.test)? })
         }
         Task::Instruct { end_id } => {
-            let split = data::instruction_splits(&data::parse_instructions(&text, &source)?)?;
+            let split = data::instruction_splits(&data::parse_instructions(text, &source)?)?;
             let block = config.model.block_size();
             let mut left_out = 0;
             let mut fitting = |part: Vec<Instruction>| -> Result<Vec<Instruction>> {

@@ -198,6 +198,25 @@ pub struct LlamaBlock {
     pub mlp: SwiGlu,
 }
 
+impl LlamaBlock {
+    /// `x` `[B, T, C]` through the block; with a cache, as the positions after those it holds
+    /// (their keys and values added to layer `layer`'s entry).
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        rotary: &Rotary,
+        cache: Option<(&mut KvCache, usize)>,
+    ) -> Result<Tensor> {
+        let normed = self.input_layernorm.forward(x)?;
+        let attended = match cache {
+            Some((cache, layer)) => self.self_attn.forward_cached(&normed, rotary, cache, layer)?,
+            None => self.self_attn.forward(&normed, rotary)?,
+        };
+        let x = x.f_add(&attended)?;
+        Ok(x.f_add(&self.mlp.forward(&self.post_attention_layernorm.forward(&x)?))?)
+    }
+}
+
 /// A Llama-style language model (see the module docs). Owns its parameters.
 #[derive(Debug)]
 pub struct Llama {
@@ -256,9 +275,7 @@ impl Llama {
     pub fn hidden_states(&self, idx: &Tensor) -> Result<Tensor> {
         let mut x = self.embed(idx, 0)?; // [B, T, C]
         for block in &self.layers {
-            let attended = block.self_attn.forward(&block.input_layernorm.forward(&x)?, &self.rotary)?;
-            x = x.f_add(&attended)?;
-            x = x.f_add(&block.mlp.forward(&block.post_attention_layernorm.forward(&x)?))?;
+            x = block.forward(&x, &self.rotary, None)?; // [B, T, C]
         }
         self.norm.forward(&x)
     }
@@ -269,10 +286,8 @@ impl Llama {
         cache.check(self.layers.len(), b as usize, t as usize)?;
         let _no_grad = tch::no_grad_guard();
         let mut x = self.embed(idx, cache.len())?;
-        for (i, block) in self.layers.iter().enumerate() {
-            let normed = block.input_layernorm.forward(&x)?;
-            x = x.f_add(&block.self_attn.forward_cached(&normed, &self.rotary, cache, i)?)?;
-            x = x.f_add(&block.mlp.forward(&block.post_attention_layernorm.forward(&x)?))?;
+        for (layer, block) in self.layers.iter().enumerate() {
+            x = block.forward(&x, &self.rotary, Some((&mut *cache, layer)))?; // [B, T, C]
         }
         cache.advance(t as usize);
         self.norm.forward(&x)
