@@ -26,6 +26,7 @@
 pub mod app;
 pub mod data;
 pub mod device;
+pub mod finetune;
 pub mod generate;
 pub mod interrupt;
 pub mod model;

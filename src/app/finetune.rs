@@ -3,38 +3,23 @@
 //! follower. Each is a run folder as `llm train` keeps one ([`super::run`]: config, tokenizer,
 //! checkpoints, metrics, plots, the lock, MLflow; resumed by giving the command the folder
 //! again), its config saying the task ([`Task`]), and each measures what it set out to do on
-//! records it never trains on, before and after ([`RESULTS_FILE`]).
-//!
-//! A pretrained model with a character vocabulary meets characters it never saw (Tiny
-//! Shakespeare has no digits, the messages have plenty): the vocabulary grows by them
-//! ([`CharTokenizer::extended`](crate::tokenizer::CharTokenizer::extended)), the embedding with
-//! it ([`Gpt::with_vocab_size`]), and an instruction follower gets an end-of-text character
-//! ([`END_OF_TEXT_CHAR`]). GPT-2's byte-level BPE encodes any text already, and has
-//! `<|endoftext|>`.
+//! records it never trains on, before and after ([`RESULTS_FILE`]), with the library's
+//! [`crate::finetune`] measures.
 
 use super::run::{self, DataSource, RunConfig, RunSpec, Task};
-use crate::data::{self, Batches, Instruction, InstructionData, LabelledData, IGNORE};
-use crate::generate::{self, Sampling};
-use crate::model::{AnyModel, Classifier, ClassifierConfig, Gpt, LanguageModel, ModelConfig, Tune};
-use crate::tokenizer::{AnyTokenizer, Tokenizer, ENDOFTEXT};
+use crate::data::{self, Batches, Instruction, InstructionData, LabelledData};
+use crate::finetune::{covering, with_end_of_text, CLASSES};
+use crate::model::{AnyModel, ClassifierConfig, Gpt, LanguageModel, ModelConfig, Tune};
+use crate::tokenizer::{AnyTokenizer, Tokenizer};
 use crate::train::TrainConfig;
 use crate::{Error, Result};
 use std::path::Path;
-
-/// What ends a response when the vocabulary is characters: ASCII's "end of text".
-pub const END_OF_TEXT_CHAR: char = '\u{3}';
 
 /// The measures of a finetuning run, before and after (in the run folder).
 pub const RESULTS_FILE: &str = "results.json";
 
 /// The responses of the finetuned model to the held-out instructions (in the run folder).
 pub const RESPONSES_FILE: &str = "responses.json";
-
-/// The seed of the messages' split, unless a run says otherwise.
-pub const SPLIT_SEED: u64 = 123;
-
-/// The classes of the messages, by label.
-pub const CLASSES: [&str; 2] = ["ham", "spam"];
 
 /// What a new finetuning run is for, as the command line asks it.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -130,12 +115,12 @@ pub fn plan_new(
         Goal::Classify { split_seed, .. } => {
             let messages = data::parse_sms(&text, &data.to_string())?;
             let all: String = messages.iter().map(|m| m.text.as_str()).collect();
-            (with_text(tokenizer, &all)?, Task::Classify { split_seed })
+            (covering(tokenizer, &all)?, Task::Classify { split_seed })
         }
         Goal::Instruct => {
             let records = data::parse_instructions(&text, &data.to_string())?;
             let all: String = records.iter().map(|r| format!("{}{}", r.prompt(), r.output)).collect();
-            let (tokenizer, end_id) = with_end_of_text(with_text(tokenizer, &all)?)?;
+            let (tokenizer, end_id) = with_end_of_text(covering(tokenizer, &all)?)?;
             (tokenizer, Task::Instruct { end_id })
         }
     };
@@ -181,44 +166,6 @@ pub fn plan_resumed(saved: &RunConfig, tokenizer: AnyTokenizer, spec: &RunSpec) 
     let model = config.model.build(crate::device::parse(&config.device)?)?;
     let data = load_data(&config, &tokenizer)?;
     Ok(FinetunePlan { config, tokenizer, model, data })
-}
-
-/// `tokenizer`, grown (a character vocabulary) by the characters of `text` it lacks.
-fn with_text(tokenizer: AnyTokenizer, text: &str) -> Result<AnyTokenizer> {
-    match tokenizer {
-        AnyTokenizer::Char(chars) => Ok(chars.extended(text).into()),
-        other => {
-            other.encode(text).map_err(|e| {
-                Error::Config(format!(
-                    "the pretrained model's {} tokenizer cannot encode the data: {e}",
-                    other.kind()
-                ))
-            })?;
-            Ok(other)
-        }
-    }
-}
-
-/// `tokenizer` and the id that ends a response: GPT-2's `<|endoftext|>`, or for characters
-/// [`END_OF_TEXT_CHAR`] (added).
-fn with_end_of_text(tokenizer: AnyTokenizer) -> Result<(AnyTokenizer, u32)> {
-    let end_id = match &tokenizer {
-        AnyTokenizer::Char(chars) => {
-            let chars = chars.extended(&END_OF_TEXT_CHAR.to_string());
-            let end_id = chars.encode(&END_OF_TEXT_CHAR.to_string())?[0];
-            return Ok((chars.into(), end_id));
-        }
-        AnyTokenizer::Bpe(bpe) => bpe.special_id(ENDOFTEXT),
-        AnyTokenizer::Word(_) => None,
-    };
-    match end_id {
-        Some(id) => Ok((tokenizer, id)),
-        None => Err(Error::Config(format!(
-            "the pretrained model's {} tokenizer has no {ENDOFTEXT} to end a response with: finetune a model \
-             with a char tokenizer or a BPE one with that special token",
-            tokenizer.kind()
-        ))),
-    }
 }
 
 /// Copy every variable of `from` into the variable of the same name in `to` (which may have
@@ -279,153 +226,6 @@ fn encode_data(config: &RunConfig, text: &str, tokenizer: &AnyTokenizer) -> Resu
         }
         Task::Pretrain => Err(Error::Config("a pretraining run has no finetuning data".into())),
     }
-}
-
-/// A classifier's accuracy on each part of its data: the share of messages whose higher
-/// score is their label.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct ClassifyResults {
-    pub train_accuracy: f64,
-    pub val_accuracy: f64,
-    pub test_accuracy: f64,
-}
-
-impl std::fmt::Display for ClassifyResults {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "accuracy: train {:.2}%, validation {:.2}%, test {:.2}%",
-            100.0 * self.train_accuracy,
-            100.0 * self.val_accuracy,
-            100.0 * self.test_accuracy
-        )
-    }
-}
-
-/// [`ClassifyResults`] of `model` on `data` and the held-out `test` messages.
-pub fn classify_results(
-    model: &Classifier,
-    data: &LabelledData,
-    test: &[(Vec<u32>, usize)],
-) -> Result<ClassifyResults> {
-    let accuracy = |rows: &[(Vec<u32>, usize)]| model.accuracy(rows, data.pad_id, 8);
-    Ok(ClassifyResults {
-        train_accuracy: accuracy(&data.train)?,
-        val_accuracy: accuracy(&data.val)?,
-        test_accuracy: accuracy(test)?,
-    })
-}
-
-/// An instruction follower measured on held-out records.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct InstructResults {
-    /// Records measured.
-    pub records: usize,
-    /// The mean cross-entropy of their responses (and the end-of-text after each), in nats per
-    /// token, given the prompt: the masked loss of training, on records it never saw.
-    pub response_loss: f64,
-    pub perplexity: f64,
-    /// The share of greedy responses that end with end-of-text within the token limit.
-    pub ended: f64,
-    /// The share that end and keep to the template: no `###` section of their own (a model
-    /// that has not learnt where a response stops writes the next instruction).
-    pub kept_template: f64,
-}
-
-impl std::fmt::Display for InstructResults {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} held-out records: response loss {:.3} (perplexity {:.2}); {:.0}% of the responses end, \
-             {:.0}% end and keep to the template",
-            self.records,
-            self.response_loss,
-            self.perplexity,
-            100.0 * self.ended,
-            100.0 * self.kept_template
-        )
-    }
-}
-
-/// One held-out record and the model's response to it.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Response {
-    pub instruction: String,
-    pub input: String,
-    /// The response in the data.
-    pub output: String,
-    /// The model's (greedy, up to the token limit).
-    pub response: String,
-    /// Whether the model ended it with end-of-text.
-    pub ended: bool,
-}
-
-/// `model`'s response to `record` (greedy unless `sampling` says otherwise), up to
-/// `max_new_tokens`, and whether it ended with `end_id`.
-pub fn respond(
-    model: &dyn LanguageModel,
-    tokenizer: &AnyTokenizer,
-    record: &Instruction,
-    end_id: u32,
-    max_new_tokens: usize,
-    sampling: &Sampling,
-    seed: u64,
-) -> Result<(String, bool)> {
-    let prompt = tokenizer.encode(&record.prompt())?;
-    let (ids, ended) = generate::generate_until(model, &prompt, max_new_tokens, sampling, seed, end_id)?;
-    Ok((tokenizer.decode(&ids)?, ended))
-}
-
-/// [`InstructResults`] of `model` on the held-out `records`, with every greedy response.
-pub fn instruct_results(
-    model: &dyn LanguageModel,
-    tokenizer: &AnyTokenizer,
-    records: &[Instruction],
-    end_id: u32,
-    max_new_tokens: usize,
-) -> Result<(InstructResults, Vec<Response>)> {
-    if records.is_empty() {
-        return Err(Error::Config("measuring needs at least one held-out record".into()));
-    }
-    let block = model.block_size().unwrap_or(usize::MAX);
-    let device = model.var_store().device();
-    let encoded: Vec<(Vec<u32>, usize)> =
-        records.iter().map(|r| InstructionData::encode(r, tokenizer, end_id)).collect::<Result<_>>()?;
-    let (mut total, mut count) = (0.0, 0i64);
-    tch::no_grad(|| -> Result<()> {
-        for chunk in encoded.chunks(8) {
-            let rows: Vec<&(Vec<u32>, usize)> = chunk.iter().collect();
-            let (x, y) = InstructionData::collate(&rows, end_id, block, device)?;
-            let n = y.f_ne(IGNORE)?.f_sum(tch::Kind::Int64)?.f_int64_value(&[])?;
-            total += model.loss(&x, &y, false)?.f_double_value(&[])? * n as f64;
-            count += n;
-        }
-        Ok(())
-    })?;
-    let mut responses = Vec::with_capacity(records.len());
-    for record in records {
-        let (response, ended) =
-            respond(model, tokenizer, record, end_id, max_new_tokens, &Sampling::greedy(), 0)?;
-        responses.push(Response {
-            instruction: record.instruction.clone(),
-            input: record.input.clone(),
-            output: record.output.clone(),
-            response,
-            ended,
-        });
-    }
-    let share = |keep: &dyn Fn(&Response) -> bool| {
-        responses.iter().filter(|r| keep(r)).count() as f64 / responses.len() as f64
-    };
-    let response_loss = total / count.max(1) as f64;
-    let results = InstructResults {
-        records: records.len(),
-        response_loss,
-        perplexity: response_loss.exp(),
-        ended: share(&|r| r.ended),
-        kept_template: share(&|r| r.ended && !r.response.contains("###")),
-    };
-    Ok((results, responses))
 }
 
 /// Record `results` as `when` ("before" or "after") in the run folder's `file`

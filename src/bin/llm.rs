@@ -10,6 +10,7 @@ use llm_from_scratch::app::finetune::{self, FinetuneData, Goal};
 use llm_from_scratch::app::run::{self, Run, RunSpec, Task};
 use llm_from_scratch::app::wiki;
 use llm_from_scratch::data::{self, Batches, Instruction};
+use llm_from_scratch::finetune::{classify_results, instruct_results, respond, CLASSES, SPLIT_SEED};
 use llm_from_scratch::generate::{self, Cache, Sampling};
 use llm_from_scratch::model::LanguageModel;
 use llm_from_scratch::model::{hf, AnyModel, Gpt, GptConfig, ModelConfig, Tune};
@@ -903,7 +904,7 @@ fn finetune(command: FinetuneCommand) -> Result<ExitCode> {
             let tune = a.tune();
             let goal = Goal::Classify {
                 tune: tune.unwrap_or(Tune::LastBlock),
-                split_seed: a.split_seed.unwrap_or(finetune::SPLIT_SEED),
+                split_seed: a.split_seed.unwrap_or(SPLIT_SEED),
             };
             (a.common, goal, tune.is_some() || a.split_seed.is_some(), Measures::default())
         }
@@ -1025,20 +1026,15 @@ fn measure(
 ) -> Result<()> {
     match (&plan.data, model, &plan.config.task) {
         (FinetuneData::Classify { data, test }, AnyModel::Classifier(classifier), _) => {
-            let results = finetune::classify_results(classifier, data, test)?;
+            let results = classify_results(classifier, data, test)?;
             eprintln!("{when}: {results}");
             finetune::save_results(run.dir(), finetune::RESULTS_FILE, when, &results)?;
         }
         (FinetuneData::Instruct { test, .. }, _, Task::Instruct { end_id }) => {
             let records = &test[..measures.held_out.unwrap_or(test.len()).min(test.len())];
             eprintln!("{when}: answering {} held-out instructions ...", records.len());
-            let (results, responses) = finetune::instruct_results(
-                model,
-                &plan.tokenizer,
-                records,
-                *end_id,
-                measures.max_new_tokens,
-            )?;
+            let (results, responses) =
+                instruct_results(model, &plan.tokenizer, records, *end_id, measures.max_new_tokens)?;
             eprintln!("{when}: {results}");
             finetune::save_results(run.dir(), finetune::RESULTS_FILE, when, &results)?;
             finetune::save_results(run.dir(), finetune::RESPONSES_FILE, when, &responses)?;
@@ -1072,7 +1068,7 @@ fn classify(args: ClassifyArgs) -> Result<()> {
             .iter()
             .enumerate()
             .fold((0, f64::MIN), |best, (i, &p)| if p > best.1 { (i, p) } else { best });
-        let name = finetune::CLASSES.get(label).map_or_else(|| label.to_string(), |c| (*c).to_owned());
+        let name = CLASSES.get(label).map_or_else(|| label.to_string(), |c| (*c).to_owned());
         println!("{name}\t{p:.3}\t{text}");
     }
     Ok(())
@@ -1099,7 +1095,7 @@ fn chat(args: ChatArgs) -> Result<()> {
     let answer = |instruction: &str, input: &str| -> Result<String> {
         let record =
             Instruction { instruction: instruction.into(), input: input.into(), output: String::new() };
-        let (response, ended) = finetune::respond(
+        let (response, ended) = respond(
             &model,
             &checkpoint.tokenizer,
             &record,
