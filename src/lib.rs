@@ -7,12 +7,13 @@
 //! | module        | chapter | idea                                                    |
 //! |---------------|---------|---------------------------------------------------------|
 //! | [`tokenizer`] | 1, 6    | text to integer ids and back (characters, words, BPE)    |
-//! | [`data`]      | 1–2     | download a corpus, split it, sample `(x, y)` batches      |
-//! | [`model`]     | 3–5, 7, 8 | the bigram model, self-attention, the GPT, the KV cache, GPT-2 in and out ([`model::hf`]) |
+//! | [`data`]      | 1–2, 10 | download a corpus, split it, sample `(x, y)` batches; labelled and instruction data, padded |
+//! | [`model`]     | 3–5, 7, 8, 10 | the bigram model, self-attention, the GPT, the KV cache, GPT-2 in and out ([`model::hf`]), a classifier, LoRA |
 //! | [`train`]     | 3, 5    | the training loop, AdamW, schedules, history, checkpoints |
 //! | [`plot`]      | 3, 5, 7 | loss curves, heatmaps, bar charts, inline or saved as PNG |
 //! | [`generate`]  | 5, 7    | sampling (greedy, temperature, top-k, top-p), batches of samples, cached |
 //! | [`precision`] | 9       | mixed precision: bfloat16 matmuls under autocast, float32 weights |
+//! | [`finetune`]  | 10      | a vocabulary grown for new data; a classifier's accuracy, an instruction follower's response loss and endings |
 //! | [`device`]    | all     | CPU or CUDA, and seeding; bfloat16 hardware               |
 //! | [`interrupt`] | all     | ■ / Ctrl-C stops training and sampling, keeping the model |
 //! | [`app`]       | CLI     | what only `llm` needs (feature `cli`): run folders ([`app::run`]), Wikipedia dumps ([`app::wiki`]) |

@@ -4,13 +4,16 @@
 //! 0.01 in loss for the machine's arithmetic.
 
 use crate::common::rng_lock;
-use llm_from_scratch::data::{Split, TokenData};
+use llm_from_scratch::data::{self, InstructionData, Split, TokenData};
 use llm_from_scratch::device::seed;
+use llm_from_scratch::finetune;
 use llm_from_scratch::generate::{self, generate_batch, Cache, Sampling};
 use llm_from_scratch::model::ladder::Init;
-use llm_from_scratch::model::{lecture_ladder, Bigram, Gpt, GptConfig, Ladder, LadderConfig, LanguageModel};
+use llm_from_scratch::model::{
+    lecture_ladder, Bigram, Classifier, Gpt, GptConfig, Ladder, LadderConfig, LanguageModel, Tune,
+};
 use llm_from_scratch::tokenizer::{
-    BpeConfig, BpeTokenizer, CharTokenizer, Tokenizer, WordTokenizer, ENDOFTEXT,
+    AnyTokenizer, BpeConfig, BpeTokenizer, CharTokenizer, Tokenizer, WordTokenizer, ENDOFTEXT,
 };
 use llm_from_scratch::train::{self, TrainConfig, Trainer};
 use llm_from_scratch::Error;
@@ -336,4 +339,48 @@ fn chapter_9() {
     assert_eq!((mb(1), mb(16)), (60.0, 187.0));
     assert_eq!((16 * ladder.num_params()) as f64 / 1e6, 51.15904);
     assert_eq!((mb(16) / mb(1)).round(), 3.0, "about a third");
+}
+
+#[test]
+fn chapter_10() {
+    let _rng = rng_lock();
+    // The chapter's model: cpu_small with a context of 256, its vocabulary grown to 117
+    // characters by the messages.
+    let config = GptConfig { vocab_size: 117, block_size: 256, ..GptConfig::cpu_small() };
+    let classifier =
+        |tune: Tune| Classifier::new(Gpt::new(config.clone(), Device::Cpu).unwrap(), 2, tune).unwrap();
+
+    // 1. LoRA's rank: r · 16C numbers a block, plus the head's 258.
+    let lora = |rank: usize| classifier(Tune::Lora { rank, alpha: 16.0 }).num_params();
+    assert_eq!((lora(1), lora(8), lora(32)), (8_450, 65_794, 262_402));
+    assert_eq!(classifier(Tune::LastBlock).num_params(), 197_250, "rank 32 trains more than the last block");
+
+    // 2. Another pad id: the same scores.
+    seed(0);
+    let model = classifier(Tune::All);
+    let messages = vec![vec![5u32, 9, 12], vec![7, 7, 30, 31, 2, 40], vec![1]];
+    let scores =
+        |pad_id: u32| model.classify(&data::pad(&messages, pad_id, Device::Cpu).unwrap(), false).unwrap();
+    let pad_gap = (scores(0) - scores(7)).abs().max().double_value(&[]);
+    assert!(pad_gap < 1e-6, "pad id 7 against 0: {pad_gap}");
+
+    // 3. A context of 192: the prompts that fit, and the records that fit whole (with the
+    //    end-of-text the model learns to stop at).
+    let records = data::instruction_data().unwrap_or_else(|e| {
+        panic!("the instruction data could not be fetched ({e}); make test serves ../shared/data through LLM_DATA_MIRROR")
+    });
+    let all: String = records.iter().map(|r| format!("{}{}", r.prompt(), r.output)).collect();
+    let shakespeare: AnyTokenizer = CharTokenizer::from_text(crate::common::shakespeare()).into();
+    let (tok, end_id) = finetune::with_end_of_text(finetune::covering(shakespeare, &all).unwrap()).unwrap();
+    let train = data::instruction_splits(&records).unwrap().train;
+    let encoded: Vec<(Vec<u32>, usize)> =
+        train.iter().map(|r| InstructionData::encode(r, &tok, end_id).unwrap()).collect();
+    let fit = |block: usize| {
+        let prompts = encoded.iter().filter(|(_, prompt_len)| *prompt_len <= block).count();
+        let whole = encoded.iter().filter(|(ids, _)| ids.len() <= block + 1).count();
+        (prompts, whole)
+    };
+    assert_eq!(fit(256), (909, 632));
+    assert_eq!(fit(192), (536, 19));
+    assert_eq!(fit(128), (0, 0), "the template alone is 140 characters");
 }
