@@ -37,7 +37,9 @@
                                                 (4 of 4, untied, base 10,000)
     python tests/hf_oracle.py check-llama DIR   load DIR (our Llama export) with transformers'
                                                 AutoModelForCausalLM; print, as JSON, the
-                                                logits and greedy continuation of DIR/ids.json
+                                                logits and greedy continuation of DIR/ids.json,
+                                                its end-of-text id, and with a tokenizer.json
+                                                the ids AutoTokenizer gives its text
     python tests/hf_oracle.py gpt2-124m DIR     a random GPT-2 of the 124M size (GPT2Config's
                                                 defaults: 498 MB of float32), saved by
                                                 transformers into DIR
@@ -108,7 +110,12 @@ def check_llama(folder):
     with torch.no_grad():
         logits = model(torch.tensor([case["ids"]])).logits[0]
         continuation = greedy(model, case["ids"], case["new_tokens"])
-    print(json.dumps({"logits": logits.tolist(), "greedy": continuation}))
+    result = {"logits": logits.tolist(), "greedy": continuation, "eos_token_id": model.config.eos_token_id}
+    if os.path.exists(os.path.join(folder, "tokenizer.json")):
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        result["tokenizer_ids"] = tokenizer(case["text"])["input_ids"]
+        result["decoded"] = tokenizer.decode(result["tokenizer_ids"])
+    print(json.dumps(result))
 
 
 def check(folder):

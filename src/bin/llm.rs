@@ -1225,10 +1225,10 @@ fn export(args: ExportArgs) -> Result<()> {
     let gpt = match &model {
         AnyModel::Gpt(gpt) => gpt,
         AnyModel::Llama(llama) => {
-            hf::export_llama(llama, &args.out)?;
+            hf::export_llama(llama, &tokenizer, &args.out)?;
             println!("{}", args.out.display());
             eprintln!(
-                "{} parameters in the Hugging Face Llama layout (its tokenizer not written yet); in Python: \
+                "{} parameters in the Hugging Face Llama layout; in Python: \
                  LlamaForCausalLM.from_pretrained({:?})",
                 model.num_params(),
                 args.out.display().to_string()

@@ -472,21 +472,9 @@ pub fn export_with_training(
     dir: impl AsRef<Path>,
 ) -> Result<()> {
     let dir = dir.as_ref();
-    if tokenizer.vocab_size() > model.config.vocab_size {
-        return Err(fail(
-            dir,
-            format!(
-                "the tokenizer has {} tokens, the model's vocab_size is {}",
-                tokenizer.vocab_size(),
-                model.config.vocab_size
-            ),
-        ));
-    }
-    let eos = match tokenizer {
-        AnyTokenizer::Bpe(bpe) => bpe.special_id(crate::tokenizer::ENDOFTEXT),
-        _ => None,
-    };
-    let config = config_to_hf(&model.config, eos).map_err(|e| fail(dir, format!("cannot export: {e}")))?;
+    check_vocab(dir, tokenizer, model.config.vocab_size)?;
+    let config = config_to_hf(&model.config, end_of_text(tokenizer))
+        .map_err(|e| fail(dir, format!("cannot export: {e}")))?;
     if dir.exists() && !is_export(dir) {
         return Err(fail(
             dir,
@@ -497,34 +485,59 @@ pub fn export_with_training(
     let tmp = crate::io::TempDir::create(crate::io::temp_path_for(dir))?;
     write_safetensors(&tmp.path().join(WEIGHTS_FILE), &hf_tensors(model)?)?;
     crate::io::write_atomic(&tmp.path().join(CONFIG_FILE), pretty(&config)?.as_bytes())?;
-    tokenizer.save(&tmp.path().join(LLM_TOKENIZER_FILE))?;
+    write_tokenizer(tmp.path(), tokenizer, model.config.block_size)?;
     if let Some(train) = training {
         let file = json!({"train": train});
         crate::io::write_atomic(&tmp.path().join(TRAINING_FILE), pretty(&file)?.as_bytes())?;
-    }
-    if let AnyTokenizer::Bpe(bpe) = tokenizer {
-        crate::io::write_atomic(&tmp.path().join(TOKENIZER_FILE), pretty(&tokenizer_json(bpe)?)?.as_bytes())?;
-        let endoftext = bpe.special_id(crate::tokenizer::ENDOFTEXT).map(|_| crate::tokenizer::ENDOFTEXT);
-        let tokenizer_config = json!({
-            "tokenizer_class": "PreTrainedTokenizerFast",
-            "model_max_length": model.config.block_size,
-            "bos_token": endoftext,
-            "eos_token": endoftext,
-            "add_prefix_space": false,
-            "clean_up_tokenization_spaces": false,
-        });
-        crate::io::write_atomic(
-            &tmp.path().join(TOKENIZER_CONFIG_FILE),
-            pretty(&tokenizer_config)?.as_bytes(),
-        )?;
     }
     crate::io::sync_dir(tmp.path());
     tmp.swap_into(dir)
 }
 
+/// A model's vocabulary must cover its tokenizer's ids.
+fn check_vocab(dir: &Path, tokenizer: &AnyTokenizer, vocab_size: usize) -> Result<()> {
+    match tokenizer.vocab_size() {
+        n if n > vocab_size => {
+            Err(fail(dir, format!("the tokenizer has {n} tokens, the model's vocab_size is {vocab_size}")))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The id of a byte-level BPE's `<|endoftext|>`, which the exported config names as the
+/// model's end (and beginning) of text; `None` for another tokenizer.
+fn end_of_text(tokenizer: &AnyTokenizer) -> Option<u32> {
+    match tokenizer {
+        AnyTokenizer::Bpe(bpe) => bpe.special_id(crate::tokenizer::ENDOFTEXT),
+        _ => None,
+    }
+}
+
+/// Write `tokenizer` into the export folder `dir`: in our format ([`LLM_TOKENIZER_FILE`],
+/// any tokenizer), and a byte-level BPE also as `tokenizer.json` with its
+/// `tokenizer_config.json`, which `transformers.AutoTokenizer` loads.
+fn write_tokenizer(dir: &Path, tokenizer: &AnyTokenizer, model_max_length: usize) -> Result<()> {
+    tokenizer.save(&dir.join(LLM_TOKENIZER_FILE))?;
+    if let AnyTokenizer::Bpe(bpe) = tokenizer {
+        crate::io::write_atomic(&dir.join(TOKENIZER_FILE), pretty(&tokenizer_json(bpe)?)?.as_bytes())?;
+        let endoftext = bpe.special_id(crate::tokenizer::ENDOFTEXT).map(|_| crate::tokenizer::ENDOFTEXT);
+        let tokenizer_config = json!({
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            "model_max_length": model_max_length,
+            "bos_token": endoftext,
+            "eos_token": endoftext,
+            "add_prefix_space": false,
+            "clean_up_tokenization_spaces": false,
+        });
+        crate::io::write_atomic(&dir.join(TOKENIZER_CONFIG_FILE), pretty(&tokenizer_config)?.as_bytes())?;
+    }
+    Ok(())
+}
+
 /// Our `config` as a `transformers` `LlamaConfig` (`config.json`): the rotary base both as
-/// transformers 5 writes it (`rope_parameters`) and as earlier versions read it (`rope_theta`).
-pub fn llama_config_to_hf(config: &LlamaConfig) -> Value {
+/// transformers 5 writes it (`rope_parameters`) and as earlier versions read it (`rope_theta`);
+/// `eos` is the id of the tokenizer's end of text, if it has one.
+pub fn llama_config_to_hf(config: &LlamaConfig, eos: Option<u32>) -> Value {
     json!({
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
@@ -544,16 +557,17 @@ pub fn llama_config_to_hf(config: &LlamaConfig) -> Value {
         "attention_bias": false,
         "mlp_bias": false,
         "torch_dtype": "float32",
-        "bos_token_id": null,
-        "eos_token_id": null,
+        "bos_token_id": eos,
+        "eos_token_id": eos,
     })
 }
 
-/// Write `model` as a `LlamaForCausalLM` folder (`config.json`, `model.safetensors`), which
-/// `transformers` loads; the folder appears whole or not at all, and replaces only an earlier
-/// export. (Its tokenizer is not written yet: a tokenizer.json of SmolLM2's kind comes later.)
-pub fn export_llama(model: &Llama, dir: impl AsRef<Path>) -> Result<()> {
+/// Write `model` and its `tokenizer` as a `LlamaForCausalLM` folder (`config.json`,
+/// `model.safetensors`, the tokenizer's files as [`export`] writes them), which `transformers`
+/// loads; the folder appears whole or not at all, and replaces only an earlier export.
+pub fn export_llama(model: &Llama, tokenizer: &AnyTokenizer, dir: impl AsRef<Path>) -> Result<()> {
     let dir = dir.as_ref();
+    check_vocab(dir, tokenizer, model.config.vocab_size)?;
     if dir.exists() && !is_export(dir) {
         return Err(fail(
             dir,
@@ -566,8 +580,9 @@ pub fn export_llama(model: &Llama, dir: impl AsRef<Path>) -> Result<()> {
     write_safetensors(&tmp.path().join(WEIGHTS_FILE), &tensors)?;
     crate::io::write_atomic(
         &tmp.path().join(CONFIG_FILE),
-        pretty(&llama_config_to_hf(&model.config))?.as_bytes(),
+        pretty(&llama_config_to_hf(&model.config, end_of_text(tokenizer)))?.as_bytes(),
     )?;
+    write_tokenizer(tmp.path(), tokenizer, model.config.block_size)?;
     crate::io::sync_dir(tmp.path());
     tmp.swap_into(dir)
 }

@@ -729,8 +729,19 @@ fn a_llama_trains_resumes_and_samples_from_the_command_line() {
         "{}",
         text(&out.stderr)
     );
-    let out = llm(dir.path(), &["sample", "--run-dir", "llama", "--max-new-tokens", "20", "--device", "cpu"]);
-    assert!(out.status.success() && text(&out.stdout).chars().count() >= 20, "{}", text(&out.stderr));
+    let sampled =
+        llm(dir.path(), &["sample", "--run-dir", "llama", "--max-new-tokens", "20", "--device", "cpu"]);
+    assert!(
+        sampled.status.success() && text(&sampled.stdout).chars().count() >= 20,
+        "{}",
+        text(&sampled.stderr)
+    );
+    // Exported, the folder carries the run's tokenizer: sampled from there, the same text.
+    let out = llm(dir.path(), &["export", "--run-dir", "llama", "--out", "llama-hf"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out =
+        llm(dir.path(), &["sample", "--model", "llama-hf", "--max-new-tokens", "20", "--device", "cpu"]);
+    assert_eq!(text(&out.stdout), text(&sampled.stdout), "{}", text(&out.stderr));
     // A Llama's flags on a GPT, a GPT's on a Llama, and another arch on resume are refused.
     for (args, says) in [
         (&["--n-kv-head", "2", "--run-dir", "a"][..], "--n-kv-head is not a setting of a gpt's model"),

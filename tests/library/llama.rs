@@ -8,7 +8,9 @@ use llm_from_scratch::device;
 use llm_from_scratch::generate::{generate_batch, Cache, Sampling};
 use llm_from_scratch::model::layers::{GroupedQueryAttention, RmsNorm, Rotary, SwiGlu};
 use llm_from_scratch::model::{LanguageModel, Llama, LlamaConfig};
-use llm_from_scratch::tokenizer::{CharTokenizer, Tokenizer};
+use llm_from_scratch::tokenizer::{
+    AnyTokenizer, BpeConfig, BpeTokenizer, CharTokenizer, Tokenizer, ENDOFTEXT,
+};
 use llm_from_scratch::train::{TrainConfig, Trainer};
 use tch::{nn, Device, Kind, Tensor};
 
@@ -254,20 +256,35 @@ fn llama_models_saved_by_transformers_load_with_the_same_logits_and_greedy_text(
 }
 
 #[test]
-fn our_llama_exported_loads_in_transformers_with_the_same_logits_and_greedy_text() {
+fn our_llama_exported_loads_in_transformers_with_the_same_logits_greedy_text_and_tokenizer() {
     use crate::common::TempDir;
     use crate::hf::{ids_of, oracle};
     let dir = TempDir::new("llama-export");
     let _lock = rng_lock();
     device::seed(6);
-    let model = Llama::new(LlamaConfig { rope_theta: 500_000.0, ..tiny() }, Device::Cpu).unwrap();
+    let model =
+        Llama::new(LlamaConfig { rope_theta: 500_000.0, vocab_size: 300, ..tiny() }, Device::Cpu).unwrap();
+    // A byte-level BPE of the model's vocabulary (its last id <|endoftext|>), written beside it.
+    let text = "To be, or not to be, that is the question: whether 'tis nobler in the mind to suffer";
+    let bpe =
+        BpeTokenizer::train(text, &BpeConfig::new(model.config.vocab_size).special_tokens(&[ENDOFTEXT]))
+            .unwrap();
+    let end_of_text = bpe.special_id(ENDOFTEXT).unwrap();
+    let tokenizer = AnyTokenizer::Bpe(bpe);
     let folder = dir.join("ours");
-    llm_from_scratch::model::hf::export_llama(&model, &folder).unwrap();
+    llm_from_scratch::model::hf::export_llama(&model, &tokenizer, &folder).unwrap();
     let ids: Vec<u32> = vec![3, 1, 4, 1, 5, 9, 2, 6];
-    let case = serde_json::json!({"ids": ids, "new_tokens": 6});
+    let case = serde_json::json!({"ids": ids, "new_tokens": 6, "text": text});
     std::fs::write(folder.join("ids.json"), case.to_string()).unwrap();
     let theirs: serde_json::Value =
         serde_json::from_str(&oracle(&["check-llama", folder.to_str().unwrap()])).unwrap();
+    // The tokenizer: AutoTokenizer's ids are ours, the config names our end of text, and the
+    // folder's tokenizer loads here as the one written.
+    assert_eq!(ids_of(&theirs["tokenizer_ids"]), tokenizer.encode(text).unwrap());
+    assert_eq!(theirs["decoded"], text);
+    assert_eq!(theirs["eos_token_id"], end_of_text);
+    let loaded = llm_from_scratch::model::hf::load_tokenizer(&folder).unwrap().unwrap();
+    assert_eq!(loaded.encode(text).unwrap(), tokenizer.encode(text).unwrap());
     let idx = Tensor::from_slice(&ids.iter().map(|&i| i as i64).collect::<Vec<_>>()).unsqueeze(0);
     let ours = tch::no_grad(|| model.forward(&idx, None, false).unwrap().0).squeeze_dim(0);
     let logits: Vec<Vec<f32>> = serde_json::from_value(theirs["logits"].clone()).unwrap();
