@@ -759,14 +759,20 @@ pub fn plan(spec: &RunSpec) -> Result<Plan> {
     finish_plan(config, tokenizer, data, spec.max_epochs)
 }
 
-/// Resolve and check a fresh run that starts from a trained GPT-2 (`llm train --init-from
-/// SOURCE`): its `model` sizes and its `tokenizer`, with `spec`'s training and data settings
-/// (and its `--dropout`, for finetuning). A flag that would change the model's sizes or its
-/// tokenizer is an error naming it. Writes nothing.
+/// Resolve and check a fresh run that starts from a trained model, a GPT-2 or a Llama (`llm
+/// train --init-from SOURCE`): its `model` sizes and its `tokenizer`, with `spec`'s training
+/// and data settings (and a GPT's `--dropout`, for finetuning). A flag that would change the
+/// model's sizes or its tokenizer is an error naming it. Writes nothing.
 pub fn plan_init(spec: &RunSpec, source: &str, model: &ModelConfig, tokenizer: AnyTokenizer) -> Result<Plan> {
     refuse_model_flags(spec, source, model.block_size())?;
     let mut config = RunConfig::from_spec(spec)?;
     config.model = match spec.dropout {
+        Some(_) if model.gpt().is_none() => {
+            return Err(Error::Config(format!(
+                "--dropout is not a setting of a {}'s model ({source} holds one)",
+                model.arch()
+            )))
+        }
         Some(p) => model.with_dropout(p),
         None => model.clone(),
     };

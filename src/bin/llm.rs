@@ -274,7 +274,7 @@ struct TrainArgs {
     /// A TOML or JSON file with any of the flags below (n_layer = 4, lr = 1e-3, ...).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Start from a trained GPT-2 instead of fresh weights: a folder of `llm export`, one saved
+    /// Start from a trained GPT-2 or Llama instead of fresh weights: a folder of `llm export`, one saved
     /// by `transformers` (`save_pretrained`), or gpt2 (OpenAI's 124M, downloaded once). Its
     /// sizes and tokenizer are the run's; training and data flags apply. For finetuning, and
     /// for continuing here what was trained elsewhere (a new run: not with --resume).
@@ -338,21 +338,28 @@ impl ModelSource {
             let tokenizer = checkpoint.tokenizer.clone();
             return Ok(Loaded { model, tokenizer, checkpoint: Some(checkpoint) });
         };
-        let dir = Path::new(name);
-        if hf::is_llama(dir) {
-            let model = hf::load_llama(dir, device)?;
-            let tokenizer = hf::load_tokenizer(dir)?.with_context(|| {
-                format!(
-                    "{name}: no tokenizer beside the Llama ({} or {})",
-                    hf::LLM_TOKENIZER_FILE,
-                    hf::TOKENIZER_FILE
-                )
-            })?;
-            return Ok(Loaded { model: model.into(), tokenizer, checkpoint: None });
-        }
-        let (model, tokenizer) = load_hf(name, device)?;
-        Ok(Loaded { model: model.into(), tokenizer, checkpoint: None })
+        let (model, tokenizer) = load_folder(name, device)?;
+        Ok(Loaded { model, tokenizer, checkpoint: None })
     }
+}
+
+/// A model folder in the Hugging Face layout, a GPT-2 or a Llama (or `gpt2`, OpenAI's 124M:
+/// [`load_hf`]), and the tokenizer beside it.
+fn load_folder(name: &str, device: tch::Device) -> Result<(AnyModel, AnyTokenizer)> {
+    let dir = Path::new(name);
+    if !hf::is_llama(dir) {
+        let (model, tokenizer) = load_hf(name, device)?;
+        return Ok((model.into(), tokenizer));
+    }
+    let model = hf::load_llama(dir, device)?;
+    let tokenizer = hf::load_tokenizer(dir)?.with_context(|| {
+        format!(
+            "{name}: no tokenizer beside the Llama ({} or {})",
+            hf::LLM_TOKENIZER_FILE,
+            hf::TOKENIZER_FILE
+        )
+    })?;
+    Ok((model.into(), tokenizer))
 }
 
 /// A GPT-2 in the Hugging Face layout and its tokenizer: the folder `name`, or OpenAI's 124M
@@ -366,7 +373,10 @@ fn load_hf(name: &str, device: tch::Device) -> Result<(Gpt, AnyTokenizer)> {
         _ => PathBuf::from(name),
     };
     if hf::is_llama(&dir) {
-        bail!("{name} holds a Llama: --init-from takes a GPT-2 for now (`llm sample|eval --model {name}` read it)");
+        bail!(
+            "{name} holds a Llama: finetuning takes a GPT-2 for now (`llm train --init-from {name}` and \
+             `llm sample|eval --model {name}` read it)"
+        );
     }
     let model = hf::load(&dir, device)?;
     let tokenizer = match hf::load_tokenizer(&dir)? {
@@ -724,8 +734,8 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
     } else if let Some(source) = &args.init_from {
         // The folder's weights, sizes and tokenizer; the run's training and data settings.
         let device = device::parse(spec.device.as_deref().unwrap_or("auto"))?;
-        let (trained, tokenizer) = load_hf(source, device)?;
-        let plan = run::plan_init(&spec, source, &trained.config.clone().into(), tokenizer)?;
+        let (trained, tokenizer) = load_folder(source, device)?;
+        let plan = run::plan_init(&spec, source, &trained.config(), tokenizer)?;
         device::seed(plan.config.train.seed);
         let mut model = plan.config.model.build(device)?; // its dropout may be the run's
         model.var_store_mut().copy(trained.var_store())?;

@@ -742,6 +742,36 @@ fn a_llama_trains_resumes_and_samples_from_the_command_line() {
     let out =
         llm(dir.path(), &["sample", "--model", "llama-hf", "--max-new-tokens", "20", "--device", "cpu"]);
     assert_eq!(text(&out.stdout), text(&sampled.stdout), "{}", text(&out.stderr));
+    // And a new run trains on from the folder: a Llama of its sizes, with its tokenizer.
+    let again = [
+        "train",
+        "--init-from",
+        "llama-hf",
+        "--input",
+        &input,
+        "--max-steps",
+        "4",
+        "--warmup",
+        "0",
+        "--eval-interval",
+        "2",
+    ];
+    let out = llm(dir.path(), &[&again[..], &["--run-dir", "again", "--device", "cpu"]].concat());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("again/config.json")).unwrap()).unwrap();
+    assert_eq!(
+        (config["model"]["arch"].as_str(), config["model"]["n_kv_head"].as_u64()),
+        (Some("llama"), Some(1))
+    );
+    assert_eq!(config["init_from"].as_str(), Some("llama-hf"));
+    let out = llm(dir.path(), &[&again[..], &["--run-dir", "no", "--dropout", "0.1"]].concat());
+    assert!(
+        text(&out.stderr).contains("--dropout is not a setting of a llama's model")
+            && !dir.join("no").exists(),
+        "{}",
+        text(&out.stderr)
+    );
     // A Llama's flags on a GPT, a GPT's on a Llama, and another arch on resume are refused.
     for (args, says) in [
         (&["--n-kv-head", "2", "--run-dir", "a"][..], "--n-kv-head is not a setting of a gpt's model"),
