@@ -274,10 +274,11 @@ struct TrainArgs {
     /// A TOML or JSON file with any of the flags below (n_layer = 4, lr = 1e-3, ...).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Start from a trained GPT-2 or Llama instead of fresh weights: a folder of `llm export`, one saved
-    /// by `transformers` (`save_pretrained`), or gpt2 (OpenAI's 124M, downloaded once). Its
-    /// sizes and tokenizer are the run's; training and data flags apply. For finetuning, and
-    /// for continuing here what was trained elsewhere (a new run: not with --resume).
+    /// Start from a trained GPT-2 or Llama instead of fresh weights: a folder of `llm export`,
+    /// one saved by `transformers` (`save_pretrained`), or gpt2 (OpenAI's 124M, downloaded
+    /// once). Its sizes and tokenizer are the run's; training and data flags apply. For
+    /// finetuning, and for continuing here what was trained elsewhere (a new run: not with
+    /// --resume).
     #[arg(long, value_name = "DIR|gpt2", conflicts_with = "resume")]
     init_from: Option<String>,
     /// Log the settings, curves and plots to the MLflow server at this URI, e.g.
