@@ -29,6 +29,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 
 import torch
@@ -210,9 +211,18 @@ def main():
         with open(os.path.join(args.out, TRAINING_FILE), "w") as f:
             json.dump({"train": s, "continued_from": os.path.abspath(args.model), "processes": world}, f, indent=2)
         log(args.out)
-    dist.barrier()
-    dist.destroy_process_group()
+    dist.barrier()  # every process is done: nothing is left to say to each other
+
+
+def exit_now():
+    """Leave at once, the output flushed, without tearing the process group down: past the
+    barrier there is nothing left to do, and the teardown can hang (pytorch/pytorch#75097;
+    `make test` once saw torchrun run past its minute after everything was saved)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
     main()
+    exit_now()
