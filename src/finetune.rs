@@ -15,6 +15,7 @@ use crate::generate::{self, Sampling};
 use crate::model::{Classifier, LanguageModel};
 use crate::tokenizer::{AnyTokenizer, Tokenizer, ENDOFTEXT};
 use crate::{Error, Result};
+
 /// What ends a response when the vocabulary is characters: ASCII's "end of text".
 pub const END_OF_TEXT_CHAR: char = '\u{3}';
 

@@ -520,7 +520,7 @@ fn write_tokenizer(dir: &Path, tokenizer: &AnyTokenizer, model_max_length: usize
     tokenizer.save(&dir.join(LLM_TOKENIZER_FILE))?;
     if let AnyTokenizer::Bpe(bpe) = tokenizer {
         crate::io::write_atomic(&dir.join(TOKENIZER_FILE), pretty(&tokenizer_json(bpe)?)?.as_bytes())?;
-        let endoftext = bpe.special_id(crate::tokenizer::ENDOFTEXT).map(|_| crate::tokenizer::ENDOFTEXT);
+        let endoftext = end_of_text(tokenizer).map(|_| crate::tokenizer::ENDOFTEXT);
         let tokenizer_config = json!({
             "tokenizer_class": "PreTrainedTokenizerFast",
             "model_max_length": model_max_length,
