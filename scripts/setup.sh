@@ -3,7 +3,8 @@
 # result is already there and current.
 #   1. .venv/ with torch (libtorch for tch), JupyterLab and nbconvert (installed while step 3
 #      compiles: one is mostly downloading, the other compiling)
-#   2. ccache, so torch-sys's C++ (libtch) compiles once for the kernel's build and cargo's
+#   2. ccache, so the C and C++ that crates compile (libtch, zstd) compile once for the
+#      kernel's build and cargo's
 #   3. evcxr_jupyter (the Rust kernel), pinned, installed under target/tools/
 #   4. our Jupyter kernel spec "Rust (llm-from-scratch)", inside the venv
 #   5. the library compiled in the kernel's build folder (scripts/warm_lab.py), so the
@@ -55,9 +56,9 @@ wait_for_venv() {
   fi
 }
 
-# 2. ccache behind the C++ compiler (CXX=scripts/cxx, read by the cc crate): the
-#    kernel's build and cargo's build each compile torch-sys's libtch with the same flags, so
-#    the second is a cache hit. Installed from the system's packages where setup may do that
+# 2. ccache behind the C and C++ compilers (CC=scripts/cc and CXX=scripts/cxx, read by the cc
+#    crate): the kernel's build and cargo's build each compile torch-sys's libtch and the C of
+#    tch's zstd with the same flags, so the second is a cache hit. Installed from the system's packages where setup may do that
 #    (root with apt-get); otherwise everything works without it, compiling libtch twice.
 if ! command -v ccache >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   say "installing ccache (apt-get)"
@@ -105,7 +106,7 @@ timed "waiting for the venv" wait_for_venv
 
 # 4. The kernel spec. Its env gives the kernel what `cargo build` gets from the Makefile:
 #    the venv's python (torch-sys asks it where libtorch is), libtorch's lib folder for the
-#    loader, the C++ compiler behind ccache (scripts/cxx), and one persistent evcxr build folder
+#    loader, the C and C++ compilers behind ccache (scripts/cc, scripts/cxx), and one persistent evcxr build folder
 #    so the library compiles once, not once per notebook.
 torch_lib=$("$venv/bin/python" -c 'import torch, os; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
 kernel_dir=$venv/share/jupyter/kernels/llm-from-scratch
@@ -123,6 +124,7 @@ spec = {
         "LIBTORCH_USE_PYTORCH": "1",
         "LD_LIBRARY_PATH": "$torch_lib",
         "EVCXR_TMPDIR": "$root/target/evcxr",
+        "CC": "$root/scripts/cc",
         "CXX": "$root/scripts/cxx",
         # A failed assert! prints its message, not a backtrace of evcxr's generated code.
         "RUST_BACKTRACE": "0",

@@ -37,7 +37,7 @@ phase() {
   printf '%s\t%s\n' "$name" "$((SECONDS - t0))" >> "$LLM_TIMINGS"
 }
 
-# The Makefile exports what cargo and the kernel need (the venv first on PATH, LIBTORCH_USE_PYTORCH, CXX).
+# The Makefile exports what cargo and the kernel need (the venv first on PATH, LIBTORCH_USE_PYTORCH, CC, CXX).
 phase "setup (all)" bash scripts/setup.sh
 
 # The committed chapters as a reader sees them, and the README's numbers against their
