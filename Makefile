@@ -8,7 +8,7 @@ export PATH := $(ROOT)/.venv/bin:$(PATH)
 export VIRTUAL_ENV := $(ROOT)/.venv
 export LIBTORCH_USE_PYTORCH := 1
 # The cc crate's C and C++ compilers: cc and c++ behind ccache where installed (setup installs
-# it), so torch-sys's C++ and tch's zstd compile once for cargo's build and the kernel's.
+# it), so torch-sys's C++ and most crates' C compile once for cargo's build and the kernel's.
 export CC := $(ROOT)/scripts/cc
 export CXX := $(ROOT)/scripts/cxx
 
