@@ -3,7 +3,7 @@
 # result is already there and current.
 #   1. .venv/ with torch (libtorch for tch), JupyterLab and nbconvert (installed while step 3
 #      compiles: one is mostly downloading, the other compiling)
-#   2. ccache, so the C and C++ that crates compile (libtch, ring, bzip2) compile once for the
+#   2. ccache, so the C and C++ that crates compile (libtch and others) compile once for the
 #      kernel's build and cargo's
 #   3. evcxr_jupyter (the Rust kernel), pinned, installed under target/tools/
 #   4. our Jupyter kernel spec "Rust (llm-from-scratch)", inside the venv
@@ -57,9 +57,9 @@ wait_for_venv() {
 }
 
 # 2. ccache behind the C and C++ compilers (CC=scripts/cc and CXX=scripts/cxx, read by the cc
-#    crate): the kernel's build and cargo's build each compile torch-sys's libtch, ring's and
-#    bzip2's C with the same flags, so the second is a cache hit (zstd-sys's C is not: its build
-#    puts its own output folder on the include path, which differs between the two builds). Installed from the system's packages where setup may do that
+#    crate): the kernel's build and cargo's build each compile torch-sys's libtch and some
+#    crates' C with the same flags, so the second is a cache hit (44 of cargo's 254 compiles;
+#    not zstd-sys's, whose commands differ between the two builds). Installed from the system's packages where setup may do that
 #    (root with apt-get); otherwise everything works without it, compiling libtch twice.
 if ! command -v ccache >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   say "installing ccache (apt-get)"
