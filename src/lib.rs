@@ -8,7 +8,7 @@
 //! |---------------|---------|---------------------------------------------------------|
 //! | [`tokenizer`] | 1, 6    | text to integer ids and back (characters, words, BPE)    |
 //! | [`data`]      | 1–2, 10 | download a corpus, split it, sample `(x, y)` batches; labelled and instruction data, padded |
-//! | [`model`]     | 3–5, 7, 8, 10 | the bigram model, self-attention, the GPT, the KV cache, GPT-2 in and out ([`model::hf`]), a classifier, LoRA |
+//! | [`model`]     | 3–5, 7, 8, 10, 11 | the bigram model, self-attention, the GPT, the KV cache, GPT-2 in and out ([`model::hf`]), a classifier, LoRA, a Llama and its layers |
 //! | [`train`]     | 3, 5    | the training loop, AdamW, schedules, history, checkpoints |
 //! | [`plot`]      | 3, 5, 7 | loss curves, heatmaps, bar charts, inline or saved as PNG |
 //! | [`generate`]  | 5, 7    | sampling (greedy, temperature, top-k, top-p), batches of samples, cached |

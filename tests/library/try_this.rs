@@ -10,7 +10,8 @@ use llm_from_scratch::finetune;
 use llm_from_scratch::generate::{self, generate_batch, Cache, Sampling};
 use llm_from_scratch::model::ladder::Init;
 use llm_from_scratch::model::{
-    lecture_ladder, Bigram, Classifier, Gpt, GptConfig, Ladder, LadderConfig, LanguageModel, Tune,
+    lecture_ladder, Bigram, Classifier, Gpt, GptConfig, Ladder, LadderConfig, LanguageModel, Llama,
+    LlamaConfig, Tune,
 };
 use llm_from_scratch::tokenizer::{
     AnyTokenizer, BpeConfig, BpeTokenizer, CharTokenizer, Tokenizer, WordTokenizer, ENDOFTEXT,
@@ -383,4 +384,32 @@ fn chapter_10() {
     assert_eq!(fit(256), (909, 632));
     assert_eq!(fit(192), (536, 19));
     assert_eq!(fit(128), (0, 0), "the template alone is 140 characters");
+}
+
+/// Chapter 11's Llama with one key/value head (multi-query), then with one for every head
+/// (multi-head), at the chapter's 500 steps (its two of four end at 1.9292), then with three.
+#[test]
+fn chapter_11() {
+    let (_, _, data) = shakespeare();
+    let _rng = rng_lock();
+    let run = TrainConfig { steps: 500, ..TrainConfig::cpu_small() };
+    let llama = |n_kv_head: usize| {
+        let config = LlamaConfig { n_kv_head, ..LlamaConfig::cpu_small() };
+        seed(run.seed);
+        let model = Llama::new(config.clone(), Device::Cpu).unwrap();
+        (model.num_params(), config.kv_cache_bytes_per_token(), val_loss(&model, &data, &run))
+    };
+    // 1. One key/value head: a quarter of the cache, 0.03 worse.
+    let (params, cache, mqa) = llama(1);
+    assert_eq!((params, cache), (698_624, 1_024));
+    assert_near(mqa, 1.961, 0.01, "one key/value head");
+    // 2. Four: twice the cache, and no better than two.
+    let (params, cache, mha) = llama(4);
+    assert_eq!((params, cache), (796_928, 4_096));
+    assert_near(mha, 1.936, 0.01, "four key/value heads");
+    assert!(mqa - mha > 0.01, "one key/value head {mqa:.4} against four {mha:.4}");
+    // 3. Three: the query heads cannot be shared out, and the config says so.
+    let three = LlamaConfig { n_kv_head: 3, ..LlamaConfig::cpu_small() };
+    let refused = Llama::new(three, Device::Cpu).unwrap_err().to_string();
+    assert!(refused.contains("n_head (4) must be a multiple of n_kv_head (3)"), "{refused}");
 }
