@@ -18,9 +18,11 @@
                                                 byte-level BPE tokenizer.json files as the
                                                 `tokenizers` library writes them (trained on
                                                 CORPUS: special token first) in DIR/tokenizers,
-                                                and as transformers saves a GPT-2 tokenizer in
-                                                DIR/transformers; print, as JSON, each one's
-                                                ids of the texts in SAMPLES (a JSON list)
+                                                as transformers saves a GPT-2 tokenizer in
+                                                DIR/transformers, and one of SmolLM2's kind
+                                                (digits split one by one) in DIR/digits; print,
+                                                as JSON, each one's ids of the texts in SAMPLES
+                                                (a JSON list)
     python tests/hf_oracle.py train DIR BATCHES SETTINGS OUT
                                                 continue training DIR (an export) in PyTorch,
                                                 with scripts/train_ddp.py's schedule and AdamW
@@ -30,11 +32,12 @@
                                                 clipping and warmup + cosine from SETTINGS (a
                                                 JSON file); save the result into OUT and print,
                                                 as JSON, each step's loss and gradient norm
-    python tests/hf_oracle.py llama DIR         two small random LlamaForCausalLM, saved by
+    python tests/hf_oracle.py llama DIR         three small random LlamaForCausalLM, saved by
                                                 transformers with expected.json as `make` writes
                                                 it: DIR/gqa (2 of 4 heads for keys and values,
-                                                the head tied, rotary base 500,000) and DIR/mha
-                                                (4 of 4, untied, base 10,000)
+                                                the head tied, rotary base 500,000), DIR/mha
+                                                (4 of 4, untied, base 10,000) and DIR/llama3
+                                                (1 of 4, tied, Llama 3's rotary scaling)
     python tests/hf_oracle.py check-llama DIR   load DIR (our Llama export) with transformers'
                                                 AutoModelForCausalLM; print, as JSON, the
                                                 logits and greedy continuation of DIR/ids.json,
@@ -88,16 +91,23 @@ def save_with_expected(model, out, new_tokens):
         json.dump(expected, f)
 
 
+# Llama 3's rotary scaling, squeezed so that it changes every pair within 24 positions.
+LLAMA3_SCALING = {"rope_type": "llama3", "factor": 4.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                  "original_max_position_embeddings": 16}
+
+
 def llama(folder):
-    for case, kv_heads, tied, theta in [("gqa", 2, True, 500000.0), ("mha", 4, False, 10000.0)]:
-        llama_case(os.path.join(folder, case), kv_heads, tied, theta)
+    for case, kv_heads, tied, theta, scaling in [("gqa", 2, True, 500000.0, None), ("mha", 4, False, 10000.0, None),
+                                                 ("llama3", 1, True, 10000.0, LLAMA3_SCALING)]:
+        llama_case(os.path.join(folder, case), kv_heads, tied, theta, scaling)
 
 
-def llama_case(out, kv_heads, tied, theta):
+def llama_case(out, kv_heads, tied, theta, scaling):
     torch.manual_seed(0)
+    rope = {"rope_type": "default", "rope_theta": theta} if scaling is None else {**scaling, "rope_theta": theta}
     config = LlamaConfig(vocab_size=101, max_position_embeddings=24, hidden_size=32, intermediate_size=48,
                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=kv_heads,
-                         tie_word_embeddings=tied, rope_theta=theta, rms_norm_eps=1e-5,
+                         tie_word_embeddings=tied, rope_parameters=rope, rms_norm_eps=1e-5,
                          bos_token_id=None, eos_token_id=None, pad_token_id=None)
     save_with_expected(LlamaForCausalLM(config).eval(), out, 10)  # 20 positions of the 24
 
@@ -161,7 +171,7 @@ def generate(folder, prompt, n):
 
 
 def tokenizers(out, corpus, samples_file):
-    from tokenizers import ByteLevelBPETokenizer, Tokenizer
+    from tokenizers import ByteLevelBPETokenizer, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import GPT2TokenizerFast
 
     with open(corpus) as f:
@@ -175,15 +185,30 @@ def tokenizers(out, corpus, samples_file):
     trained.save_model(out)
     gpt2_kind = GPT2TokenizerFast(vocab=os.path.join(out, "vocab.json"), merges=os.path.join(out, "merges.txt"))
     gpt2_kind.save_pretrained(os.path.join(out, "transformers"))
+    # SmolLM2's (and StarCoder's) kind: every digit a piece of its own, then ByteLevel's regex.
+    digits = Tokenizer(models.BPE())
+    digits.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+    ])
+    digits.decoder = decoders.ByteLevel()
+    digits.train_from_iterator([text], trainers.BpeTrainer(
+        vocab_size=400, min_frequency=1, special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    os.makedirs(os.path.join(out, "digits"))
+    digits.save(os.path.join(out, "digits", "tokenizer.json"))
     with open(samples_file) as f:
         samples = json.load(f)
     by_tokenizers = Tokenizer.from_file(os.path.join(out, "tokenizers", "tokenizer.json"))
     by_transformers = AutoTokenizer.from_pretrained(os.path.join(out, "transformers"))
+    by_digits = Tokenizer.from_file(os.path.join(out, "digits", "tokenizer.json"))
     return {
         "tokenizers": {"vocab_size": by_tokenizers.get_vocab_size(),
                        "ids": [by_tokenizers.encode(s).ids for s in samples]},
         "transformers": {"vocab_size": len(by_transformers),
                          "ids": [by_transformers(s)["input_ids"] for s in samples]},
+        "digits": {"vocab_size": by_digits.get_vocab_size(),
+                   "ids": [by_digits.encode(s).ids for s in samples]},
     }
 
 

@@ -1,6 +1,6 @@
 //! Finetuning runs from the command line (chapter 10): `llm finetune classify` turns a
-//! pretrained GPT into a spam classifier, `llm finetune instruct` into an instruction
-//! follower. Each is a run folder as `llm train` keeps one ([`super::run`]: config, tokenizer,
+//! pretrained GPT into a spam classifier, `llm finetune instruct` a GPT or a Llama into an
+//! instruction follower. Each is a run folder as `llm train` keeps one ([`super::run`]: config, tokenizer,
 //! checkpoints, metrics, plots, the lock, MLflow; resumed by giving the command the folder
 //! again), its config saying the task ([`Task`]), and each measures what it set out to do on
 //! records it never trains on, before and after ([`RESULTS_FILE`]), with the library's
@@ -9,7 +9,7 @@
 use super::run::{self, DataSource, RunConfig, RunSpec, Task};
 use crate::data::{self, Batches, Instruction, InstructionData, LabelledData};
 use crate::finetune::{covering, with_end_of_text, CLASSES};
-use crate::model::{AnyModel, ClassifierConfig, Gpt, LanguageModel, ModelConfig, Tune};
+use crate::model::{AnyModel, ClassifierConfig, LanguageModel, ModelConfig, Tune};
 use crate::tokenizer::{AnyTokenizer, Tokenizer};
 use crate::train::TrainConfig;
 use crate::{Error, Result};
@@ -69,16 +69,17 @@ pub struct FinetunePlan {
 /// Plan a new run that finetunes `pretrained` (loaded from `source`, with its `tokenizer`) for
 /// `goal`, with `spec`'s training and data settings over [`TrainConfig::finetune`]'s. The data
 /// defaults to the SMS Spam Collection or Raschka's instructions; `--input FILE` reads a file of
-/// the same kind. A flag that would change the model or its tokenizer is an error. Writes
-/// nothing.
+/// the same kind. A classifier is built on a GPT; an instruction follower on a GPT or a Llama.
+/// A flag that would change the model or its tokenizer is an error. Writes nothing.
 pub fn plan_new(
     spec: &RunSpec,
     source: &str,
-    pretrained: Gpt,
+    pretrained: AnyModel,
     tokenizer: AnyTokenizer,
     goal: Goal,
 ) -> Result<FinetunePlan> {
-    run::refuse_model_flags(spec, source, pretrained.config.block_size)?;
+    let block_size = pretrained.config().block_size();
+    run::refuse_model_flags(spec, source, block_size)?;
     if let Some(preset) = &spec.preset {
         return Err(Error::Config(format!(
             "--preset {preset} sets a model to pretrain; finetuning keeps --init-from's and starts from \
@@ -108,7 +109,7 @@ pub fn plan_new(
     if spec.precision.is_none() {
         train.precision = crate::precision::Precision::auto(device);
     }
-    train.block_size = pretrained.config.block_size;
+    train.block_size = block_size;
 
     // The vocabulary must cover the data (and say where a response ends).
     let (covered, task) = match goal {
@@ -125,17 +126,27 @@ pub fn plan_new(
         }
     };
     crate::device::seed(train.seed); // the new embedding rows, the head, the adapters
-    let grown = match covered.vocab_size() {
-        v if v > pretrained.config.vocab_size => pretrained.with_vocab_size(v)?,
-        _ => pretrained, // a BPE's vocabulary covers the data already: no copy of the weights
+                                     // A BPE's vocabulary covers the data already: then no copy of the weights.
+    let v = covered.vocab_size();
+    let grown: AnyModel = match pretrained {
+        AnyModel::Gpt(gpt) if v > gpt.config.vocab_size => gpt.with_vocab_size(v)?.into(),
+        AnyModel::Llama(llama) if v > llama.config.vocab_size => llama.with_vocab_size(v)?.into(),
+        AnyModel::Classifier(_) => {
+            return Err(Error::Config(format!(
+                "{source} holds a classifier: finetune the model it was made from"
+            )))
+        }
+        model => model,
     };
-    let mut gpt = grown.config.clone();
-    gpt.dropout = spec.dropout.unwrap_or(gpt.dropout);
-    let model_config = match goal {
-        Goal::Classify { tune, .. } => {
+    let model_config = match (goal, run::with_dropout_flag(spec, source, &grown.config())?) {
+        (Goal::Classify { tune, .. }, ModelConfig::Gpt(gpt)) => {
             ModelConfig::Classifier(ClassifierConfig { gpt, n_classes: CLASSES.len(), tune })
         }
-        Goal::Instruct => ModelConfig::Gpt(gpt),
+        (Goal::Classify { .. }, other) => return Err(Error::Config(format!(
+            "{source} holds a {}: a classifier is built on a GPT here (`llm finetune instruct` takes a {0})",
+            other.arch()
+        ))),
+        (Goal::Instruct, model) => model,
     };
     let config = RunConfig {
         preset: "finetune".into(),
@@ -151,7 +162,7 @@ pub fn plan_new(
     config.check()?;
     run::check_memory(&config)?;
     let model = config.model.build(device)?;
-    copy_weights(&grown.vs, model.var_store())?;
+    copy_weights(grown.var_store(), model.var_store())?;
     let data = encode_data(&config, &text, &covered)?;
     Ok(FinetunePlan { config, tokenizer: covered, model, data })
 }

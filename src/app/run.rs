@@ -766,16 +766,7 @@ pub fn plan(spec: &RunSpec) -> Result<Plan> {
 pub fn plan_init(spec: &RunSpec, source: &str, model: &ModelConfig, tokenizer: AnyTokenizer) -> Result<Plan> {
     refuse_model_flags(spec, source, model.block_size())?;
     let mut config = RunConfig::from_spec(spec)?;
-    config.model = match spec.dropout {
-        Some(_) if model.gpt().is_none() => {
-            return Err(Error::Config(format!(
-                "--dropout is not a setting of a {}'s model ({source} holds one)",
-                model.arch()
-            )))
-        }
-        Some(p) => model.with_dropout(p),
-        None => model.clone(),
-    };
+    config.model = with_dropout_flag(spec, source, model)?;
     config.train.block_size = model.block_size();
     config.tokenizer = tokenizer.kind().into();
     config.init_from = Some(source.to_owned());
@@ -783,6 +774,19 @@ pub fn plan_init(spec: &RunSpec, source: &str, model: &ModelConfig, tokenizer: A
     config.data.pin()?;
     let data = config.data.load()?.token_data(&tokenizer)?;
     finish_plan(config, tokenizer, data, spec.max_epochs)
+}
+
+/// `model` (trained, from `source`) with `spec`'s `--dropout` when given: a GPT's setting, an
+/// error for another model.
+pub(crate) fn with_dropout_flag(spec: &RunSpec, source: &str, model: &ModelConfig) -> Result<ModelConfig> {
+    match spec.dropout {
+        Some(_) if model.gpt().is_none() => Err(Error::Config(format!(
+            "--dropout is not a setting of a {}'s model ({source} holds one)",
+            model.arch()
+        ))),
+        Some(p) => Ok(model.with_dropout(p)),
+        None => Ok(model.clone()),
+    }
 }
 
 /// A run that starts from the trained model `source` takes its sizes and tokenizer from it:

@@ -135,9 +135,10 @@ struct FinetuneArgs {
     /// finetuning run there is resumed. Default: runs/YYYY-MM-DD_HH-MM-SS.
     #[arg(long, value_name = "DIR")]
     run_dir: Option<PathBuf>,
-    /// The pretrained GPT (a new run needs one): a run folder of `llm train` (its best
-    /// checkpoint), a folder in the Hugging Face layout, or gpt2 (downloaded once). Its sizes
-    /// and tokenizer are the run's; a character vocabulary grows by the data's new characters.
+    /// The pretrained GPT, or Llama for `instruct` (a new run needs one): a run folder of `llm
+    /// train` (its best checkpoint), a folder in the Hugging Face layout, or gpt2 (downloaded
+    /// once). Its sizes and tokenizer are the run's; a character vocabulary grows by the data's
+    /// new characters.
     #[arg(long, value_name = "RUN|DIR|gpt2")]
     init_from: Option<String>,
     /// A TOML or JSON file with any of the training flags below.
@@ -373,12 +374,6 @@ fn load_hf(name: &str, device: tch::Device) -> Result<(Gpt, AnyTokenizer)> {
         }
         _ => PathBuf::from(name),
     };
-    if hf::is_llama(&dir) {
-        bail!(
-            "{name} holds a Llama: finetuning takes a GPT-2 for now (`llm train --init-from {name}` and \
-             `llm sample|eval --model {name}` read it)"
-        );
-    }
     let model = hf::load(&dir, device)?;
     let tokenizer = match hf::load_tokenizer(&dir)? {
         Some(tokenizer) => tokenizer,
@@ -393,11 +388,12 @@ fn load_hf(name: &str, device: tch::Device) -> Result<(Gpt, AnyTokenizer)> {
     Ok((model, tokenizer))
 }
 
-/// A pretrained GPT and its tokenizer, for finetuning: a run folder of `llm train` (its best
-/// checkpoint, else its latest), or a folder in the Hugging Face layout, or `gpt2` ([`load_hf`]).
-fn load_pretrained(source: &str, device: tch::Device) -> Result<(Gpt, AnyTokenizer)> {
+/// A pretrained GPT or Llama and its tokenizer, for finetuning: a run folder of `llm train` (its
+/// best checkpoint, else its latest), or a folder in the Hugging Face layout, or `gpt2`
+/// ([`load_folder`]).
+fn load_pretrained(source: &str, device: tch::Device) -> Result<(AnyModel, AnyTokenizer)> {
     if !Run::exists(source) {
-        return load_hf(source, device);
+        return load_folder(source, device);
     }
     let (run, _) = Run::open(source)?;
     let dir = run
@@ -405,8 +401,8 @@ fn load_pretrained(source: &str, device: tch::Device) -> Result<(Gpt, AnyTokeniz
         .with_context(|| format!("run folder {source} has no checkpoint yet"))?;
     let checkpoint = Checkpoint::load(dir)?;
     match run::load_model(&checkpoint, device)? {
-        AnyModel::Gpt(gpt) => Ok((gpt, checkpoint.tokenizer)),
-        other => bail!("{source} holds a {}, not a pretrained GPT", other.config().arch()),
+        AnyModel::Classifier(_) => bail!("{source} holds a classifier, not a pretrained language model"),
+        model => Ok((model, checkpoint.tokenizer)),
     }
 }
 

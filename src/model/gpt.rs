@@ -35,7 +35,7 @@
 //! Variable names follow nanoGPT's `state_dict` (`transformer.h.0.attn.c_attn.weight`, …).
 
 use super::layers::attention::{check_dropout, AttentionConfig};
-use super::layers::embedding::{embed, embedding, lm_head, token_ids_shape};
+use super::layers::embedding::{copy_into_larger_vocab, embed, embedding, lm_head, token_ids_shape};
 use super::layers::{
     sinusoidal_positions, Activation, Block, BlockConfig, KvCache, LayerNorm, MlpConfig, Position, INIT_STD,
 };
@@ -359,26 +359,11 @@ impl Gpt {
     /// a tokenizer that grew to fit finetuning data ([`crate::tokenizer::CharTokenizer::extended`]):
     /// the old ids give the same logits as before.
     pub fn with_vocab_size(&self, vocab_size: usize) -> Result<Gpt> {
-        let old = self.config.vocab_size;
-        if vocab_size < old {
-            return Err(Error::Config(format!(
-                "a vocabulary can grow, not shrink: {vocab_size} tokens asked, the model has {old}"
-            )));
-        }
         if self.vs.variables().keys().any(|name| name.contains(".lora_")) {
             return Err(Error::Config("merge the LoRA adapters before growing the vocabulary".into()));
         }
         let grown = Gpt::new(GptConfig { vocab_size, ..self.config.clone() }, self.vs.device())?;
-        let _no_grad = tch::no_grad_guard();
-        let old_vars = self.vs.variables();
-        for (name, t) in grown.vs.variables() {
-            let source =
-                old_vars.get(&name).ok_or_else(|| Error::Config(format!("{name} is not in the model")))?;
-            let rows = source.size()[0];
-            // The vocabulary's tensors (wte, an untied lm_head and its bias) keep their first rows.
-            let mut target = if rows < t.size()[0] { t.f_narrow(0, 0, rows)? } else { t.shallow_clone() };
-            target.f_copy_(source)?;
-        }
+        copy_into_larger_vocab(&self.vs, self.config.vocab_size, &grown.vs, vocab_size)?;
         Ok(grown)
     }
 

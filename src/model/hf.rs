@@ -29,7 +29,7 @@
 
 use crate::io::Mismatch;
 use crate::model::gpt::{Gpt, GptConfig};
-use crate::model::layers::{Activation, Position, LAYER_NORM_EPS};
+use crate::model::layers::{Activation, Position, RopeScaling, LAYER_NORM_EPS};
 use crate::model::llama::{Llama, LlamaConfig};
 /// The `tokenizer.json` reader and writer, which live with the tokenizers.
 pub use crate::tokenizer::{byte_to_unicode, tokenizer_from_json, tokenizer_json};
@@ -285,11 +285,12 @@ fn copy_by_name(
     Ok(())
 }
 
-/// A `LlamaConfig` of `transformers` (its `config.json`) as ours. What our model does not
-/// have is refused by name: `rope_scaling` or a `rope_parameters` type other than `default`
-/// (Llama 3.1's long-context frequencies, for one), biases
-/// (`attention_bias`, `mlp_bias`), a `head_dim` other than `hidden_size / num_attention_heads`,
-/// an activation other than SiLU.
+/// A `LlamaConfig` of `transformers` (its `config.json`) as ours. The rotary settings come
+/// from `rope_parameters` (transformers 5) or from `rope_theta` and `rope_scaling` beside the
+/// rest (earlier files: SmolLM2's, Llama 3.2's); of their types, `default` and `llama3` are read.
+/// What our model does not have is refused by name: another rotary type (`yarn`, `linear`,
+/// ...), biases (`attention_bias`, `mlp_bias`), a `head_dim` other than
+/// `hidden_size / num_attention_heads`, an activation other than SiLU.
 pub fn llama_config_from_hf(hf: &Value) -> Result<LlamaConfig> {
     let int = |key: &str| hf[key].as_u64().map(|v| v as usize);
     let missing = |key: &str| Error::Config(format!("config.json has no {key}"));
@@ -298,20 +299,41 @@ pub fn llama_config_from_hf(hf: &Value) -> Result<LlamaConfig> {
         return Err(Error::Config(format!("config.json's model_type is {}, not llama", hf["model_type"])));
     }
     let (n_embd, n_head) = (need("hidden_size")?, need("num_attention_heads")?);
+    // transformers 5 writes the rotary settings in rope_parameters; earlier files beside the rest.
+    let rope = match &hf["rope_scaling"] {
+        Value::Null => &hf["rope_parameters"],
+        legacy => legacy,
+    };
+    let rope_type = rope["rope_type"].as_str().or(rope["type"].as_str()).unwrap_or("default");
     let refused = [
-        ("rope_scaling", !hf["rope_scaling"].is_null()),
-        ("rope_parameters", hf["rope_parameters"]["rope_type"].as_str().is_some_and(|t| t != "default")),
+        ("rotary type", !matches!(rope_type, "default" | "llama3")),
         ("attention_bias", hf["attention_bias"].as_bool() == Some(true)),
         ("mlp_bias", hf["mlp_bias"].as_bool() == Some(true)),
         ("hidden_act", hf["hidden_act"].as_str().is_some_and(|a| a != "silu")),
         ("head_dim", int("head_dim").is_some_and(|d| d * n_head != n_embd)),
     ];
     if let Some((key, _)) = refused.iter().find(|(_, set)| *set) {
+        let value = if *key == "rotary type" { json!(rope_type) } else { hf[*key].clone() };
         return Err(Error::Config(format!(
-            "config.json sets {key} = {}: not a model this course builds",
-            hf[key]
+            "config.json sets {key} = {value}: not a model this course builds"
         )));
     }
+    let rope_scaling = match rope_type {
+        "llama3" => {
+            let number = |key: &str| {
+                rope[key]
+                    .as_f64()
+                    .ok_or_else(|| Error::Config(format!("config.json's llama3 rotary scaling has no {key}")))
+            };
+            Some(RopeScaling {
+                factor: number("factor")?,
+                low_freq_factor: number("low_freq_factor")?,
+                high_freq_factor: number("high_freq_factor")?,
+                original_max_position_embeddings: number("original_max_position_embeddings")? as usize,
+            })
+        }
+        _ => None,
+    };
     let config = LlamaConfig {
         vocab_size: need("vocab_size")?,
         block_size: need("max_position_embeddings")?,
@@ -320,13 +342,13 @@ pub fn llama_config_from_hf(hf: &Value) -> Result<LlamaConfig> {
         n_kv_head: int("num_key_value_heads").unwrap_or(n_head),
         n_embd,
         intermediate_size: need("intermediate_size")?,
-        // transformers 5 writes it in rope_parameters; earlier files (SmolLM2's) beside the rest.
         rope_theta: hf["rope_theta"]
             .as_f64()
             .or(hf["rope_parameters"]["rope_theta"].as_f64())
             .unwrap_or(10_000.0),
         rms_norm_eps: hf["rms_norm_eps"].as_f64().unwrap_or(1e-6),
         tie_word_embeddings: hf["tie_word_embeddings"].as_bool().unwrap_or(false),
+        rope_scaling,
     };
     config.validate()?;
     Ok(config)
@@ -534,10 +556,21 @@ fn write_tokenizer(dir: &Path, tokenizer: &AnyTokenizer, model_max_length: usize
     Ok(())
 }
 
-/// Our `config` as a `transformers` `LlamaConfig` (`config.json`): the rotary base both as
-/// transformers 5 writes it (`rope_parameters`) and as earlier versions read it (`rope_theta`);
-/// `eos` is the id of the tokenizer's end of text, if it has one.
+/// Our `config` as a `transformers` `LlamaConfig` (`config.json`): the rotary settings both as
+/// transformers 5 writes them (`rope_parameters`) and as earlier versions read them
+/// (`rope_theta`, `rope_scaling`); `eos` is the id of the tokenizer's end of text, if it has one.
 pub fn llama_config_to_hf(config: &LlamaConfig, eos: Option<u32>) -> Value {
+    let rope_scaling = config.rope_scaling.map(|s| {
+        json!({
+            "rope_type": "llama3",
+            "factor": s.factor,
+            "low_freq_factor": s.low_freq_factor,
+            "high_freq_factor": s.high_freq_factor,
+            "original_max_position_embeddings": s.original_max_position_embeddings,
+        })
+    });
+    let mut rope_parameters = rope_scaling.clone().unwrap_or_else(|| json!({"rope_type": "default"}));
+    rope_parameters["rope_theta"] = json!(config.rope_theta);
     json!({
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
@@ -552,7 +585,8 @@ pub fn llama_config_to_hf(config: &LlamaConfig, eos: Option<u32>) -> Value {
         "hidden_act": "silu",
         "rms_norm_eps": config.rms_norm_eps,
         "rope_theta": config.rope_theta,
-        "rope_parameters": {"rope_type": "default", "rope_theta": config.rope_theta},
+        "rope_scaling": rope_scaling,
+        "rope_parameters": rope_parameters,
         "tie_word_embeddings": config.tie_word_embeddings,
         "attention_bias": false,
         "mlp_bias": false,

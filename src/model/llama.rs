@@ -9,7 +9,7 @@
 //! - **RMSNorm** for LayerNorm ([`RmsNorm`]): no mean taken away, no bias;
 //! - **rotary positions** for the table of learned positions ([`Rotary`]): the queries and
 //!   keys are rotated by their position, so attention sees distances, and nothing is added to
-//!   the tokens;
+//!   the tokens (Llama 3.1 and 3.2 stretch the slow rotations for long contexts: [`RopeScaling`]);
 //! - **SwiGLU** for the GELU MLP ([`SwiGlu`]): a gated MLP of three matrices;
 //! - **grouped-query attention** ([`GroupedQueryAttention`]): fewer key/value heads than query
 //!   heads, so the KV cache is smaller by `n_head / n_kv_head`.
@@ -19,8 +19,8 @@
 //! the two projections into the residual stream (`o_proj`, `down_proj`) `N(0, 0.02/√(2·n_layer))`.
 
 use super::gpt::GptConfig;
-use super::layers::embedding::{embedding, token_ids_shape};
-use super::layers::{GroupedQueryAttention, KvCache, RmsNorm, Rotary, SwiGlu, INIT_STD};
+use super::layers::embedding::{copy_into_larger_vocab, embedding, token_ids_shape};
+use super::layers::{GroupedQueryAttention, KvCache, RmsNorm, RopeScaling, Rotary, SwiGlu, INIT_STD};
 use super::lm::{cross_entropy, LanguageModel};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -47,6 +47,10 @@ pub struct LlamaConfig {
     pub rms_norm_eps: f64,
     /// The LM head is the token embedding.
     pub tie_word_embeddings: bool,
+    /// Llama 3's stretch of the slow rotary frequencies for long contexts, if any. A config
+    /// saved before there was one has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope_scaling: Option<RopeScaling>,
 }
 
 impl LlamaConfig {
@@ -65,6 +69,7 @@ impl LlamaConfig {
             rope_theta: 10_000.0,
             rms_norm_eps: 1e-5,
             tie_word_embeddings: gpt.tie_weights,
+            rope_scaling: None,
         }
     }
 
@@ -90,13 +95,13 @@ impl LlamaConfig {
             rope_theta: 100_000.0,
             rms_norm_eps: 1e-5,
             tie_word_embeddings: true,
+            rope_scaling: None,
         }
     }
 
     /// Meta's Llama 3.2 1B: 16 blocks of 32 heads (8 key/value heads), 2,048 channels, a
-    /// SwiGLU of 8,192, 128,256 tokens, the head tied; 1,235,814,400 parameters. (Its
-    /// `rope_scaling`, Llama 3's stretch of the slow rotary frequencies for long contexts, is
-    /// not modelled here: it changes no parameter.)
+    /// SwiGLU of 8,192, 128,256 tokens, the head tied, a context of 131,072 stretched from
+    /// 8,192 by its rotary scaling; 1,235,814,400 parameters.
     pub fn llama_3_2_1b() -> Self {
         Self {
             vocab_size: 128_256,
@@ -109,6 +114,12 @@ impl LlamaConfig {
             rope_theta: 500_000.0,
             rms_norm_eps: 1e-5,
             tie_word_embeddings: true,
+            rope_scaling: Some(RopeScaling {
+                factor: 32.0,
+                low_freq_factor: 1.0,
+                high_freq_factor: 4.0,
+                original_max_position_embeddings: 8_192,
+            }),
         }
     }
 
@@ -185,7 +196,7 @@ impl LlamaConfig {
                 self.rope_theta, self.rms_norm_eps
             )));
         }
-        Ok(())
+        self.rope_scaling.as_ref().map_or(Ok(()), RopeScaling::validate)
     }
 }
 
@@ -267,8 +278,23 @@ impl Llama {
             true => embed_tokens.shallow_clone(),
             false => embedding(&(vs.root() / "lm_head"), config.vocab_size, c),
         };
-        let rotary = Rotary::new(config.block_size, config.head_size(), config.rope_theta, device)?;
+        let rotary = Rotary::scaled(
+            config.block_size,
+            config.head_size(),
+            config.rope_theta,
+            config.rope_scaling.as_ref(),
+            device,
+        )?;
         Ok(Self { vs, config, embed_tokens, layers, norm, lm_head, rotary })
+    }
+
+    /// This model with a vocabulary of `vocab_size` tokens (at least its own), as
+    /// [`crate::model::Gpt::with_vocab_size`] grows a GPT's: new rows of the embedding and an
+    /// untied head drawn as a fresh model's, every other weight copied.
+    pub fn with_vocab_size(&self, vocab_size: usize) -> Result<Llama> {
+        let grown = Llama::new(LlamaConfig { vocab_size, ..self.config.clone() }, self.vs.device())?;
+        copy_into_larger_vocab(&self.vs, self.config.vocab_size, &grown.vs, vocab_size)?;
+        Ok(grown)
     }
 
     /// The final hidden states `[B, T, C]` of `idx` `[B, T]`: every block, then `norm`.

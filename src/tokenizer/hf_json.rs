@@ -85,8 +85,8 @@ pub fn tokenizer_json(bpe: &BpeTokenizer) -> Result<Value> {
 /// `tokenizers` library's `ByteLevelBPETokenizer` writes, what [`crate::model::hf::export`] writes) as a
 /// [`BpeTokenizer`] with the file's own ids, whatever order they come in (special tokens
 /// first, say). What ours would tokenize differently is refused by name: a normalizer, a
-/// pre-tokenizer other than byte-level (alone, with GPT-2's split, or after one `Split` by a
-/// regex), a prefix space, byte fallback, word prefixes or suffixes, `ignore_merges`, tokens
+/// pre-tokenizer other than byte-level (alone, with GPT-2's split, after one `Split` by a
+/// regex, or after `Digits` one by one as in SmolLM2's), a prefix space, byte fallback, word prefixes or suffixes, `ignore_merges`, tokens
 /// around the text, and vocabulary entries that no merge makes.
 pub fn tokenizer_from_json(json: &Value) -> Result<BpeTokenizer> {
     let refuse = |why: String| Error::Config(why);
@@ -214,8 +214,17 @@ pub fn tokenizer_from_json(json: &Value) -> Result<BpeTokenizer> {
     Ok(bpe)
 }
 
+/// SmolLM2's and StarCoder's pre-tokenizer, `Sequence[Digits(individual_digits), ByteLevel]`,
+/// as one regex: every digit (Unicode `N`) a piece of its own, and GPT-2's pattern on the text
+/// between two digits as if it were the whole text. The only difference that makes is at a run
+/// of whitespace before a digit, which `(?![^\s\p{N}])` ends as the end of the text would:
+/// `"a  1"` splits as `"a"`, `"  "`, `"1"`, where GPT-2 alone gives `"a"`, `" "`, `" 1"`.
+const DIGITS_THEN_GPT2_PATTERN: &str =
+    r"'(?:[sdmt]|ll|ve|re)| ?\p{L}++|\p{N}| ?[^\s\p{L}\p{N}]++|\s+(?![^\s\p{N}])|\s+";
+
 /// The pre-split regex of a byte-level `pre_tokenizer`: GPT-2's for `ByteLevel` with
-/// `use_regex`, the `Split`'s before a `ByteLevel` without, `None` for a `ByteLevel` alone.
+/// `use_regex`, the `Split`'s before a `ByteLevel` without, [`DIGITS_THEN_GPT2_PATTERN`] for
+/// `Digits` (one by one) before a `ByteLevel` with, `None` for a `ByteLevel` alone.
 fn pre_split_pattern(pre: &Value) -> Result<Option<String>> {
     let refuse = |why: String| Error::Config(format!("pre_tokenizer: {why}"));
     let kind = |v: &Value| v.get("type").and_then(Value::as_str).unwrap_or("?").to_owned();
@@ -245,6 +254,17 @@ fn pre_split_pattern(pre: &Value) -> Result<Option<String>> {
                 ))),
             }
         }
-        _ => Err(refuse(format!("{} steps; ours reads ByteLevel, or one Split then ByteLevel", steps.len()))),
+        [digits, level] if kind(digits) == "Digits" => {
+            match (flag(digits, "individual_digits", false), byte_level(level)?) {
+                (true, true) => Ok(Some(DIGITS_THEN_GPT2_PATTERN.to_owned())),
+                _ => Err(refuse(format!(
+                    "Digits other than one by one, or before a ByteLevel without its regex: {digits}"
+                ))),
+            }
+        }
+        _ => Err(refuse(format!(
+            "{} steps; ours reads ByteLevel, or one Split or Digits then ByteLevel",
+            steps.len()
+        ))),
     }
 }

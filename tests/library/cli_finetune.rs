@@ -24,12 +24,18 @@ fn error(out: Output) -> String {
 /// A GPT pretrained in `dir/pre` for 30 steps on lowercase words (no digits, no capitals, no
 /// punctuation), with a context of `block_size` characters.
 fn pretrained(dir: &TempDir, block_size: &str) {
+    pretrained_with(dir, block_size, &[]);
+}
+
+/// [`pretrained`], with more flags for `llm train` (`--arch llama`).
+fn pretrained_with(dir: &TempDir, block_size: &str, more: &[&str]) {
     let words = ["see", "you", "at", "the", "win", "cash", "now", "text", "call", "home", "later", "lah"];
     let text: String = (0..3000).map(|i| words[(i + i / 12) % words.len()]).collect::<Vec<_>>().join(" ");
     std::fs::write(dir.join("words.txt"), text).unwrap();
     let mut args = vec!["train", "--input", "words.txt", "--max-steps", "30", "--eval-interval", "30"];
     args.extend(TINY.chunks(2).filter(|pair| pair[0] != "--block-size").flatten());
     args.extend(["--block-size", block_size, "--run-dir", "pre"]);
+    args.extend(more);
     ok(llm(dir.path(), &args));
 }
 
@@ -166,6 +172,43 @@ fn an_instruction_follower_is_finetuned_measured_and_chats() {
     assert!(stdout.ends_with("[no end-of-text in 4 tokens]\n") || stdout.lines().count() == 1, "{stdout:?}");
     let err = error(llm(dir.path(), &["chat", "--run-dir", "pre", "--prompt", "hi"]));
     assert!(err.contains("is not an instruction follower's run"), "{err}");
+}
+
+#[test]
+fn a_llama_is_finetuned_to_follow_instructions_but_makes_no_classifier() {
+    let dir = TempDir::new("cli-finetune-llama");
+    pretrained_with(&dir, "200", &["--arch", "llama"]);
+    instructions(&dir);
+    let mut args = vec!["finetune", "instruct", "--init-from", "pre", "--input", "instructions.json"];
+    args.extend(["--run-dir", "ins", "--held-out", "2", "--max-new-tokens", "5"]);
+    args.extend(SHORT);
+    ok(llm(dir.path(), &args));
+    let (run, tokenizer) = Run::open(dir.join("ins")).unwrap();
+    let ModelConfig::Llama(config) = &run.config.model else { panic!("{:?}", run.config.model) };
+    assert_eq!(config.vocab_size, tokenizer.vocab_size(), "grown by the instructions' characters");
+    let results = results(&dir.join("ins"));
+    assert!(
+        results["after"]["response_loss"].as_f64() < results["before"]["response_loss"].as_f64(),
+        "{results}"
+    );
+    let (stdout, _) = ok(llm(
+        dir.path(),
+        &["chat", "--run-dir", "ins", "--prompt", "Add one to 3.", "--max-new-tokens", "4"],
+    ));
+    assert!(!stdout.is_empty());
+
+    // A classifier is built on a GPT, and a Llama has no dropout: both refused, nothing written.
+    messages(&dir);
+    let mut args =
+        vec!["finetune", "classify", "--init-from", "pre", "--input", "sms.tsv", "--run-dir", "spam"];
+    args.extend(SHORT);
+    let err = error(llm(dir.path(), &args));
+    assert!(err.contains("pre holds a llama: a classifier is built on a GPT here"), "{err}");
+    let mut args = vec!["finetune", "instruct", "--init-from", "pre", "--input", "instructions.json"];
+    args.extend(["--run-dir", "drop", "--dropout", "0.1"]);
+    let err = error(llm(dir.path(), &args));
+    assert!(err.contains("--dropout is not a setting of a llama's model"), "{err}");
+    assert!(!dir.join("spam").exists() && !dir.join("drop").exists());
 }
 
 #[test]

@@ -379,6 +379,7 @@ const TOKENIZER_SAMPLES: &[&str] = &[
     "It's we'll they've   three  spaces\n\n\tand 12345 digits ",
     "héllo wörld, 日本語 🙂 (bytes the corpus never had)",
     "Speak, speak.<|endoftext|>All:\nResolved.",
+    "In 1599,  42 ships;   7 sank. x9y 3.14 \t5 ½ ٣ 10,000",
 ];
 
 #[test]
@@ -396,7 +397,8 @@ fn tokenizer_json_files_written_by_tokenizers_and_transformers_load_with_their_i
         samples.to_str().unwrap(),
     ]))
     .unwrap();
-    for kind in ["tokenizers", "transformers"] {
+    // "digits" is of SmolLM2's kind: `Digits` one by one, then `ByteLevel` with its regex.
+    for kind in ["tokenizers", "transformers", "digits"] {
         // Neither folder has our llm_tokenizer.json: the tokenizer.json is read.
         let folder = out.join(kind);
         assert!(!folder.join(hf::LLM_TOKENIZER_FILE).exists());

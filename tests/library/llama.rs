@@ -6,7 +6,7 @@ use crate::common::rng_lock;
 use llm_from_scratch::data::TokenData;
 use llm_from_scratch::device;
 use llm_from_scratch::generate::{generate_batch, Cache, Sampling};
-use llm_from_scratch::model::layers::{GroupedQueryAttention, RmsNorm, Rotary, SwiGlu};
+use llm_from_scratch::model::layers::{GroupedQueryAttention, RmsNorm, RopeScaling, Rotary, SwiGlu};
 use llm_from_scratch::model::{LanguageModel, Llama, LlamaConfig};
 use llm_from_scratch::tokenizer::{
     AnyTokenizer, BpeConfig, BpeTokenizer, CharTokenizer, Tokenizer, ENDOFTEXT,
@@ -109,6 +109,58 @@ fn a_rotary_score_depends_only_on_the_distance() {
 }
 
 #[test]
+fn llama_3_rotary_scaling_slows_only_the_slow_pairs() {
+    // Llama 3.2 1B's: heads of 64 channels, base 500,000, stretched 32 times from 8,192.
+    let scaling = LlamaConfig::llama_3_2_1b().rope_scaling.unwrap();
+    let (mut kept, mut between, mut slowed) = (0, 0, 0);
+    for i in 0..32 {
+        let frequency = 500_000f64.powf(-2.0 * i as f64 / 64.0);
+        let (scaled, wavelength) = (scaling.scale(frequency), 2.0 * std::f64::consts::PI / frequency);
+        if wavelength < 8_192.0 / 4.0 {
+            assert_eq!(scaled, frequency, "pair {i} turns within 2,048 positions: kept");
+            kept += 1;
+        } else if wavelength > 8_192.0 {
+            assert!((scaled - frequency / 32.0).abs() < 1e-12 * frequency, "pair {i}: 32 times slower");
+            slowed += 1;
+        } else {
+            assert!(scaled > frequency / 32.0 && scaled < frequency, "pair {i}: in between");
+            between += 1;
+        }
+    }
+    assert_eq!((kept, between, slowed), (15, 3, 14));
+    // The tables are built from the scaled frequencies: position 10 of the slowest pair of a
+    // small head turns a quarter as far; the score still depends only on the distance.
+    let small = RopeScaling {
+        factor: 4.0,
+        low_freq_factor: 1.0,
+        high_freq_factor: 4.0,
+        original_max_position_embeddings: 16,
+    };
+    let plain = Rotary::new(32, 8, 10_000.0, Device::Cpu).unwrap();
+    let stretched = Rotary::scaled(32, 8, 10_000.0, Some(&small), Device::Cpu).unwrap();
+    let angle = |rotary: &Rotary| rotary.sin.double_value(&[10, 3]).asin();
+    assert!(
+        (angle(&stretched) - angle(&plain) / 4.0).abs() < 1e-6,
+        "{} vs {}",
+        angle(&stretched),
+        angle(&plain)
+    );
+    let _lock = rng_lock();
+    device::seed(4);
+    let (q, k) = (
+        Tensor::randn([1, 1, 1, 8], (Kind::Float, Device::Cpu)),
+        Tensor::randn([1, 1, 1, 8], (Kind::Float, Device::Cpu)),
+    );
+    let score = |m: usize, n: usize| {
+        (stretched.apply(&q, m).unwrap() * stretched.apply(&k, n).unwrap()).sum(Kind::Float).double_value(&[])
+    };
+    assert!((score(7, 3) - score(27, 23)).abs() < 1e-4);
+    let backwards = RopeScaling { low_freq_factor: 4.0, high_freq_factor: 1.0, ..small };
+    let err = Rotary::scaled(8, 8, 10_000.0, Some(&backwards), Device::Cpu).unwrap_err().to_string();
+    assert!(err.contains("low_freq_factor < high_freq_factor"), "{err}");
+}
+
+#[test]
 fn swiglu_and_grouped_query_attention_equal_their_formulas() {
     let _lock = rng_lock();
     device::seed(3);
@@ -194,8 +246,17 @@ fn llama_models_saved_by_transformers_load_with_the_same_logits_and_greedy_text(
     use crate::hf::{ids_of, oracle};
     let dir = TempDir::new("llama-hf");
     oracle(&["llama", dir.path().to_str().unwrap()]);
-    // Grouped (2 of 4 heads) and tied, with Llama 3's rotary base; then multi-head and untied.
-    for (case, kv_heads, tied, theta) in [("gqa", "2", "1", "500000"), ("mha", "4", "0", "10000")] {
+    // Grouped (2 of 4 heads) and tied, with Llama 3's rotary base; multi-head and untied;
+    // multi-query (1 of 4) with Llama 3's rotary scaling.
+    let scaling = RopeScaling {
+        factor: 4.0,
+        low_freq_factor: 1.0,
+        high_freq_factor: 4.0,
+        original_max_position_embeddings: 16,
+    };
+    for (case, kv_heads, tied, theta) in
+        [("gqa", "2", "1", "500000"), ("mha", "4", "0", "10000"), ("llama3", "1", "1", "10000")]
+    {
         let folder = dir.join(case);
         let expected: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(folder.join("expected.json")).unwrap()).unwrap();
@@ -205,6 +266,7 @@ fn llama_models_saved_by_transformers_load_with_the_same_logits_and_greedy_text(
             (kv_heads.parse().unwrap(), tied == "1")
         );
         assert_eq!(model.config.rope_theta, theta.parse::<f64>().unwrap());
+        assert_eq!(model.config.rope_scaling, (case == "llama3").then_some(scaling), "{case}");
         let ids = ids_of(&expected["ids"]);
         let idx = Tensor::from_slice(&ids.iter().map(|&i| i as i64).collect::<Vec<_>>()).unsqueeze(0);
         let logits = tch::no_grad(|| model.forward(&idx, None, false).unwrap().0).squeeze_dim(0);
@@ -217,6 +279,32 @@ fn llama_models_saved_by_transformers_load_with_the_same_logits_and_greedy_text(
             assert_eq!(greedy[0], ids_of(&expected["greedy"]), "{case}, {cache:?}");
         }
     }
+    // The scaling as Llama 3.2's own config.json writes it (`rope_scaling` and `rope_theta`
+    // beside the rest) gives the same model; without it the logits move.
+    let folder = dir.join("llama3");
+    let logits_of = |config: &serde_json::Value| {
+        std::fs::write(folder.join("config.json"), config.to_string()).unwrap();
+        let model = llm_from_scratch::model::hf::load_llama(&folder, Device::Cpu).unwrap();
+        let idx = Tensor::from_slice(&[5i64, 17, 3, 99, 42, 8, 0, 61, 23, 11, 70, 2, 19, 4, 33, 90, 27, 6])
+            .unsqueeze(0);
+        tch::no_grad(|| model.forward(&idx, None, false).unwrap().0)
+    };
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(folder.join("config.json")).unwrap()).unwrap();
+    let mut legacy = saved.clone();
+    let rope = legacy.as_object_mut().unwrap().remove("rope_parameters").unwrap();
+    legacy["rope_theta"] = rope["rope_theta"].clone();
+    legacy["rope_scaling"] = rope;
+    let mut unscaled = legacy.clone();
+    unscaled["rope_scaling"] = serde_json::Value::Null;
+    assert_eq!(close(&logits_of(&legacy), &logits_of(&saved)), 0.0);
+    assert!(close(&logits_of(&unscaled), &logits_of(&saved)) > 1e-3, "the scaling changes the logits");
+    let mut yarn = legacy.clone();
+    yarn["rope_scaling"]["rope_type"] = "yarn".into();
+    std::fs::write(folder.join("config.json"), yarn.to_string()).unwrap();
+    let err = llm_from_scratch::model::hf::load_llama(&folder, Device::Cpu).unwrap_err().to_string();
+    assert!(err.contains("rotary type = \"yarn\": not a model this course builds"), "{err}");
+
     // `llm` reads a Llama folder too, with the tokenizer beside it, and writes one back.
     let folder = dir.join("gqa");
     let letters: String = (0x400..0x400 + 101).filter_map(char::from_u32).collect(); // a token each
@@ -262,8 +350,16 @@ fn our_llama_exported_loads_in_transformers_with_the_same_logits_greedy_text_and
     let dir = TempDir::new("llama-export");
     let _lock = rng_lock();
     device::seed(6);
-    let model =
-        Llama::new(LlamaConfig { rope_theta: 500_000.0, vocab_size: 300, ..tiny() }, Device::Cpu).unwrap();
+    // With Llama 3's rotary scaling, from a context of 8 (tiny's is 16).
+    let scaling = RopeScaling {
+        factor: 8.0,
+        low_freq_factor: 1.0,
+        high_freq_factor: 4.0,
+        original_max_position_embeddings: 8,
+    };
+    let config =
+        LlamaConfig { rope_theta: 500_000.0, vocab_size: 300, rope_scaling: Some(scaling), ..tiny() };
+    let model = Llama::new(config, Device::Cpu).unwrap();
     // A byte-level BPE of the model's vocabulary (its last id <|endoftext|>), written beside it.
     let text = "To be, or not to be, that is the question: whether 'tis nobler in the mind to suffer";
     let bpe =

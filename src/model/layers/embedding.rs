@@ -71,3 +71,31 @@ pub fn embed(
     let pos_emb = wpe.narrow(0, start as i64, t); // [T, C]: positions start..start + T
     Ok((tok_emb + pos_emb).dropout(p, train)) // [B, T, C]
 }
+
+/// Copy a model's variables `from` into a model with a larger vocabulary, `to` (a fresh one of
+/// the same config but `vocab_size`, as [`crate::model::Gpt::with_vocab_size`] and
+/// [`crate::model::Llama::with_vocab_size`] build it): every variable of the same name, the
+/// vocabulary's (the token embedding, an untied head and its bias) into their first rows, so
+/// that the old ids give the same logits and the new rows keep their fresh draw. `from_vocab`
+/// and `to_vocab` are the two vocabularies' sizes: it can grow, not shrink.
+pub fn copy_into_larger_vocab(
+    from: &nn::VarStore,
+    from_vocab: usize,
+    to: &nn::VarStore,
+    to_vocab: usize,
+) -> Result<()> {
+    if to_vocab < from_vocab {
+        return Err(Error::Config(format!(
+            "a vocabulary can grow, not shrink: {to_vocab} tokens asked, the model has {from_vocab}"
+        )));
+    }
+    let _no_grad = tch::no_grad_guard();
+    let old = from.variables();
+    for (name, t) in to.variables() {
+        let source = old.get(&name).ok_or_else(|| Error::Config(format!("{name} is not in the model")))?;
+        let rows = source.size()[0];
+        let mut target = if rows < t.size()[0] { t.f_narrow(0, 0, rows)? } else { t.shallow_clone() };
+        target.f_copy_(source)?;
+    }
+    Ok(())
+}

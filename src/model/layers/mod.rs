@@ -6,7 +6,8 @@
 //! - [`Linear`], with a slot for a LoRA adapter ([`linear`]);
 //! - [`LayerNorm`], and Llama's [`RmsNorm`] ([`norm`]);
 //! - the feed-forward [`Mlp`] and its [`Activation`], and Llama's [`SwiGlu`] ([`mlp`]);
-//! - learned or sinusoidal [`Position`]s ([`position`]), and [`Rotary`] ones ([`rotary`]);
+//! - learned or sinusoidal [`Position`]s ([`position`]), and [`Rotary`] ones, with Llama 3's
+//!   [`RopeScaling`] ([`rotary`]);
 //! - the token embedding, the LM head and the check of a model's input ([`embedding`]);
 //! - nanoGPT's [`CausalSelfAttention`] and Llama's [`GroupedQueryAttention`] ([`attention`]),
 //!   and the [`KvCache`] they fill when generating ([`kv_cache`]);
@@ -33,4 +34,4 @@ pub use linear::{Linear, Lora, INIT_STD};
 pub use mlp::{Activation, Mlp, MlpConfig, SwiGlu};
 pub use norm::{LayerNorm, RmsNorm, LAYER_NORM_EPS};
 pub use position::{sinusoidal_positions, Position};
-pub use rotary::Rotary;
+pub use rotary::{RopeScaling, Rotary};
