@@ -59,8 +59,9 @@ wait_for_venv() {
 # 2. ccache behind the C and C++ compilers (CC=scripts/cc and CXX=scripts/cxx, read by the cc
 #    crate): the kernel's build and cargo's build each compile torch-sys's libtch and some
 #    crates' C with the same flags, so the second is a cache hit (44 of cargo's 254 compiles;
-#    not zstd-sys's, whose commands differ between the two builds). Installed from the system's packages where setup may do that
-#    (root with apt-get); otherwise everything works without it, compiling libtch twice.
+#    not zstd-sys's, whose commands differ between the two builds). Installed from the
+#    system's packages where setup may do that (root with apt-get); otherwise everything works
+#    without it, compiling libtch twice.
 if ! command -v ccache >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   say "installing ccache (apt-get)"
   apt-get install -y -q ccache >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q ccache >/dev/null 2>&1; } \
@@ -107,8 +108,8 @@ timed "waiting for the venv" wait_for_venv
 
 # 4. The kernel spec. Its env gives the kernel what `cargo build` gets from the Makefile:
 #    the venv's python (torch-sys asks it where libtorch is), libtorch's lib folder for the
-#    loader, the C and C++ compilers behind ccache (scripts/cc, scripts/cxx), and one persistent evcxr build folder
-#    so the library compiles once, not once per notebook.
+#    loader, the C and C++ compilers behind ccache (scripts/cc, scripts/cxx), and one
+#    persistent evcxr build folder so the library compiles once, not once per notebook.
 torch_lib=$("$venv/bin/python" -c 'import torch, os; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
 kernel_dir=$venv/share/jupyter/kernels/llm-from-scratch
 mkdir -p "$kernel_dir" "$root/target/evcxr"

@@ -1,10 +1,10 @@
 //! Finetuning runs from the command line (chapter 10): `llm finetune classify` turns a
 //! pretrained GPT into a spam classifier, `llm finetune instruct` a GPT or a Llama into an
-//! instruction follower. Each is a run folder as `llm train` keeps one ([`super::run`]: config, tokenizer,
-//! checkpoints, metrics, plots, the lock, MLflow; resumed by giving the command the folder
-//! again), its config saying the task ([`Task`]), and each measures what it set out to do on
-//! records it never trains on, before and after ([`RESULTS_FILE`]), with the library's
-//! [`crate::finetune`] measures.
+//! instruction follower. Each is a run folder as `llm train` keeps one ([`super::run`]:
+//! config, tokenizer, checkpoints, metrics, plots, the lock, MLflow; resumed by giving the
+//! command the folder again), its config saying the task ([`Task`]), and each measures what
+//! it set out to do on records it never trains on, before and after ([`RESULTS_FILE`]), with
+//! the library's [`crate::finetune`] measures.
 
 use super::run::{self, DataSource, RunConfig, RunSpec, Task};
 use crate::data::{self, Batches, Instruction, InstructionData, LabelledData};
@@ -126,7 +126,8 @@ pub fn plan_new(
         }
     };
     crate::device::seed(train.seed); // the new embedding rows, the head, the adapters
-                                     // A BPE's vocabulary covers the data already: then no copy of the weights.
+
+    // A BPE's vocabulary covers the data already: then no copy of the weights.
     let v = covered.vocab_size();
     let grown: AnyModel = match pretrained {
         AnyModel::Gpt(gpt) if v > gpt.config.vocab_size => gpt.with_vocab_size(v)?.into(),
@@ -142,10 +143,12 @@ pub fn plan_new(
         (Goal::Classify { tune, .. }, ModelConfig::Gpt(gpt)) => {
             ModelConfig::Classifier(ClassifierConfig { gpt, n_classes: CLASSES.len(), tune })
         }
-        (Goal::Classify { .. }, other) => return Err(Error::Config(format!(
+        (Goal::Classify { .. }, other) => {
+            return Err(Error::Config(format!(
             "{source} holds a {}: a classifier is built on a GPT here (`llm finetune instruct` takes a {0})",
             other.arch()
-        ))),
+        )))
+        }
         (Goal::Instruct, model) => model,
     };
     let config = RunConfig {

@@ -318,20 +318,12 @@ pub fn llama_config_from_hf(hf: &Value) -> Result<LlamaConfig> {
             "config.json sets {key} = {value}: not a model this course builds"
         )));
     }
+    // RopeScaling's fields are named as the file names them; the rest of the entry is ignored.
     let rope_scaling = match rope_type {
-        "llama3" => {
-            let number = |key: &str| {
-                rope[key]
-                    .as_f64()
-                    .ok_or_else(|| Error::Config(format!("config.json's llama3 rotary scaling has no {key}")))
-            };
-            Some(RopeScaling {
-                factor: number("factor")?,
-                low_freq_factor: number("low_freq_factor")?,
-                high_freq_factor: number("high_freq_factor")?,
-                original_max_position_embeddings: number("original_max_position_embeddings")? as usize,
-            })
-        }
+        "llama3" => Some(
+            serde_json::from_value::<RopeScaling>(rope.clone())
+                .map_err(|e| Error::Config(format!("config.json's llama3 rotary scaling: {e}")))?,
+        ),
         _ => None,
     };
     let config = LlamaConfig {
@@ -560,14 +552,10 @@ fn write_tokenizer(dir: &Path, tokenizer: &AnyTokenizer, model_max_length: usize
 /// transformers 5 writes them (`rope_parameters`) and as earlier versions read them
 /// (`rope_theta`, `rope_scaling`); `eos` is the id of the tokenizer's end of text, if it has one.
 pub fn llama_config_to_hf(config: &LlamaConfig, eos: Option<u32>) -> Value {
-    let rope_scaling = config.rope_scaling.map(|s| {
-        json!({
-            "rope_type": "llama3",
-            "factor": s.factor,
-            "low_freq_factor": s.low_freq_factor,
-            "high_freq_factor": s.high_freq_factor,
-            "original_max_position_embeddings": s.original_max_position_embeddings,
-        })
+    let rope_scaling = config.rope_scaling.map(|scaling| {
+        let mut entry = json!(scaling);
+        entry["rope_type"] = json!("llama3");
+        entry
     });
     let mut rope_parameters = rope_scaling.clone().unwrap_or_else(|| json!({"rope_type": "default"}));
     rope_parameters["rope_theta"] = json!(config.rope_theta);

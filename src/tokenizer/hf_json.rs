@@ -86,7 +86,8 @@ pub fn tokenizer_json(bpe: &BpeTokenizer) -> Result<Value> {
 /// [`BpeTokenizer`] with the file's own ids, whatever order they come in (special tokens
 /// first, say). What ours would tokenize differently is refused by name: a normalizer, a
 /// pre-tokenizer other than byte-level (alone, with GPT-2's split, after one `Split` by a
-/// regex, or after `Digits` one by one as in SmolLM2's), a prefix space, byte fallback, word prefixes or suffixes, `ignore_merges`, tokens
+/// regex, or after `Digits` one by one as in SmolLM2's), a prefix space, byte fallback, word
+/// prefixes or suffixes, `ignore_merges`, tokens
 /// around the text, and vocabulary entries that no merge makes.
 pub fn tokenizer_from_json(json: &Value) -> Result<BpeTokenizer> {
     let refuse = |why: String| Error::Config(why);
